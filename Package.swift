@@ -1,0 +1,77 @@
+// swift-tools-version:6.0
+// Hone — a continual-learning daemon. The module table and the direction of the
+// arrows are in ../shared/DESIGN.md ("Components"); leaves come first here.
+import PackageDescription
+
+let package = Package(
+    name: "Hone",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "honed", targets: ["honed"]),
+        .executable(name: "honectl", targets: ["honectl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // Leaves: no project dependencies.
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .target(name: "JSON"),
+        .target(
+            name: "EmbeddedPostgres",
+            dependencies: [.product(name: "Logging", package: "swift-log")]
+        ),
+        // Database access and the queue built on it.
+        .target(
+            name: "Postgres",
+            dependencies: ["CLibPQ", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "Queue",
+            dependencies: [
+                "Postgres", "JSON",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Wiring and executables.
+        .target(
+            name: "HoneDaemon",
+            dependencies: [
+                "Postgres", "EmbeddedPostgres", "Queue", "JSON",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "honed",
+            dependencies: [
+                "HoneDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "honectl",
+            dependencies: [
+                "HoneDaemon", "Postgres", "Queue",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,59 @@
+import EmbeddedPostgres
+import Foundation
+import Logging
+import Postgres
+import Queue
+import ServiceLifecycle
+
+/// `honed`'s settings, validated once at start.
+public struct DaemonConfiguration: Sendable {
+    /// The database; nil runs the embedded default (a private cluster under the data dir).
+    public var databaseURL: String?
+    public var paths: HonePaths
+    /// Connections in the shared pool.
+    public var poolSize: Int
+    public var maintenance: QueueMaintenance.Configuration
+    public var backoff: Backoff
+
+    public init(databaseURL: String?, paths: HonePaths, poolSize: Int = 8,
+                maintenance: QueueMaintenance.Configuration = .init(), backoff: Backoff = .init()) {
+        self.databaseURL = databaseURL
+        self.paths = paths
+        self.poolSize = poolSize
+        self.maintenance = maintenance
+        self.backoff = backoff
+    }
+}
+
+/// The daemon: prepares the database, then runs its services in one ServiceGroup until
+/// SIGTERM or SIGINT, and stops the private cluster it started.
+public enum Daemon {
+    public static func run(_ configuration: DaemonConfiguration, logger: Logger) async throws {
+        var embedded: PostgresCluster?
+        let conninfo: String
+        if let url = configuration.databaseURL {
+            conninfo = url
+        } else {
+            let (cluster, url) = try await HoneDatabase.startEmbedded(paths: configuration.paths, logger: logger)
+            embedded = cluster
+            conninfo = url
+            logger.info("embedded PostgreSQL ready", metadata: ["postgres.url": "\(url)"])
+        }
+        defer {
+            if let embedded { try? embedded.stop(logger: logger) }
+        }
+        let applied = try await HoneDatabase.prepare(conninfo: conninfo, paths: configuration.paths, logger: logger)
+        logger.info("database ready", metadata: ["migrations.applied": "\(applied.count)"])
+
+        let pool = PostgresPool(conninfo: conninfo, size: configuration.poolSize, logger: logger)
+        let queue = JobQueue(pool: pool, backoff: configuration.backoff)
+        let maintenance = QueueMaintenance(queue: queue, configuration: configuration.maintenance, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: maintenance)],
+                                 gracefulShutdownSignals: [.sigterm, .sigint],
+                                 logger: logger))
+        logger.info("honed running", metadata: ["postgres.url": "\(ConnectionString.redacted(conninfo))"])
+        try await group.run()
+        await pool.close()
+    }
+}

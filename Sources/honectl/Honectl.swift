@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// `honectl` — Hone's operator CLI. Exit codes: 0 success, 1 the operation failed
+/// (database error, refused change), 2 bad usage.
+@main
+struct Honectl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "honectl",
+        abstract: "Operate Hone: migrate the database, inspect and manage the queue.",
+        subcommands: [Migrate.self])
+}
