@@ -65,6 +65,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .executableTarget(
+            name: "honebench",
+            dependencies: [
+                "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue"]),
         .testTarget(
             name: "IntegrationTests",

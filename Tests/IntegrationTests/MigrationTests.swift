@@ -67,8 +67,10 @@ struct MigrationTests {
             let c = try await PostgresConnection.connect(url, logger: TestDatabase.logger)
             defer { c.close() }
             let v1 = try tempMigrations(["0100_t.sql": "CREATE TABLE hone.t100 (x int);"])
+            defer { try? FileManager.default.removeItem(at: v1) }
             try await Migrator(directory: v1).migrate(on: c, logger: TestDatabase.logger)
             let v2 = try tempMigrations(["0100_t.sql": "CREATE TABLE hone.t100 (x bigint);"])
+            defer { try? FileManager.default.removeItem(at: v2) }
             await #expect(throws: MigrationError.self) { try await Migrator(directory: v2).migrate(on: c, logger: TestDatabase.logger) }
         }
     }

@@ -1,0 +1,42 @@
+import EmbeddedPostgres
+import Foundation
+import HoneDaemon
+import Logging
+import Postgres
+import Queue
+
+/// `honebench NAME…` — Hone's benchmarks; one JSON object per line on stdout.
+/// Run through `ops/bench` (release build). `HONE_BENCH_DATABASE_URL` points the database
+/// benchmarks at an existing server; otherwise a private durable cluster is made.
+@main
+struct HoneBench {
+    static func main() async throws {
+        var logger = Logger(label: "honebench")
+        logger.logLevel = .warning
+        let names = CommandLine.arguments.dropFirst()
+        let known = ["queue"]
+        let selected = names.isEmpty ? known : Array(names)
+        for name in selected {
+            switch name {
+            case "queue": try await QueueBench.run(logger: logger)
+            default:
+                FileHandle.standardError.write(Data("honebench: unknown benchmark \(name) (known: \(known.joined(separator: ", ")))\n".utf8))
+                exit(2)
+            }
+        }
+    }
+}
+
+/// Prints one JSON line from ordered key-value pairs.
+func emit(_ fields: KeyValuePairs<String, Any>) {
+    let body = fields.map { key, value -> String in
+        let rendered: String
+        switch value {
+        case let s as String: rendered = "\"\(s)\""
+        case let d as Double: rendered = String(format: "%.1f", d)
+        default: rendered = "\(value)"
+        }
+        return "\"\(key)\":\(rendered)"
+    }
+    FileHandle.standardOutput.write(Data(("{" + body.joined(separator: ",") + "}\n").utf8))
+}
