@@ -23,6 +23,11 @@ let package = Package(
             providers: [.apt(["libpq-dev"])]
         ),
         .target(name: "JSON"),
+        .target(name: "CKernels"),
+        .target(name: "GGUF", dependencies: ["CKernels"]),
+        .target(name: "Tokenizer", dependencies: ["GGUF"]),
+        .target(name: "Llama", dependencies: ["GGUF", "CKernels"]),
+        .target(name: "Generation", dependencies: ["Llama", "Tokenizer"]),
         .target(
             name: "EmbeddedPostgres",
             dependencies: [.product(name: "Logging", package: "swift-log")]
@@ -60,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "honectl",
             dependencies: [
-                "HoneDaemon", "Postgres", "Queue",
+                "HoneDaemon", "Postgres", "Queue", "GGUF", "Tokenizer", "Llama", "Generation", "JSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

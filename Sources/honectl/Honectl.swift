@@ -7,5 +7,5 @@ struct Honectl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "honectl",
         abstract: "Operate Hone: migrate the database, inspect and manage the queue.",
-        subcommands: [Migrate.self])
+        subcommands: [Migrate.self, Generate.self, Tokenize.self])
 }

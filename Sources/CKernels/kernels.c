@@ -1,0 +1,251 @@
+// Dot-product kernels. Reference versions are plain C; fast versions use per-function
+// target attributes so the library needs no global -march and runs on any x86-64 (or
+// other) CPU, picking the best variant once at run time.
+#include "CKernels.h"
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define HONE_X86 1
+#endif
+
+static int forced_reference = 0;
+static int detected_level = -1;
+
+int hone_kernels_level(void) {
+    if (forced_reference) return 0;
+    if (detected_level < 0) {
+        int level = 0;
+#ifdef HONE_X86
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) level = 1;
+        if (level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) level = 2;
+#endif
+        detected_level = level;
+    }
+    return detected_level;
+}
+
+void hone_kernels_force_reference(int on) { forced_reference = on; }
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+// ---------------------------------------------------------------- float dot
+
+static float dot_f32_ref(const float *a, const float *b, size_t n) {
+    // Eight partial sums, so the reference and SIMD versions round alike closely.
+    float acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    float s = 0;
+    for (int j = 0; j < 8; j++) s += acc[j];
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+#ifdef HONE_X86
+__attribute__((target("avx2,fma")))
+static float dot_f32_avx2(const float *a, const float *b, size_t n) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    }
+    acc0 = _mm256_add_ps(acc0, acc1);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc0), _mm256_extractf128_ps(acc0, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+    float s = _mm_cvtss_f32(s4);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+__attribute__((target("avx512f")))
+static float dot_f32_avx512(const float *a, const float *b, size_t n) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), acc1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+#endif
+
+float hone_dot_f32(const float *a, const float *b, size_t n) {
+#ifdef HONE_X86
+    switch (hone_kernels_level()) {
+    case 2: return dot_f32_avx512(a, b, n);
+    case 1: return dot_f32_avx2(a, b, n);
+    default: break;
+    }
+#endif
+    return dot_f32_ref(a, b, n);
+}
+
+// ---------------------------------------------------------------- int8 activations
+
+void hone_quantize_q8(const float *x, size_t n, int8_t *q, hone_q8_scale *scales) {
+    for (size_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        float d = amax / 127.0f;
+        float id = d ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) {
+            int v = (int)roundf(xb[j] * id);
+            q[b * 32 + j] = (int8_t)v;
+            sum += v;
+        }
+        scales[b].d = d;
+        scales[b].sum = sum;
+    }
+}
+
+// Reference: integer dot per block, then scaled.
+static float dot_q_ref(int type, const void *w, const int8_t *q, const hone_q8_scale *s, size_t n) {
+    const uint8_t *p = (const uint8_t *)w;
+    float total = 0;
+    for (size_t b = 0; b < n / 32; b++) {
+        const int8_t *qb = q + b * 32;
+        int32_t acc = 0;
+        switch (type) {
+        case HONE_TYPE_Q8_0: {
+            float d = hone_f16_to_f32(rd16(p));
+            const int8_t *wq = (const int8_t *)(p + 2);
+            for (int j = 0; j < 32; j++) acc += wq[j] * qb[j];
+            total += d * s[b].d * (float)acc;
+            p += 34;
+            break;
+        }
+        case HONE_TYPE_Q4_0: {
+            float d = hone_f16_to_f32(rd16(p));
+            for (int j = 0; j < 16; j++) {
+                acc += (p[2 + j] & 0x0f) * qb[j] + (p[2 + j] >> 4) * qb[j + 16];
+            }
+            total += d * s[b].d * (float)(acc - 8 * s[b].sum);
+            p += 18;
+            break;
+        }
+        case HONE_TYPE_Q4_1: {
+            float d = hone_f16_to_f32(rd16(p));
+            float m = hone_f16_to_f32(rd16(p + 2));
+            for (int j = 0; j < 16; j++) {
+                acc += (p[4 + j] & 0x0f) * qb[j] + (p[4 + j] >> 4) * qb[j + 16];
+            }
+            total += d * s[b].d * (float)acc + m * s[b].d * (float)s[b].sum;
+            p += 20;
+            break;
+        }
+        default:
+            return NAN;
+        }
+    }
+    return total;
+}
+
+#ifdef HONE_X86
+// Sums of u8*s8 products in 32-bit lanes: VNNI's vpdpbusd on 256-bit vectors.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+static float dot_q_vnni(int type, const void *w, const int8_t *q, const hone_q8_scale *s, size_t n) {
+    const uint8_t *p = (const uint8_t *)w;
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256 total = _mm256_setzero_ps();
+    float tail = 0;
+    size_t nb = n / 32;
+    for (size_t b = 0; b < nb; b++) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(q + b * 32));
+        if (type == HONE_TYPE_Q8_0) {
+            __m256i wq = _mm256_loadu_si256((const __m256i *)(p + 2));
+            // u8*s8 only: move w's sign onto x.
+            __m256i ax = _mm256_sign_epi8(wq, wq);
+            __m256i sx = _mm256_sign_epi8(x, wq);
+            __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sx);
+            float scale = _cvtsh_ss(rd16(p)) * s[b].d;
+            total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), total);
+            p += 34;
+        } else {
+            int off = type == HONE_TYPE_Q4_1 ? 4 : 2;
+            __m128i packed = _mm_loadu_si128((const __m128i *)(p + off));
+            __m256i nib = _mm256_and_si256(
+                _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
+            __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), nib, x);
+            float d = _cvtsh_ss(rd16(p));
+            if (type == HONE_TYPE_Q4_1) {
+                total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * s[b].d), total);
+                tail += _cvtsh_ss(rd16(p + 2)) * s[b].d * (float)s[b].sum;
+                p += 20;
+            } else {
+                total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * s[b].d), total);
+                tail -= 8.0f * d * s[b].d * (float)s[b].sum;
+                p += 18;
+            }
+        }
+    }
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+    return _mm_cvtss_f32(s4) + tail;
+}
+
+// AVX2 without VNNI: pmaddubsw (u8*s8 → s16 pairs) then pmaddwd to 32-bit.
+__attribute__((target("avx2,fma,f16c")))
+static float dot_q_avx2(int type, const void *w, const int8_t *q, const hone_q8_scale *s, size_t n) {
+    const uint8_t *p = (const uint8_t *)w;
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 total = _mm256_setzero_ps();
+    float tail = 0;
+    size_t nb = n / 32;
+    for (size_t b = 0; b < nb; b++) {
+        __m256i x = _mm256_loadu_si256((const __m256i *)(q + b * 32));
+        __m256i u, v;
+        float scale;
+        if (type == HONE_TYPE_Q8_0) {
+            __m256i wq = _mm256_loadu_si256((const __m256i *)(p + 2));
+            u = _mm256_sign_epi8(wq, wq);
+            v = _mm256_sign_epi8(x, wq);
+            scale = _cvtsh_ss(rd16(p)) * s[b].d;
+            p += 34;
+        } else {
+            int off = type == HONE_TYPE_Q4_1 ? 4 : 2;
+            __m128i packed = _mm_loadu_si128((const __m128i *)(p + off));
+            u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
+            v = x;
+            float d = _cvtsh_ss(rd16(p));
+            scale = d * s[b].d;
+            if (type == HONE_TYPE_Q4_1) {
+                tail += _cvtsh_ss(rd16(p + 2)) * s[b].d * (float)s[b].sum;
+                p += 20;
+            } else {
+                tail -= 8.0f * d * s[b].d * (float)s[b].sum;
+                p += 18;
+            }
+        }
+        __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones);
+        total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), total);
+    }
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+    return _mm_cvtss_f32(s4) + tail;
+}
+#endif
+
+float hone_dot_q(int type, const void *w, const int8_t *q, const hone_q8_scale *s, size_t n) {
+#ifdef HONE_X86
+    switch (hone_kernels_level()) {
+    case 2: return dot_q_vnni(type, w, q, s, n);
+    case 1: return dot_q_avx2(type, w, q, s, n);
+    default: break;
+    }
+#endif
+    return dot_q_ref(type, w, q, s, n);
+}

@@ -1,0 +1,114 @@
+/// A metadata value of a GGUF file.
+public enum GGUFValue: Sendable, Equatable {
+    case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16)
+    case uint32(UInt32), int32(Int32), uint64(UInt64), int64(Int64)
+    case float32(Float), float64(Double)
+    case bool(Bool)
+    case string(String)
+    /// Elements all of one type (`elementType`, a GGUF value type id).
+    case array(elementType: UInt32, [GGUFValue])
+
+    /// The value as an integer, for any integer type.
+    public var intValue: Int? {
+        switch self {
+        case .uint8(let v): return Int(v)
+        case .int8(let v): return Int(v)
+        case .uint16(let v): return Int(v)
+        case .int16(let v): return Int(v)
+        case .uint32(let v): return Int(v)
+        case .int32(let v): return Int(v)
+        case .uint64(let v): return Int(exactly: v)
+        case .int64(let v): return Int(v)
+        default: return nil
+        }
+    }
+
+    /// The value as a double, for any numeric type.
+    public var doubleValue: Double? {
+        switch self {
+        case .float32(let v): return Double(v)
+        case .float64(let v): return v
+        default: return intValue.map(Double.init)
+        }
+    }
+
+    public var stringValue: String? {
+        if case .string(let s) = self { return s }
+        return nil
+    }
+
+    public var boolValue: Bool? {
+        if case .bool(let b) = self { return b }
+        return nil
+    }
+
+    public var arrayValue: [GGUFValue]? {
+        if case .array(_, let a) = self { return a }
+        return nil
+    }
+
+    /// GGUF value type ids.
+    enum TypeID: UInt32 {
+        case uint8 = 0, int8, uint16, int16, uint32, int32, float32, bool, string, array, uint64, int64, float64
+    }
+
+    var typeID: UInt32 {
+        switch self {
+        case .uint8: return 0
+        case .int8: return 1
+        case .uint16: return 2
+        case .int16: return 3
+        case .uint32: return 4
+        case .int32: return 5
+        case .float32: return 6
+        case .bool: return 7
+        case .string: return 8
+        case .array: return 9
+        case .uint64: return 10
+        case .int64: return 11
+        case .float64: return 12
+        }
+    }
+}
+
+/// A tensor's element type (ggml's numbering). Quantized types store blocks of values.
+public enum GGMLType: UInt32, Sendable, CaseIterable {
+    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, bf16 = 30
+
+    /// Values per block.
+    public var blockSize: Int {
+        switch self {
+        case .f32, .f16, .bf16: return 1
+        case .q4_0, .q4_1, .q8_0: return 32
+        }
+    }
+
+    /// Bytes per block.
+    public var blockBytes: Int {
+        switch self {
+        case .f32: return 4
+        case .f16, .bf16: return 2
+        case .q4_0: return 18
+        case .q4_1: return 20
+        case .q8_0: return 34
+        }
+    }
+
+    /// Bytes for `count` values (a multiple of the block size).
+    public func bytes(for count: Int) -> Int { count / blockSize * blockBytes }
+
+    /// Names of ggml types this reader does not decode, for error messages.
+    static func name(of id: UInt32) -> String {
+        let names: [UInt32: String] = [6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K",
+                                       14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
+                                       20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16",
+                                       26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M"]
+        return names[id] ?? "type \(id)"
+    }
+}
+
+/// A GGUF file that cannot be used, with what is wrong and where.
+public struct GGUFError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

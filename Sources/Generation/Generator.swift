@@ -1,0 +1,138 @@
+import Llama
+import Tokenizer
+
+/// What to generate.
+public struct GenerationRequest: Sendable {
+    public var promptTokens: [Int]
+    public var maxTokens: Int
+    public var sampling: SamplingParameters
+    /// Generation ends before any of these strings; they are not part of the text.
+    public var stop: [String]
+    /// How many alternatives to report per token (0: none).
+    public var topLogprobs: Int
+
+    public init(promptTokens: [Int], maxTokens: Int = 256, sampling: SamplingParameters = .init(), stop: [String] = [], topLogprobs: Int = 0) {
+        self.promptTokens = promptTokens
+        self.maxTokens = maxTokens
+        self.sampling = sampling
+        self.stop = stop
+        self.topLogprobs = topLogprobs
+    }
+}
+
+/// Why generation ended (OpenAI's `finish_reason`).
+public enum FinishReason: String, Sendable {
+    case stop, length
+}
+
+/// One step of output: the chosen token and the text that became final with it.
+public struct GenerationStep: Sendable {
+    public let choice: TokenChoice
+    /// Text safe to show now (complete UTF-8, never part of a stop string).
+    public let text: String
+}
+
+/// The whole result of a generation.
+public struct GenerationResult: Sendable {
+    public var tokens: [Int] = []
+    public var text = ""
+    public var finishReason: FinishReason = .length
+    public var promptTokenCount = 0
+}
+
+/// Runs one sequence: prefill the prompt, then decode token by token until EOS, a stop
+/// string or max tokens.
+public struct Generator: Sendable {
+    public let model: LlamaModel
+    public let tokenizer: Tokenizer
+    public let mode: MatmulMode
+
+    public init(model: LlamaModel, tokenizer: Tokenizer, mode: MatmulMode = .fast) {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.mode = mode
+    }
+
+    /// Generates, calling `onStep` for every token as it is chosen.
+    public func generate(_ request: GenerationRequest, onStep: (GenerationStep) throws -> Void = { _ in }) throws -> GenerationResult {
+        guard !request.promptTokens.isEmpty else { throw ModelError("the prompt has no tokens") }
+        guard request.promptTokens.count < model.config.contextLength else {
+            throw ModelError("the prompt has \(request.promptTokens.count) tokens; the context holds \(model.config.contextLength)")
+        }
+        let maxTokens = min(request.maxTokens, model.config.contextLength - request.promptTokens.count)
+        let cache = model.makeCache(capacity: request.promptTokens.count + maxTokens)
+        var sampler = Sampler(request.sampling)
+        var result = GenerationResult(promptTokenCount: request.promptTokens.count)
+        var stopper = StopMatcher(stops: request.stop)
+        var decoder = StreamingDecoder()
+        var logits = try model.forward([SequenceInput(tokens: request.promptTokens, cache: cache)], mode: mode)[0][0]
+        var context = request.promptTokens
+        while result.tokens.count < maxTokens {
+            let choice = sampler.choose(logits: logits, context: context, topLogprobs: request.topLogprobs)
+            if tokenizer.endOfGeneration.contains(choice.token) {
+                result.finishReason = .stop
+                break
+            }
+            result.tokens.append(choice.token)
+            context.append(choice.token)
+            let (text, stopped) = stopper.feed(decoder.append(tokenizer.bytes(of: choice.token)))
+            result.text += text
+            try onStep(GenerationStep(choice: choice, text: text))
+            if stopped {
+                result.finishReason = .stop
+                return result
+            }
+            if result.tokens.count == maxTokens { break }
+            logits = try model.forward([SequenceInput(tokens: [choice.token], cache: cache)], mode: mode)[0][0]
+        }
+        let rest = stopper.finish(decoder.finish())
+        result.text += rest
+        if !rest.isEmpty, let last = result.tokens.last {
+            try onStep(GenerationStep(choice: TokenChoice(token: last, logprob: 0, top: []), text: rest))
+        }
+        return result
+    }
+}
+
+/// Holds back text that might be the start of a stop string, and cuts at the first stop.
+public struct StopMatcher: Sendable {
+    let stops: [String]
+    var held = ""
+
+    public init(stops: [String]) { self.stops = stops.filter { !$0.isEmpty } }
+
+    /// Adds text; returns what can be shown and whether a stop string was reached.
+    public mutating func feed(_ text: String) -> (String, Bool) {
+        held += text
+        guard !stops.isEmpty else { defer { held = "" }; return (held, false) }
+        var earliest: String.Index?
+        for s in stops {
+            if let r = held.range(of: s), earliest == nil || r.lowerBound < earliest! { earliest = r.lowerBound }
+        }
+        if let cut = earliest {
+            let out = String(held[..<cut])
+            held = ""
+            return (out, true)
+        }
+        // Keep the longest tail that is a prefix of some stop string.
+        var keep = 0
+        for s in stops {
+            for n in stride(from: min(s.count - 1, held.count), to: 0, by: -1) where held.hasSuffix(s.prefix(n)) {
+                keep = max(keep, n)
+                break
+            }
+        }
+        let split = held.index(held.endIndex, offsetBy: -keep)
+        let out = String(held[..<split])
+        held = String(held[split...])
+        return (out, false)
+    }
+
+    /// The held-back text at the end of generation.
+    public mutating func finish(_ text: String) -> String {
+        let (out, stopped) = feed(text)
+        if stopped { return out }
+        defer { held = "" }
+        return out + held
+    }
+}

@@ -1,0 +1,179 @@
+import CKernels
+import Foundation
+
+/// One sequence's part of a batched forward pass.
+public struct SequenceInput {
+    /// New tokens, appended after what `cache` holds.
+    public var tokens: [Int]
+    public var cache: KVCache
+    /// Return logits for every new token (true) or only the last (false).
+    public var allLogits: Bool
+
+    public init(tokens: [Int], cache: KVCache, allLogits: Bool = false) {
+        self.tokens = tokens
+        self.cache = cache
+        self.allLogits = allLogits
+    }
+}
+
+extension LlamaModel {
+    /// Runs new tokens of several sequences through the model in one pass: the linear
+    /// layers see all rows together, attention runs per sequence over its own cache.
+    /// Returns per sequence the logits (V each) of its last token, or of all its tokens.
+    public func forward(_ batch: [SequenceInput], mode: MatmulMode = .fast) throws -> [[[Float]]] {
+        let c = config.width, d = config.headDim, h = config.heads, kv = config.kvHeads
+        let f = config.ffnWidth, v = config.vocabSize
+        var rows: [(seq: Int, pos: Int)] = []
+        for (s, input) in batch.enumerated() {
+            guard !input.tokens.isEmpty else { throw ModelError("sequence \(s) has no new tokens") }
+            guard input.cache.count + input.tokens.count <= input.cache.capacity else {
+                throw ModelError("sequence \(s) would hold \(input.cache.count + input.tokens.count) tokens; its cache holds \(input.cache.capacity) (context length \(config.contextLength))")
+            }
+            for t in input.tokens {
+                guard t >= 0 && t < v else { throw ModelError("token id \(t) is outside the vocabulary (0..<\(v))") }
+            }
+            for i in 0..<input.tokens.count { rows.append((s, input.cache.count + i)) }
+        }
+        let n = rows.count   // N rows in this pass
+        var x = [Float](repeating: 0, count: n * c)          // (N, C) residual stream
+        var hidden = [Float](repeating: 0, count: n * c)     // (N, C) normed
+        var q = [Float](repeating: 0, count: n * h * d)      // (N, H·D)
+        var k = [Float](repeating: 0, count: n * kv * d)     // (N, KV·D)
+        var vv = [Float](repeating: 0, count: n * kv * d)    // (N, KV·D)
+        var att = [Float](repeating: 0, count: n * h * d)    // (N, H·D)
+        var proj = [Float](repeating: 0, count: n * c)       // (N, C)
+        var gate = [Float](repeating: 0, count: n * f)       // (N, F)
+        var up = [Float](repeating: 0, count: n * f)         // (N, F)
+
+        let tokens = batch.flatMap(\.tokens)
+        x.withUnsafeMutableBufferPointer { xp in
+            for (i, t) in tokens.enumerated() { embedding.row(t, into: xp.baseAddress! + i * c) }
+        }
+        for layer in layers.indices {
+            let w = layers[layer]
+            rmsNormForward(x, weight: w.attnNorm, into: &hidden, rows: n, width: c)
+            multiply(w.q, hidden, n, &q, mode)
+            multiply(w.k, hidden, n, &k, mode)
+            multiply(w.v, hidden, n, &vv, mode)
+            for (i, row) in rows.enumerated() {
+                ropeForward(&q, offset: i * h * d, heads: h, position: row.pos)
+                ropeForward(&k, offset: i * kv * d, heads: kv, position: row.pos)
+            }
+            // Store this pass's keys and values, then attend.
+            for (i, row) in rows.enumerated() {
+                let cache = batch[row.seq].cache
+                let dst = row.pos * cache.kvWidth
+                for j in 0..<(kv * d) {
+                    cache.keys[layer][dst + j] = k[i * kv * d + j]
+                    cache.values[layer][dst + j] = vv[i * kv * d + j]
+                }
+            }
+            attentionForward(rows: rows, batch: batch, layer: layer, q: q, into: &att)
+            multiply(w.o, att, n, &proj, mode)
+            for i in 0..<(n * c) { x[i] += proj[i] }
+            rmsNormForward(x, weight: w.ffnNorm, into: &hidden, rows: n, width: c)
+            multiply(w.gate, hidden, n, &gate, mode)
+            multiply(w.up, hidden, n, &up, mode)
+            for i in 0..<(n * f) { gate[i] = gate[i] / (1 + expf(-gate[i])) * up[i] }  // SwiGLU
+            multiply(w.down, gate, n, &proj, mode)
+            for i in 0..<(n * c) { x[i] += proj[i] }
+        }
+        for input in batch { input.cache.advance(by: input.tokens.count) }
+
+        // Output head only on the rows whose logits are wanted.
+        var wanted: [Int] = []
+        var start = 0
+        for input in batch {
+            let count = input.tokens.count
+            wanted += input.allLogits ? Array(start..<(start + count)) : [start + count - 1]
+            start += count
+        }
+        var picked = [Float](repeating: 0, count: wanted.count * c)
+        for (j, i) in wanted.enumerated() {
+            for e in 0..<c { picked[j * c + e] = x[i * c + e] }
+        }
+        var normed = [Float](repeating: 0, count: wanted.count * c)
+        rmsNormForward(picked, weight: outputNorm, into: &normed, rows: wanted.count, width: c)
+        var logits = [Float](repeating: 0, count: wanted.count * v)
+        multiply(output, normed, wanted.count, &logits, mode)
+        var result: [[[Float]]] = []
+        var next = 0
+        for input in batch {
+            let count = input.allLogits ? input.tokens.count : 1
+            result.append((0..<count).map { j in Array(logits[((next + j) * v)..<((next + j + 1) * v)]) })
+            next += count
+        }
+        return result
+    }
+
+    private func multiply(_ w: QuantizedMatrix, _ x: [Float], _ n: Int, _ out: inout [Float], _ mode: MatmulMode) {
+        x.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { op in
+                w.multiply(xp.baseAddress!, count: n, into: op.baseAddress!, mode: mode)
+            }
+        }
+    }
+
+    /// out[r] = x[r] / sqrt(mean(x[r]²) + eps) · weight.   x, out: (rows, width)
+    func rmsNormForward(_ x: [Float], weight: [Float], into out: inout [Float], rows: Int, width: Int) {
+        for r in 0..<rows {
+            var ss: Float = 0
+            for i in 0..<width { ss += x[r * width + i] * x[r * width + i] }
+            let rstd = 1 / sqrtf(ss / Float(width) + config.rmsEpsilon)
+            for i in 0..<width { out[r * width + i] = x[r * width + i] * rstd * weight[i] }
+        }
+    }
+
+    /// Rotates pairs (2i, 2i+1) of each head by position·invFreq[i] (GGUF stores q and k
+    /// rows in the order that makes this equal to Hugging Face's rotate_half).
+    func ropeForward(_ x: inout [Float], offset: Int, heads: Int, position: Int) {
+        let d = config.headDim
+        for i in 0..<(d / 2) {
+            let angle = Float(position) * invFreq[i]
+            let cs = cosf(angle), sn = sinf(angle)
+            for head in 0..<heads {
+                let p = offset + head * d + 2 * i
+                let a = x[p], b = x[p + 1]
+                x[p] = a * cs - b * sn
+                x[p + 1] = a * sn + b * cs
+            }
+        }
+    }
+
+    /// Causal grouped-query attention of each row over its sequence's cache up to its own
+    /// position.   q, out: (N, H·D)
+    func attentionForward(rows: [(seq: Int, pos: Int)], batch: [SequenceInput], layer: Int, q: [Float], into out: inout [Float]) {
+        let d = config.headDim, h = config.heads, group = config.heads / config.kvHeads
+        let scale = 1 / sqrtf(Float(d))
+        out.withUnsafeMutableBufferPointer { op in
+            q.withUnsafeBufferPointer { qp in
+                Parallel.for(rows.count * h) { job in
+                    let i = job / h, head = job % h
+                    let row = rows[i]
+                    let cache = batch[row.seq].cache
+                    let kvHead = head / group
+                    let length = row.pos + 1
+                    var scores = [Float](repeating: 0, count: length)
+                    cache.keys[layer].withUnsafeBufferPointer { kp in
+                        let qrow = qp.baseAddress! + i * h * d + head * d
+                        for t in 0..<length {
+                            scores[t] = hone_dot_f32(qrow, kp.baseAddress! + t * cache.kvWidth + kvHead * d, d) * scale
+                        }
+                    }
+                    let maxScore = scores.max()!
+                    var sum: Float = 0
+                    for t in 0..<length { scores[t] = expf(scores[t] - maxScore); sum += scores[t] }
+                    let o = op.baseAddress! + i * h * d + head * d
+                    for e in 0..<d { o[e] = 0 }
+                    cache.values[layer].withUnsafeBufferPointer { vp in
+                        for t in 0..<length {
+                            let p = scores[t] / sum
+                            let vrow = vp.baseAddress! + t * cache.kvWidth + kvHead * d
+                            for e in 0..<d { o[e] += p * vrow[e] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

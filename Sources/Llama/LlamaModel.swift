@@ -1,0 +1,106 @@
+import CKernels
+import Foundation
+import GGUF
+
+/// One transformer block's weights.
+struct LlamaLayer: Sendable {
+    let attnNorm: [Float]        // (C)
+    let q: QuantizedMatrix       // (H·D, C)
+    let k: QuantizedMatrix       // (KV·D, C)
+    let v: QuantizedMatrix       // (KV·D, C)
+    let o: QuantizedMatrix       // (C, H·D)
+    let ffnNorm: [Float]         // (C)
+    let gate: QuantizedMatrix    // (F, C)
+    let up: QuantizedMatrix      // (F, C)
+    let down: QuantizedMatrix    // (C, F)
+}
+
+/// A Llama-architecture model loaded from GGUF: weights stay quantized in the mapping.
+public final class LlamaModel: Sendable {
+    public let config: LlamaConfig
+    public let file: GGUFFile
+    let embedding: QuantizedMatrix   // (V, C)
+    let layers: [LlamaLayer]
+    let outputNorm: [Float]          // (C)
+    let output: QuantizedMatrix      // (V, C): token_embd when tied
+    /// RoPE inverse frequencies, computed as PyTorch does (float32 pow) so positions agree.
+    let invFreq: [Float]             // (D/2)
+
+    public init(file: GGUFFile) throws {
+        let config = try LlamaConfig(gguf: file)
+        self.config = config
+        self.file = file
+        func info(_ t: LlamaTensor, _ shape: [Int]) throws -> GGUFTensorInfo {
+            guard let i = file.tensors[t.name] else { throw GGUFError("tensor \(t.name) is missing") }
+            guard i.dims == shape else { throw GGUFError("tensor \(t.name) has shape \(i.dims), expected \(shape)") }
+            return i
+        }
+        func matrix(_ t: LlamaTensor, out: Int, in inDim: Int) throws -> QuantizedMatrix {
+            QuantizedMatrix(file: file, info: try info(t, [inDim, out]))
+        }
+        func vector(_ t: LlamaTensor, _ n: Int) throws -> [Float] {
+            _ = try info(t, [n])
+            return try file.floats(t.name)
+        }
+        let c = config.width, f = config.ffnWidth, d = config.headDim
+        embedding = try matrix(.tokenEmbedding, out: config.vocabSize, in: c)
+        layers = try (0..<config.layers).map { i in
+            LlamaLayer(
+                attnNorm: try vector(.attnNorm(i), c),
+                q: try matrix(.attnQ(i), out: config.heads * d, in: c),
+                k: try matrix(.attnK(i), out: config.kvHeads * d, in: c),
+                v: try matrix(.attnV(i), out: config.kvHeads * d, in: c),
+                o: try matrix(.attnOutput(i), out: c, in: config.heads * d),
+                ffnNorm: try vector(.ffnNorm(i), c),
+                gate: try matrix(.ffnGate(i), out: f, in: c),
+                up: try matrix(.ffnUp(i), out: f, in: c),
+                down: try matrix(.ffnDown(i), out: c, in: f))
+        }
+        outputNorm = try vector(.outputNorm, c)
+        output = file.tensors[LlamaTensor.output.name] != nil
+            ? try matrix(.output, out: config.vocabSize, in: c) : embedding
+        invFreq = (0..<(d / 2)).map { i in 1 / powf(config.ropeBase, Float(2 * i) / Float(d)) }
+    }
+
+    /// Loads a GGUF file.
+    public convenience init(path: String) throws {
+        try self.init(file: try GGUFFile(path: path))
+    }
+
+    /// A KV cache for one sequence of up to `capacity` tokens (default: the context length).
+    public func makeCache(capacity: Int? = nil) -> KVCache {
+        KVCache(config: config, capacity: min(capacity ?? config.contextLength, config.contextLength))
+    }
+}
+
+/// Keys and values of one sequence's past tokens, per layer.
+public final class KVCache: @unchecked Sendable {
+    // Not shared: a cache belongs to one sequence and one forward call at a time.
+    public let capacity: Int
+    /// Tokens held.
+    public private(set) var count = 0
+    let kvWidth: Int
+    var keys: [[Float]]    // L × (capacity, KV·D)
+    var values: [[Float]]  // L × (capacity, KV·D)
+
+    init(config: LlamaConfig, capacity: Int) {
+        self.capacity = capacity
+        kvWidth = config.kvHeads * config.headDim
+        keys = Array(repeating: [Float](repeating: 0, count: capacity * kvWidth), count: config.layers)
+        values = keys
+    }
+
+    /// Forgets tokens from `position` on (e.g. to reuse a shared prompt prefix).
+    public func truncate(to position: Int) {
+        precondition(position >= 0 && position <= count)
+        count = position
+    }
+
+    func advance(by n: Int) { count += n }
+}
+
+/// Why a forward pass could not run.
+public struct ModelError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,131 @@
+import CKernels
+import Dispatch
+import GGUF
+import Foundation
+import Synchronization
+
+/// How matrix-vector products are computed.
+public enum MatmulMode: Sendable {
+    /// Weights dequantized to float32, float32 activations: matches the float reference.
+    case exact
+    /// Activations quantized to int8 per 32-value block, integer dot products with the
+    /// quantized weights (llama.cpp's scheme): the serving path.
+    case fast
+}
+
+/// A weight matrix W (rows × cols, i.e. out × in) kept in its file type, in place in the
+/// memory-mapped file. The float32 copy for the exact path is made on first use.
+public final class QuantizedMatrix: @unchecked Sendable {
+    // Safe to share: `data` points into an immutable mapping kept alive by `file`; the
+    // float copy is created once under `lock` and never mutated afterwards.
+    public let rows: Int
+    public let cols: Int
+    public let type: GGMLType
+    let data: UnsafeRawPointer
+    let rowBytes: Int
+    private let file: GGUFFile
+    private let lock = Mutex<[Float]?>(nil)
+
+    init(file: GGUFFile, info: GGUFTensorInfo) {
+        precondition(info.dims.count == 2)
+        self.file = file
+        cols = info.dims[0]
+        rows = info.dims[1]
+        type = info.type
+        data = file.data(of: info).baseAddress!
+        rowBytes = info.type.bytes(for: info.dims[0])
+    }
+
+    /// Row `r` as float32.
+    func row(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        hone_dequantize(Int32(type.rawValue), data + r * rowBytes, out, cols)
+    }
+
+    /// The whole matrix as float32 (rows × cols), made once.
+    func floats() -> [Float] {
+        lock.withLock { cached in
+            if let cached { return cached }
+            var out = [Float](repeating: 0, count: rows * cols)
+            _ = out.withUnsafeMutableBufferPointer { p in
+                hone_dequantize(Int32(type.rawValue), data, p.baseAddress, rows * cols)
+            }
+            cached = out
+            return out
+        }
+    }
+
+    /// out[n][r] = Σ_c W[r][c] · x[n][c] for N rows of x.
+    /// - Parameters: x: (N, cols); out: (N, rows).
+    func multiply(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>, mode: MatmulMode) {
+        let rows = rows, cols = cols
+        let chunks = min(rows, Parallel.threads * 8)
+        switch mode {
+        case .exact:
+            let w = floats()
+            w.withUnsafeBufferPointer { wp in
+                let wbase = wp.baseAddress!
+                Parallel.for(chunks) { chunk in
+                    for r in Parallel.range(chunk, of: chunks, total: rows) {
+                        let wr = wbase + r * cols
+                        for i in 0..<n { out[i * rows + r] = hone_dot_f32(wr, x + i * cols, cols) }
+                    }
+                }
+            }
+        case .fast:
+            guard type != .f32 && type != .f16 && type != .bf16 else {
+                return multiply(x, count: n, into: out, mode: .exact)
+            }
+            let blocks = cols / 32
+            var q = [Int8](repeating: 0, count: n * cols)
+            var scales = [hone_q8_scale](repeating: hone_q8_scale(), count: n * blocks)
+            q.withUnsafeMutableBufferPointer { qp in
+                scales.withUnsafeMutableBufferPointer { sp in
+                    for i in 0..<n { hone_quantize_q8(x + i * cols, cols, qp.baseAddress! + i * cols, sp.baseAddress! + i * blocks) }
+                }
+            }
+            let typeID = Int32(type.rawValue)
+            let data = data, rowBytes = rowBytes
+            q.withUnsafeBufferPointer { qp in
+                scales.withUnsafeBufferPointer { sp in
+                    let qbase = qp.baseAddress!, sbase = sp.baseAddress!
+                    Parallel.for(chunks) { chunk in
+                        for r in Parallel.range(chunk, of: chunks, total: rows) {
+                            let wr = data + r * rowBytes
+                            for i in 0..<n {
+                                out[i * rows + r] = hone_dot_q(typeID, wr, qbase + i * cols, sbase + i * blocks, cols)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Work split over the machine's cores.
+public enum Parallel {
+    /// Threads used for matrix products (HONE_THREADS, else the core count).
+    public static let threads: Int = {
+        if let s = getenv("HONE_THREADS"), let n = Int(String(cString: s)), n > 0 { return n }
+        return max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    }()
+
+    /// Runs `body(0..<count)` spread over `threads` dispatch worker threads.
+    static func `for`(_ count: Int, _ body: (Int) -> Void) {
+        if threads == 1 || count == 1 {
+            for i in 0..<count { body(i) }
+        } else {
+            // concurrentPerform returns only after every iteration ran, so `body` (and what
+            // it captures, such as buffer pointers) outlives all uses.
+            withoutActuallyEscaping(body) { escapable in
+                nonisolated(unsafe) let run = escapable
+                DispatchQueue.concurrentPerform(iterations: count) { run($0) }
+            }
+        }
+    }
+
+    /// The part `chunk` of `chunks` of 0..<total.
+    static func range(_ chunk: Int, of chunks: Int, total: Int) -> Range<Int> {
+        (total * chunk / chunks)..<(total * (chunk + 1) / chunks)
+    }
+}

@@ -1,0 +1,46 @@
+/// A chat message: who said it and what.
+public struct ChatMessage: Sendable, Equatable, Codable {
+    public var role: String
+    public var content: String
+    public init(role: String, content: String) {
+        self.role = role
+        self.content = content
+    }
+}
+
+/// ChatML formatting (`<|im_start|>role\ncontent<|im_end|>\n`), the format of SmolLM2 and
+/// the Qwen family. When the model's template inserts a default system prompt for
+/// conversations that lack one (SmolLM2's does), the same prompt is inserted here.
+public struct ChatTemplate: Sendable {
+    /// The system prompt used when the conversation has none, read from the template.
+    public let defaultSystemPrompt: String?
+
+    public init(template: String?) {
+        defaultSystemPrompt = template.flatMap(Self.defaultSystem(in:))
+    }
+
+    /// The prompt text for `messages`, with the assistant turn opened when asked.
+    public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) -> String {
+        var out = ""
+        if let system = defaultSystemPrompt, messages.first?.role != "system" {
+            out += "<|im_start|>system\n\(system)<|im_end|>\n"
+        }
+        for m in messages {
+            out += "<|im_start|>\(m.role)\n\(m.content)<|im_end|>\n"
+        }
+        if addGenerationPrompt { out += "<|im_start|>assistant\n" }
+        return out
+    }
+
+    /// The literal system turn a ChatML template writes for conversations without one.
+    static func defaultSystem(in template: String) -> String? {
+        // The template's string literal may hold a real newline or the escape `\n`.
+        for marker in ["'<|im_start|>system\n", "'<|im_start|>system\\n"] {
+            if let start = template.range(of: marker),
+               let end = template[start.upperBound...].range(of: "<|im_end|>") {
+                return String(template[start.upperBound..<end.lowerBound])
+            }
+        }
+        return nil
+    }
+}
