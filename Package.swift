@@ -77,7 +77,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue"]),
+        .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue", "CKernels", "GGUF", "Tokenizer", "Llama", "Generation"]),
+        .testTarget(
+            name: "ModelTests",
+            dependencies: ["GGUF", "Tokenizer", "Llama", "Generation", "CKernels", "JSON"],
+            resources: [.copy("Fixtures")]
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

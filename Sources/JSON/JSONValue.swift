@@ -50,6 +50,12 @@ extension JSONValue {
         return nil
     }
 
+    /// The elements, when this is an array.
+    public var arrayValue: [JSONValue]? {
+        if case .array(let a) = self { return a }
+        return nil
+    }
+
     /// The integer, when this is an integer (or a double with no fraction).
     public var intValue: Int? {
         switch self {

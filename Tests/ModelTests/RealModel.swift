@@ -1,0 +1,27 @@
+import Foundation
+import Llama
+import Tokenizer
+
+/// The real SmolLM2 model (HONE_MODEL, fetched by ops/fetch-model), loaded once.
+enum RealModel {
+    static let path: String? = {
+        if let p = ProcessInfo.processInfo.environment["HONE_MODEL"], FileManager.default.fileExists(atPath: p) { return p }
+        let cached = FileManager.default.homeDirectoryForCurrentUser
+            .appendingPathComponent(".cache/hone/models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+        return FileManager.default.fileExists(atPath: cached) ? cached : nil
+    }()
+
+    static let loaded: (LlamaModel, Tokenizer)? = {
+        guard let path else { return nil }
+        let model = try! LlamaModel(path: path)
+        return (model, try! Tokenizer(gguf: model.file))
+    }()
+
+    static var model: LlamaModel { loaded!.0 }
+    static var tokenizer: Tokenizer { loaded!.1 }
+
+    /// Logits (T × V) of every position of `tokens`.
+    static func logits(_ tokens: [Int], mode: MatmulMode) throws -> [[Float]] {
+        try model.forward([SequenceInput(tokens: tokens, cache: model.makeCache(capacity: tokens.count), allLogits: true)], mode: mode)[0]
+    }
+}

@@ -1,0 +1,83 @@
+import CKernels
+import Testing
+
+@Suite("C kernels: fast variants equal the reference", .serialized)
+struct KernelTests {
+    /// Deterministic pseudo-random floats in [-scale, scale].
+    static func values(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
+        var s = seed
+        return (0..<n).map { _ in
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            return (Float(s >> 40) / Float(1 << 24) * 2 - 1) * scale
+        }
+    }
+
+    static func quantized(_ type: Int32, _ x: [Float]) -> [UInt8] {
+        let bytes = type == HONE_TYPE_Q8_0 ? 34 : type == HONE_TYPE_Q4_1 ? 20 : 18
+        var out = [UInt8](repeating: 0, count: x.count / 32 * bytes)
+        _ = x.withUnsafeBufferPointer { src in out.withUnsafeMutableBytes { hone_quantize(type, src.baseAddress, $0.baseAddress, x.count) } }
+        return out
+    }
+
+    static func dequantized(_ type: Int32, _ w: [UInt8], _ n: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: n)
+        _ = w.withUnsafeBytes { src in out.withUnsafeMutableBufferPointer { hone_dequantize(type, src.baseAddress, $0.baseAddress, n) } }
+        return out
+    }
+
+    static func dotQ(_ type: Int32, _ w: [UInt8], _ x: [Float]) -> Float {
+        let n = x.count
+        var q = [Int8](repeating: 0, count: n)
+        var scales = [hone_q8_scale](repeating: hone_q8_scale(), count: n / 32)
+        x.withUnsafeBufferPointer { xp in
+            q.withUnsafeMutableBufferPointer { qp in
+                scales.withUnsafeMutableBufferPointer { hone_quantize_q8(xp.baseAddress, n, qp.baseAddress, $0.baseAddress) }
+            }
+        }
+        return w.withUnsafeBytes { wp in
+            q.withUnsafeBufferPointer { qp in
+                scales.withUnsafeBufferPointer { hone_dot_q(type, wp.baseAddress, qp.baseAddress, $0.baseAddress, n) }
+            }
+        }
+    }
+
+    @Test(arguments: [Int(HONE_TYPE_Q8_0), Int(HONE_TYPE_Q4_0), Int(HONE_TYPE_Q4_1)])
+    func quantizedDotMatchesReferenceAndFloat(typeID: Int) {
+        let type = Int32(typeID)
+        let n = 576
+        for seed in UInt64(1)...20 {
+            let w = Self.quantized(type, Self.values(n, seed: seed, scale: 0.1))
+            let x = Self.values(n, seed: seed + 1000, scale: 3)
+            hone_kernels_force_reference(1)
+            let reference = Self.dotQ(type, w, x)
+            hone_kernels_force_reference(0)
+            let fast = Self.dotQ(type, w, x)
+            let exact = zip(Self.dequantized(type, w, n), x).reduce(Float(0)) { $0 + $1.0 * $1.1 }
+            #expect(abs(fast - reference) <= 1e-4 * max(1, abs(reference)), "type \(type) seed \(seed): fast \(fast) reference \(reference)")
+            // int8 activations cost at most ~1% of the magnitude here.
+            let magnitude = zip(Self.dequantized(type, w, n), x).reduce(Float(0)) { $0 + abs($1.0 * $1.1) }
+            #expect(abs(reference - exact) <= 0.01 * magnitude, "type \(type) seed \(seed): int8 \(reference) float \(exact)")
+        }
+    }
+
+    @Test func floatDotMatchesReference() {
+        for n in [1, 7, 31, 64, 577, 1536] {
+            let a = Self.values(n, seed: UInt64(n)), b = Self.values(n, seed: UInt64(n) + 7)
+            hone_kernels_force_reference(1)
+            let reference = hone_dot_f32(a, b, n)
+            hone_kernels_force_reference(0)
+            #expect(abs(hone_dot_f32(a, b, n) - reference) <= 1e-5 * Float(n))
+        }
+    }
+
+    @Test func halfConversionRoundTrips() {
+        for bits in stride(from: 0, to: 0x7c00, by: 7) {
+            let h = UInt16(bits)
+            #expect(hone_f32_to_f16(hone_f16_to_f32(h)) == h)
+        }
+        #expect(hone_f16_to_f32(0x3c00) == 1)
+        #expect(hone_f16_to_f32(0xc000) == -2)
+        #expect(hone_f16_to_f32(0x7c00) == .infinity)
+        #expect(hone_f16_to_f32(0x0001) == Float(5.960464477539063e-08))
+    }
+}
