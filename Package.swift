@@ -73,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "honebench",
             dependencies: [
-                "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON",
+                "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Llama", "Tokenizer",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

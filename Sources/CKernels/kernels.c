@@ -89,19 +89,20 @@ float hone_dot_f32(const float *a, const float *b, size_t n) {
     return dot_f32_ref(a, b, n);
 }
 
-// ---------------------------------------------------------------- int8 activations
+// ---------------------------------------------------------------- int16 activations
 
-void hone_quantize_q8(const float *x, size_t n, int8_t *q, hone_q8_scale *scales) {
+void hone_quantize_activations(const float *x, size_t n, int16_t *q, hone_act_scale *scales) {
     for (size_t b = 0; b < n / 32; b++) {
         const float *xb = x + b * 32;
         float amax = 0;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
-        float d = amax / 127.0f;
+        float d = amax / 32767.0f;
         float id = d ? 1.0f / d : 0.0f;
         int32_t sum = 0;
         for (int j = 0; j < 32; j++) {
-            int v = (int)roundf(xb[j] * id);
-            q[b * 32 + j] = (int8_t)v;
+            int v = (int)lrintf(xb[j] * id);
+            v = v > 32767 ? 32767 : v < -32767 ? -32767 : v;
+            q[b * 32 + j] = (int16_t)v;
             sum += v;
         }
         scales[b].d = d;
@@ -109,12 +110,13 @@ void hone_quantize_q8(const float *x, size_t n, int8_t *q, hone_q8_scale *scales
     }
 }
 
-// Reference: integer dot per block, then scaled.
-static float dot_q_ref(int type, const void *w, const int8_t *q, const hone_q8_scale *s, size_t n) {
+// Reference: integer dot per block, then scaled. Weight value = d·q (Q8_0), d·(q-8)
+// (Q4_0), d·q + m (Q4_1).
+static float dot_q_ref(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
     const uint8_t *p = (const uint8_t *)w;
     float total = 0;
     for (size_t b = 0; b < n / 32; b++) {
-        const int8_t *qb = q + b * 32;
+        const int16_t *qb = q + b * 32;
         int32_t acc = 0;
         switch (type) {
         case HONE_TYPE_Q8_0: {
@@ -127,9 +129,7 @@ static float dot_q_ref(int type, const void *w, const int8_t *q, const hone_q8_s
         }
         case HONE_TYPE_Q4_0: {
             float d = hone_f16_to_f32(rd16(p));
-            for (int j = 0; j < 16; j++) {
-                acc += (p[2 + j] & 0x0f) * qb[j] + (p[2 + j] >> 4) * qb[j + 16];
-            }
+            for (int j = 0; j < 16; j++) acc += (p[2 + j] & 0x0f) * qb[j] + (p[2 + j] >> 4) * qb[j + 16];
             total += d * s[b].d * (float)(acc - 8 * s[b].sum);
             p += 18;
             break;
@@ -137,9 +137,7 @@ static float dot_q_ref(int type, const void *w, const int8_t *q, const hone_q8_s
         case HONE_TYPE_Q4_1: {
             float d = hone_f16_to_f32(rd16(p));
             float m = hone_f16_to_f32(rd16(p + 2));
-            for (int j = 0; j < 16; j++) {
-                acc += (p[4 + j] & 0x0f) * qb[j] + (p[4 + j] >> 4) * qb[j + 16];
-            }
+            for (int j = 0; j < 16; j++) acc += (p[4 + j] & 0x0f) * qb[j] + (p[4 + j] >> 4) * qb[j + 16];
             total += d * s[b].d * (float)acc + m * s[b].d * (float)s[b].sum;
             p += 20;
             break;
@@ -152,42 +150,44 @@ static float dot_q_ref(int type, const void *w, const int8_t *q, const hone_q8_s
 }
 
 #ifdef HONE_X86
-// Sums of u8*s8 products in 32-bit lanes: VNNI's vpdpbusd on 256-bit vectors.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-static float dot_q_vnni(int type, const void *w, const int8_t *q, const hone_q8_scale *s, size_t n) {
+// The 32 weight values of a block as int16 in two 16-lane halves (elements 0-15, 16-31).
+__attribute__((target("avx2")))
+static inline void load_block16(int type, const uint8_t *p, __m256i *lo, __m256i *hi) {
+    if (type == HONE_TYPE_Q8_0) {
+        *lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 2)));
+        *hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 18)));
+    } else {
+        __m128i packed = _mm_loadu_si128((const __m128i *)(p + (type == HONE_TYPE_Q4_1 ? 4 : 2)));
+        const __m128i low = _mm_set1_epi8(0x0f);
+        *lo = _mm256_cvtepu8_epi16(_mm_and_si128(packed, low));
+        *hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low));
+    }
+}
+
+static inline int block_bytes(int type) { return type == HONE_TYPE_Q8_0 ? 34 : type == HONE_TYPE_Q4_1 ? 20 : 18; }
+
+// Per-block float scale and the block's constant term (Q4_0's -8·d, Q4_1's m).
+static inline float block_offset(int type, const uint8_t *p, const hone_act_scale *sb, float d) {
+    if (type == HONE_TYPE_Q4_1) return hone_f16_to_f32(rd16(p + 2)) * sb->d * (float)sb->sum;
+    if (type == HONE_TYPE_Q4_0) return -8.0f * d * sb->d * (float)sb->sum;
+    return 0;
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static float dot_q_avx2(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
     const uint8_t *p = (const uint8_t *)w;
-    const __m256i low = _mm256_set1_epi8(0x0f);
+    const int step = block_bytes(type);
     __m256 total = _mm256_setzero_ps();
     float tail = 0;
-    size_t nb = n / 32;
-    for (size_t b = 0; b < nb; b++) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(q + b * 32));
-        if (type == HONE_TYPE_Q8_0) {
-            __m256i wq = _mm256_loadu_si256((const __m256i *)(p + 2));
-            // u8*s8 only: move w's sign onto x.
-            __m256i ax = _mm256_sign_epi8(wq, wq);
-            __m256i sx = _mm256_sign_epi8(x, wq);
-            __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sx);
-            float scale = _cvtsh_ss(rd16(p)) * s[b].d;
-            total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), total);
-            p += 34;
-        } else {
-            int off = type == HONE_TYPE_Q4_1 ? 4 : 2;
-            __m128i packed = _mm_loadu_si128((const __m128i *)(p + off));
-            __m256i nib = _mm256_and_si256(
-                _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
-            __m256i dot = _mm256_dpbusd_epi32(_mm256_setzero_si256(), nib, x);
-            float d = _cvtsh_ss(rd16(p));
-            if (type == HONE_TYPE_Q4_1) {
-                total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * s[b].d), total);
-                tail += _cvtsh_ss(rd16(p + 2)) * s[b].d * (float)s[b].sum;
-                p += 20;
-            } else {
-                total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * s[b].d), total);
-                tail -= 8.0f * d * s[b].d * (float)s[b].sum;
-                p += 18;
-            }
-        }
+    for (size_t b = 0; b < n / 32; b++, p += step) {
+        __m256i lo, hi;
+        load_block16(type, p, &lo, &hi);
+        __m256i dot = _mm256_add_epi32(
+            _mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)(q + b * 32))),
+            _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(q + b * 32 + 16))));
+        float d = _cvtsh_ss(rd16(p));
+        total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * s[b].d), total);
+        tail += block_offset(type, p, s + b, d);
     }
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
     s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
@@ -195,57 +195,39 @@ static float dot_q_vnni(int type, const void *w, const int8_t *q, const hone_q8_
     return _mm_cvtss_f32(s4) + tail;
 }
 
-// AVX2 without VNNI: pmaddubsw (u8*s8 → s16 pairs) then pmaddwd to 32-bit.
-__attribute__((target("avx2,fma,f16c")))
-static float dot_q_avx2(int type, const void *w, const int8_t *q, const hone_q8_scale *s, size_t n) {
+// One block per 512-bit register; vpdpwssd multiplies int16 pairs and accumulates in int32.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+static float dot_q_avx512(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
     const uint8_t *p = (const uint8_t *)w;
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 total = _mm256_setzero_ps();
+    const int step = block_bytes(type);
+    __m512 total = _mm512_setzero_ps();
     float tail = 0;
-    size_t nb = n / 32;
-    for (size_t b = 0; b < nb; b++) {
-        __m256i x = _mm256_loadu_si256((const __m256i *)(q + b * 32));
-        __m256i u, v;
-        float scale;
-        if (type == HONE_TYPE_Q8_0) {
-            __m256i wq = _mm256_loadu_si256((const __m256i *)(p + 2));
-            u = _mm256_sign_epi8(wq, wq);
-            v = _mm256_sign_epi8(x, wq);
-            scale = _cvtsh_ss(rd16(p)) * s[b].d;
-            p += 34;
-        } else {
-            int off = type == HONE_TYPE_Q4_1 ? 4 : 2;
-            __m128i packed = _mm_loadu_si128((const __m128i *)(p + off));
-            u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), low);
-            v = x;
-            float d = _cvtsh_ss(rd16(p));
-            scale = d * s[b].d;
-            if (type == HONE_TYPE_Q4_1) {
-                tail += _cvtsh_ss(rd16(p + 2)) * s[b].d * (float)s[b].sum;
-                p += 20;
-            } else {
-                tail -= 8.0f * d * s[b].d * (float)s[b].sum;
-                p += 18;
-            }
-        }
-        __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(u, v), ones);
-        total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), total);
+    for (size_t b = 0; b < n / 32; b++, p += step) {
+        __m256i lo, hi;
+        load_block16(type, p, &lo, &hi);
+        __m512i w16 = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w16, _mm512_loadu_si512(q + b * 32));
+        float d = _cvtsh_ss(rd16(p));
+        total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(d * s[b].d), total);
+        tail += block_offset(type, p, s + b, d);
     }
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
-    return _mm_cvtss_f32(s4) + tail;
+    return _mm512_reduce_add_ps(total) + tail;
 }
 #endif
 
-float hone_dot_q(int type, const void *w, const int8_t *q, const hone_q8_scale *s, size_t n) {
+float hone_dot_q(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
 #ifdef HONE_X86
     switch (hone_kernels_level()) {
-    case 2: return dot_q_vnni(type, w, q, s, n);
+    case 2: return dot_q_avx512(type, w, q, s, n);
     case 1: return dot_q_avx2(type, w, q, s, n);
     default: break;
     }
 #endif
     return dot_q_ref(type, w, q, s, n);
+}
+
+void hone_dot_q_rows(int type, const void *w, size_t row_bytes, int rows, const int16_t *q,
+                     const hone_act_scale *scales, size_t n, float *out) {
+    const uint8_t *p = (const uint8_t *)w;
+    for (int r = 0; r < rows; r++) out[r] = hone_dot_q(type, p + (size_t)r * row_bytes, q, scales, n);
 }

@@ -1,5 +1,4 @@
 import CKernels
-import Dispatch
 import GGUF
 import Foundation
 import Synchronization
@@ -8,8 +7,8 @@ import Synchronization
 public enum MatmulMode: Sendable {
     /// Weights dequantized to float32, float32 activations: matches the float reference.
     case exact
-    /// Activations quantized to int8 per 32-value block, integer dot products with the
-    /// quantized weights (llama.cpp's scheme): the serving path.
+    /// Activations quantized to int16 per 32-value block, integer dot products with the
+    /// quantized weights: the serving path.
     case fast
 }
 
@@ -76,11 +75,11 @@ public final class QuantizedMatrix: @unchecked Sendable {
                 return multiply(x, count: n, into: out, mode: .exact)
             }
             let blocks = cols / 32
-            var q = [Int8](repeating: 0, count: n * cols)
-            var scales = [hone_q8_scale](repeating: hone_q8_scale(), count: n * blocks)
+            var q = [Int16](repeating: 0, count: n * cols)
+            var scales = [hone_act_scale](repeating: hone_act_scale(), count: n * blocks)
             q.withUnsafeMutableBufferPointer { qp in
                 scales.withUnsafeMutableBufferPointer { sp in
-                    for i in 0..<n { hone_quantize_q8(x + i * cols, cols, qp.baseAddress! + i * cols, sp.baseAddress! + i * blocks) }
+                    for i in 0..<n { hone_quantize_activations(x + i * cols, cols, qp.baseAddress! + i * cols, sp.baseAddress! + i * blocks) }
                 }
             }
             let typeID = Int32(type.rawValue)
@@ -102,24 +101,31 @@ public final class QuantizedMatrix: @unchecked Sendable {
     }
 }
 
-/// Work split over the machine's cores.
+/// Work split over the machine's cores, on Hone's persistent C worker pool.
 public enum Parallel {
     /// Threads used for matrix products (HONE_THREADS, else the core count).
     public static let threads: Int = {
-        if let s = getenv("HONE_THREADS"), let n = Int(String(cString: s)), n > 0 { return n }
-        return max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let n: Int
+        if let s = getenv("HONE_THREADS"), let v = Int(String(cString: s)), v > 0 {
+            n = v
+        } else {
+            n = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        }
+        hone_pool_set_threads(Int32(n))
+        return n
     }()
 
-    /// Runs `body(0..<count)` spread over `threads` dispatch worker threads.
+    /// Runs `body(i)` for i in 0..<count spread over `threads` threads; returns when all ran.
     static func `for`(_ count: Int, _ body: (Int) -> Void) {
-        if threads == 1 || count == 1 {
-            for i in 0..<count { body(i) }
-        } else {
-            // concurrentPerform returns only after every iteration ran, so `body` (and what
-            // it captures, such as buffer pointers) outlives all uses.
-            withoutActuallyEscaping(body) { escapable in
-                nonisolated(unsafe) let run = escapable
-                DispatchQueue.concurrentPerform(iterations: count) { run($0) }
+        _ = threads
+        withoutActuallyEscaping(body) { escapable in
+            // hone_parallel_for returns only after every call ran, so the closure (and
+            // the buffer pointers it captures) outlives all uses.
+            var box = escapable
+            withUnsafeMutablePointer(to: &box) { context in
+                hone_parallel_for(Int32(count), { context, index in
+                    context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(index))
+                }, context)
             }
         }
     }

@@ -14,11 +14,12 @@ struct HoneBench {
         var logger = Logger(label: "honebench")
         logger.logLevel = .warning
         let names = CommandLine.arguments.dropFirst()
-        let known = ["queue"]
+        let known = ["queue", "decode", "prefill"]
         let selected = names.isEmpty ? known : Array(names)
         for name in selected {
             switch name {
             case "queue": try await QueueBench.run(logger: logger)
+            case "decode", "prefill": try EngineBench.run(name)
             default:
                 FileHandle.standardError.write(Data("honebench: unknown benchmark \(name) (known: \(known.joined(separator: ", ")))\n".utf8))
                 exit(2)
@@ -33,7 +34,7 @@ func emit(_ fields: KeyValuePairs<String, Any>) {
         let rendered: String
         switch value {
         case let s as String: rendered = "\"\(s)\""
-        case let d as Double: rendered = String(format: "%.1f", d)
+        case let d as Double: rendered = d.rounded() == d || abs(d) >= 10 ? String(format: "%.1f", d) : String(format: "%.2f", d)
         default: rendered = "\(value)"
         }
         return "\"\(key)\":\(rendered)"

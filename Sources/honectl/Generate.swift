@@ -47,7 +47,7 @@ struct Generate: ParsableCommand {
     @Option(help: "Seed for reproducible sampling.")
     var seed: UInt64?
 
-    @Flag(help: "Use float32 weights and activations (the reference path) instead of int8 activations.")
+    @Flag(help: "Use float32 weights and activations (the reference path) instead of int16-quantized activations.")
     var exact = false
 
     @Flag(help: #"Print one JSON object {"token_ids":[…],"text":"…"} instead of streaming."#)

@@ -1,0 +1,101 @@
+import Foundation
+import Generation
+import JSON
+import Llama
+import Testing
+
+/// Logits of the real model against transformers' float32 logits on the same GGUF
+/// (Fixtures/logits.json, made by make_fixtures.py): per position the top 20 and 256
+/// fixed random vocabulary entries, the mean and std of all V logits, and the greedy
+/// continuation with its top-1 margins.
+@Suite("Real model: logits against transformers float32", .enabled(if: RealModel.path != nil), .serialized)
+struct LogitsParityTests {
+    struct Position {
+        let top: [(Int, Float)]
+        let sample: [Float]
+        let mean: Double
+        let std: Double
+    }
+    struct Prompt {
+        let ids: [Int]
+        let positions: [Position]
+        let greedy: [Int]
+        let margins: [Double]
+    }
+
+    static let fixture = try! JSONValue(parsing: Data(contentsOf: GGUFTests.fixtures.appendingPathComponent("logits.json")))
+    static let sampleIndices = fixture["sample_indices"]!.arrayValue!.map { $0.intValue! }
+    static let prompts: [Prompt] = fixture["prompts"]!.arrayValue!.map { p in
+        Prompt(
+            ids: p["ids"]!.arrayValue!.map { $0.intValue! },
+            positions: p["positions"]!.arrayValue!.map { pos in
+                Position(top: pos["top"]!.arrayValue!.map { ($0.arrayValue![0].intValue!, Float($0.arrayValue![1].doubleValue!)) },
+                         sample: pos["sample"]!.arrayValue!.map { Float($0.doubleValue!) },
+                         mean: pos["mean"]!.doubleValue!, std: pos["std"]!.doubleValue!)
+            },
+            greedy: p["greedy"]!.arrayValue!.map { $0.intValue! },
+            margins: p["greedy_margins"]!.arrayValue!.map { $0.doubleValue! })
+    }
+
+    @Test("exact path: logits within 1e-3 of float32 transformers at every position of every prompt")
+    func exactLogits() throws {
+        #expect(Self.prompts.count >= 10)
+        var worst: Float = 0
+        for prompt in Self.prompts {
+            let ours = try RealModel.logits(prompt.ids, mode: .exact)
+            for (p, ref) in prompt.positions.enumerated() {
+                let row = ours[p]
+                for (i, v) in ref.top { worst = max(worst, abs(row[i] - v)) }
+                for (j, i) in Self.sampleIndices.enumerated() { worst = max(worst, abs(row[i] - ref.sample[j])) }
+                let mean = row.reduce(0.0) { $0 + Double($1) } / Double(row.count)
+                let std = (row.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(row.count)).squareRoot()
+                #expect(abs(mean - ref.mean) < 1e-3 && abs(std - ref.std) < 1e-3, "mean/std of all V logits")
+            }
+        }
+        print("exact path: max |Δlogit| = \(worst) over top-20 and 256 sampled entries of every position")
+        #expect(worst < 1e-3)
+    }
+
+    @Test("exact path: greedy 32 tokens equal transformers' until its first near-tie (margin < 0.05)")
+    func exactGreedy() throws {
+        var compared = 0
+        for prompt in Self.prompts {
+            let cache = RealModel.model.makeCache(capacity: prompt.ids.count + 40)
+            var logits = try RealModel.model.forward([SequenceInput(tokens: prompt.ids, cache: cache)], mode: .exact)[0][0]
+            for (step, expected) in prompt.greedy.enumerated() {
+                if prompt.margins[step] < 0.05 { break }
+                let token = Sampler.argmax(logits)
+                #expect(token == expected, "prompt \(prompt.ids.prefix(4))…: step \(step)")
+                if token != expected { break }
+                compared += 1
+                logits = try RealModel.model.forward([SequenceInput(tokens: [token], cache: cache)], mode: .exact)[0][0]
+            }
+        }
+        print("exact path: \(compared) greedy tokens compared")
+        #expect(compared >= 100)
+    }
+
+    @Test("fast path (int16 activations): top-1 equal at ≥ 98% of positions, mean |Δ| no worse than llama.cpp's")
+    func fastPath() throws {
+        var agree = 0, total = 0
+        var absSum = 0.0, count = 0
+        for prompt in Self.prompts {
+            let ours = try RealModel.logits(prompt.ids, mode: .fast)
+            for (p, ref) in prompt.positions.enumerated() {
+                total += 1
+                if Sampler.argmax(ours[p]) == ref.top[0].0 { agree += 1 }
+                for (j, i) in Self.sampleIndices.enumerated() {
+                    absSum += Double(abs(ours[p][i] - ref.sample[j]))
+                    count += 1
+                }
+            }
+        }
+        let meanAbs = absSum / Double(count)
+        let llamacpp = Self.fixture["llamacpp_mean_abs_diff"]!.doubleValue!
+        let llamacppAgree = Self.fixture["llamacpp_top1_agreement"]!.doubleValue!
+        print("fast path: top-1 \(agree)/\(total) (llama.cpp \(llamacppAgree)); mean |Δ| \(meanAbs) (llama.cpp \(llamacpp))")
+        #expect(Double(agree) >= 0.98 * Double(total))
+        // 256 sampled entries per position estimate the mean within ~0.02.
+        #expect(meanAbs <= llamacpp + 0.03)
+    }
+}
