@@ -22,11 +22,16 @@ let package = Package(
             pkgConfig: "libpq",
             providers: [.apt(["libpq-dev"])]
         ),
+        .systemLibrary(
+            name: "CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
         .target(name: "JSON"),
         .target(name: "CKernels"),
         .target(name: "GGUF", dependencies: ["CKernels"]),
         .target(name: "Tokenizer", dependencies: ["GGUF"]),
-        .target(name: "Llama", dependencies: ["GGUF", "CKernels"]),
+        .target(name: "Llama", dependencies: ["GGUF", "CKernels", "CBLAS"]),
         .target(name: "Generation", dependencies: ["Llama", "Tokenizer"]),
         .target(
             name: "EmbeddedPostgres",

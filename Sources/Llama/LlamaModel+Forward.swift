@@ -35,6 +35,13 @@ extension LlamaModel {
             for i in 0..<input.tokens.count { rows.append((s, input.cache.count + i)) }
         }
         let n = rows.count   // N rows in this pass
+        // Rows of prompt chunks (several new tokens) and of single decode tokens take
+        // different kernels in the fast mode; which one depends only on the sequence.
+        var chunkRows: [Int] = [], singleRows: [Int] = []
+        for (i, row) in rows.enumerated() {
+            if batch[row.seq].tokens.count > 1 { chunkRows.append(i) } else { singleRows.append(i) }
+        }
+        let plan = MatmulPlan(mode: mode, chunkRows: chunkRows, singleRows: singleRows, total: n)
         var x = [Float](repeating: 0, count: n * c)          // (N, C) residual stream
         var hidden = [Float](repeating: 0, count: n * c)     // (N, C) normed
         var q = [Float](repeating: 0, count: n * h * d)      // (N, H·D)
@@ -52,9 +59,9 @@ extension LlamaModel {
         for layer in layers.indices {
             let w = layers[layer]
             rmsNormForward(x, weight: w.attnNorm, into: &hidden, rows: n, width: c)
-            multiply(w.q, hidden, n, &q, mode)
-            multiply(w.k, hidden, n, &k, mode)
-            multiply(w.v, hidden, n, &vv, mode)
+            multiply(w.q, hidden, &q, plan)
+            multiply(w.k, hidden, &k, plan)
+            multiply(w.v, hidden, &vv, plan)
             for (i, row) in rows.enumerated() {
                 ropeForward(&q, offset: i * h * d, heads: h, position: row.pos)
                 ropeForward(&k, offset: i * kv * d, heads: kv, position: row.pos)
@@ -69,13 +76,13 @@ extension LlamaModel {
                 }
             }
             attentionForward(rows: rows, batch: batch, layer: layer, q: q, into: &att)
-            multiply(w.o, att, n, &proj, mode)
+            multiply(w.o, att, &proj, plan)
             for i in 0..<(n * c) { x[i] += proj[i] }
             rmsNormForward(x, weight: w.ffnNorm, into: &hidden, rows: n, width: c)
-            multiply(w.gate, hidden, n, &gate, mode)
-            multiply(w.up, hidden, n, &up, mode)
+            multiply(w.gate, hidden, &gate, plan)
+            multiply(w.up, hidden, &up, plan)
             for i in 0..<(n * f) { gate[i] = gate[i] / (1 + expf(-gate[i])) * up[i] }  // SwiGLU
-            multiply(w.down, gate, n, &proj, mode)
+            multiply(w.down, gate, &proj, plan)
             for i in 0..<(n * c) { x[i] += proj[i] }
         }
         for input in batch { input.cache.advance(by: input.tokens.count) }
@@ -95,7 +102,16 @@ extension LlamaModel {
         var normed = [Float](repeating: 0, count: wanted.count * c)
         rmsNormForward(picked, weight: outputNorm, into: &normed, rows: wanted.count, width: c)
         var logits = [Float](repeating: 0, count: wanted.count * v)
-        multiply(output, normed, wanted.count, &logits, mode)
+        // The head follows the same rule per wanted row.
+        var headChunk: [Int] = [], headSingle: [Int] = []
+        var r = 0
+        for input in batch {
+            for _ in 0..<(input.allLogits ? input.tokens.count : 1) {
+                if input.tokens.count > 1 { headChunk.append(r) } else { headSingle.append(r) }
+                r += 1
+            }
+        }
+        multiply(output, normed, &logits, MatmulPlan(mode: mode, chunkRows: headChunk, singleRows: headSingle, total: wanted.count))
         var result: [[[Float]]] = []
         var next = 0
         for input in batch {
@@ -106,10 +122,30 @@ extension LlamaModel {
         return result
     }
 
-    private func multiply(_ w: QuantizedMatrix, _ x: [Float], _ n: Int, _ out: inout [Float], _ mode: MatmulMode) {
-        x.withUnsafeBufferPointer { xp in
-            out.withUnsafeMutableBufferPointer { op in
-                w.multiply(xp.baseAddress!, count: n, into: op.baseAddress!, mode: mode)
+    /// out = x · wᵀ for all rows of the pass, each group of rows with its kernel.
+    private func multiply(_ w: QuantizedMatrix, _ x: [Float], _ out: inout [Float], _ plan: MatmulPlan) {
+        let inWidth = w.cols, outWidth = w.rows
+        for (rows, kernel) in plan.groups {
+            if rows.count == plan.total {
+                x.withUnsafeBufferPointer { xp in
+                    out.withUnsafeMutableBufferPointer { op in
+                        w.multiply(xp.baseAddress!, count: rows.count, into: op.baseAddress!, kernel: kernel)
+                    }
+                }
+                continue
+            }
+            var xs = [Float](repeating: 0, count: rows.count * inWidth)
+            for (j, i) in rows.enumerated() {
+                for e in 0..<inWidth { xs[j * inWidth + e] = x[i * inWidth + e] }
+            }
+            var ys = [Float](repeating: 0, count: rows.count * outWidth)
+            xs.withUnsafeBufferPointer { xp in
+                ys.withUnsafeMutableBufferPointer { yp in
+                    w.multiply(xp.baseAddress!, count: rows.count, into: yp.baseAddress!, kernel: kernel)
+                }
+            }
+            for (j, i) in rows.enumerated() {
+                for e in 0..<outWidth { out[i * outWidth + e] = ys[j * outWidth + e] }
             }
         }
     }
@@ -174,6 +210,22 @@ extension LlamaModel {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Which rows of a pass take which kernel.
+struct MatmulPlan {
+    let groups: [([Int], QuantizedMatrix.Kernel)]
+    let total: Int
+
+    init(mode: MatmulMode, chunkRows: [Int], singleRows: [Int], total: Int) {
+        self.total = total
+        switch mode {
+        case .exact:
+            groups = [(Array(0..<total), .float)]
+        case .fast:
+            groups = [(chunkRows, .dequantizedGEMM), (singleRows, .int16)].filter { !$0.0.isEmpty }
         }
     }
 }

@@ -1,3 +1,4 @@
+import CBLAS
 import CKernels
 import GGUF
 import Foundation
@@ -53,13 +54,45 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
     }
 
+    /// How one product is computed. The choice depends on the sequence, never on what
+    /// else shares the batch, so a request's output does not change with the batch.
+    enum Kernel {
+        /// float32 weights (cached copy) and activations: the reference.
+        case float
+        /// int16 activations against the quantized rows: decode of single tokens.
+        case int16
+        /// float32 GEMM over weights dequantized for this call: prompt chunks (prefill).
+        case dequantizedGEMM
+    }
+
     /// out[n][r] = Σ_c W[r][c] · x[n][c] for N rows of x.
     /// - Parameters: x: (N, cols); out: (N, rows).
-    func multiply(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>, mode: MatmulMode) {
+    func multiply(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>, kernel: Kernel) {
+        let isFloatType = type == .f32 || type == .f16 || type == .bf16
+        if kernel == .dequantizedGEMM || (kernel == .float && n >= 8) {
+            if kernel == .float || isFloatType {
+                floats().withUnsafeBufferPointer { gemm(x, n, $0.baseAddress!, out) }
+            } else {
+                // Dequantize into a temporary (rows·cols floats, a few MB) rather than
+                // keeping float copies of the whole model.
+                let (rows, cols, rowBytes, data, typeID) = (self.rows, self.cols, self.rowBytes, self.data, Int32(type.rawValue))
+                var w = [Float](repeating: 0, count: rows * cols)
+                w.withUnsafeMutableBufferPointer { wp in
+                    let base = wp.baseAddress!
+                    let chunks = min(rows, Parallel.threads * 4)
+                    Parallel.for(chunks) { chunk in
+                        let part = Parallel.range(chunk, of: chunks, total: rows)
+                        hone_dequantize(typeID, data + part.lowerBound * rowBytes,
+                                        base + part.lowerBound * cols, part.count * cols)
+                    }
+                    gemm(x, n, base, out)
+                }
+            }
+            return
+        }
         let rows = rows, cols = cols
         let chunks = min(rows, Parallel.threads * 8)
-        switch mode {
-        case .exact:
+        if kernel == .float || isFloatType {
             let w = floats()
             w.withUnsafeBufferPointer { wp in
                 let wbase = wp.baseAddress!
@@ -70,34 +103,37 @@ public final class QuantizedMatrix: @unchecked Sendable {
                     }
                 }
             }
-        case .fast:
-            guard type != .f32 && type != .f16 && type != .bf16 else {
-                return multiply(x, count: n, into: out, mode: .exact)
+            return
+        }
+        let blocks = cols / 32
+        var q = [Int16](repeating: 0, count: n * cols)
+        var scales = [hone_act_scale](repeating: hone_act_scale(), count: n * blocks)
+        q.withUnsafeMutableBufferPointer { qp in
+            scales.withUnsafeMutableBufferPointer { sp in
+                for i in 0..<n { hone_quantize_activations(x + i * cols, cols, qp.baseAddress! + i * cols, sp.baseAddress! + i * blocks) }
             }
-            let blocks = cols / 32
-            var q = [Int16](repeating: 0, count: n * cols)
-            var scales = [hone_act_scale](repeating: hone_act_scale(), count: n * blocks)
-            q.withUnsafeMutableBufferPointer { qp in
-                scales.withUnsafeMutableBufferPointer { sp in
-                    for i in 0..<n { hone_quantize_activations(x + i * cols, cols, qp.baseAddress! + i * cols, sp.baseAddress! + i * blocks) }
-                }
-            }
-            let typeID = Int32(type.rawValue)
-            let data = data, rowBytes = rowBytes
-            q.withUnsafeBufferPointer { qp in
-                scales.withUnsafeBufferPointer { sp in
-                    let qbase = qp.baseAddress!, sbase = sp.baseAddress!
-                    Parallel.for(chunks) { chunk in
-                        for r in Parallel.range(chunk, of: chunks, total: rows) {
-                            let wr = data + r * rowBytes
-                            for i in 0..<n {
-                                out[i * rows + r] = hone_dot_q(typeID, wr, qbase + i * cols, sbase + i * blocks, cols)
-                            }
+        }
+        let typeID = Int32(type.rawValue)
+        let data = data, rowBytes = rowBytes
+        q.withUnsafeBufferPointer { qp in
+            scales.withUnsafeBufferPointer { sp in
+                let qbase = qp.baseAddress!, sbase = sp.baseAddress!
+                Parallel.for(chunks) { chunk in
+                    for r in Parallel.range(chunk, of: chunks, total: rows) {
+                        let wr = data + r * rowBytes
+                        for i in 0..<n {
+                            out[i * rows + r] = hone_dot_q(typeID, wr, qbase + i * cols, sbase + i * blocks, cols)
                         }
                     }
                 }
             }
         }
+    }
+
+    /// out (N, rows) = x (N, cols) · wᵀ with w (rows, cols) in float32: OpenBLAS sgemm.
+    private func gemm(_ x: UnsafePointer<Float>, _ n: Int, _ w: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(rows), Int32(cols),
+                    1, x, Int32(cols), w, Int32(cols), 0, out, Int32(rows))
     }
 }
 
@@ -112,6 +148,7 @@ public enum Parallel {
             n = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
         }
         hone_pool_set_threads(Int32(n))
+        openblas_set_num_threads(Int32(n))
         return n
     }()
 

@@ -1,6 +1,7 @@
 import EmbeddedPostgres
 import Foundation
 import HoneDaemon
+import Llama
 import Logging
 import Postgres
 import Queue
@@ -11,6 +12,7 @@ import Queue
 @main
 struct HoneBench {
     static func main() async throws {
+        OpenBLASEnvironment.ensureCoreType()
         var logger = Logger(label: "honebench")
         logger.logLevel = .warning
         let names = CommandLine.arguments.dropFirst()

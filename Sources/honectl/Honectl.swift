@@ -1,4 +1,5 @@
 import ArgumentParser
+import Llama
 
 /// `honectl` — Hone's operator CLI. Exit codes: 0 success, 1 the operation failed
 /// (database error, refused change), 2 bad usage.
@@ -8,4 +9,9 @@ struct Honectl: AsyncParsableCommand {
         commandName: "honectl",
         abstract: "Operate Hone: migrate the database, inspect and manage the queue.",
         subcommands: [Migrate.self, Generate.self, Tokenize.self])
+
+    static func main() async {
+        OpenBLASEnvironment.ensureCoreType()
+        await main(nil)
+    }
 }

@@ -75,12 +75,13 @@ struct LogitsParityTests {
         #expect(compared >= 100)
     }
 
-    @Test("fast path (int16 activations): top-1 equal at ≥ 98% of positions, mean |Δ| no worse than llama.cpp's")
-    func fastPath() throws {
+    @Test("fast path: top-1 equal at ≥ 98% of positions, mean |Δ| no worse than llama.cpp's",
+          arguments: [false, true])
+    func fastPath(stepwise: Bool) throws {
         var agree = 0, total = 0
         var absSum = 0.0, count = 0
         for prompt in Self.prompts {
-            let ours = try RealModel.logits(prompt.ids, mode: .fast)
+            let ours = try RealModel.logits(prompt.ids, mode: .fast, stepwise: stepwise)
             for (p, ref) in prompt.positions.enumerated() {
                 total += 1
                 if Sampler.argmax(ours[p]) == ref.top[0].0 { agree += 1 }
@@ -93,7 +94,7 @@ struct LogitsParityTests {
         let meanAbs = absSum / Double(count)
         let llamacpp = Self.fixture["llamacpp_mean_abs_diff"]!.doubleValue!
         let llamacppAgree = Self.fixture["llamacpp_top1_agreement"]!.doubleValue!
-        print("fast path: top-1 \(agree)/\(total) (llama.cpp \(llamacppAgree)); mean |Δ| \(meanAbs) (llama.cpp \(llamacpp))")
+        print("fast path (\(stepwise ? "decode kernel, token by token" : "prompt kernel")): top-1 \(agree)/\(total) (llama.cpp \(llamacppAgree)); mean |Δ| \(meanAbs) (llama.cpp \(llamacpp))")
         #expect(Double(agree) >= 0.98 * Double(total))
         // 256 sampled entries per position estimate the mean within ~0.02.
         #expect(meanAbs <= llamacpp + 0.03)
