@@ -47,3 +47,29 @@ struct GGUFTests {
         #expect(RealModel.model.config.ropeBase == 100_000)
     }
 }
+
+@Suite("GGUF writer and reader round trip")
+struct GGUFRoundTripTests {
+    @Test("every metadata value type, arrays and nested arrays survive a write and a read")
+    func metadataTypes() throws {
+        let values: [(String, GGUFValue)] = [
+            ("u8", .uint8(200)), ("i8", .int8(-5)), ("u16", .uint16(65000)), ("i16", .int16(-30000)),
+            ("u32", .uint32(4_000_000_000)), ("i32", .int32(-2_000_000_000)), ("u64", .uint64(1 << 40)),
+            ("i64", .int64(-(1 << 40))), ("f32", .float32(1.5)), ("f64", .float64(-2.25)), ("b", .bool(true)),
+            ("s", .string("héllo 😀")), ("arr", .array(elementType: 8, [.string("a"), .string("")])),
+            ("nested", .array(elementType: 9, [.array(elementType: 4, [.uint32(1), .uint32(2)])])),
+        ]
+        var w = GGUFWriter()
+        for (k, v) in values { w.set(k, v) }
+        w.addTensor("t", dims: [32, 2], type: .q8_0, values: (0..<64).map { Float($0) / 10 })
+        let path = NSTemporaryDirectory() + "hone-rt-\(UUID().uuidString).gguf"
+        try w.write(to: path)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let file = try GGUFFile(path: path)
+        for (k, v) in values { #expect(file.metadata[k] == v, "\(k)") }
+        #expect(file.metadataKeys == values.map(\.0))
+        #expect(file.tensors["t"]?.dims == [32, 2])
+        let back = try file.floats("t")
+        #expect(zip(back, (0..<64).map { Float($0) / 10 }).allSatisfy { abs($0 - $1) <= 6.3 / 127 / 2 + 1e-3 }, "within half a Q8_0 step")
+    }
+}
