@@ -119,11 +119,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
             scales.withUnsafeBufferPointer { sp in
                 let qbase = qp.baseAddress!, sbase = sp.baseAddress!
                 Parallel.for(chunks) { chunk in
-                    for r in Parallel.range(chunk, of: chunks, total: rows) {
-                        let wr = data + r * rowBytes
-                        for i in 0..<n {
-                            out[i * rows + r] = hone_dot_q(typeID, wr, qbase + i * cols, sbase + i * blocks, cols)
-                        }
+                    let part = Parallel.range(chunk, of: chunks, total: rows)
+                    for i in 0..<n {
+                        hone_dot_q_rows(typeID, data + part.lowerBound * rowBytes, rowBytes, Int32(part.count),
+                                        qbase + i * cols, sbase + i * blocks, cols, out + i * rows + part.lowerBound)
                     }
                 }
             }

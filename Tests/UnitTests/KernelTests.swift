@@ -60,6 +60,24 @@ struct KernelTests {
         }
     }
 
+    @Test(arguments: [Int(HONE_TYPE_Q8_0), Int(HONE_TYPE_Q4_0), Int(HONE_TYPE_Q4_1)])
+    func multiRowKernelMatchesSingleRows(typeID: Int) {
+        let type = Int32(typeID)
+        let n = 1536, rows = 11
+        let rowBytes = n / 32 * (type == HONE_TYPE_Q8_0 ? 34 : type == HONE_TYPE_Q4_1 ? 20 : 18)
+        let w = Self.quantized(type, Self.values(n * rows, seed: 5, scale: 0.05))
+        let x = Self.values(n, seed: 6, scale: 2)
+        var q = [Int16](repeating: 0, count: n)
+        var scales = [hone_act_scale](repeating: hone_act_scale(), count: n / 32)
+        hone_quantize_activations(x, n, &q, &scales)
+        var many = [Float](repeating: 0, count: rows)
+        w.withUnsafeBytes { hone_dot_q_rows(type, $0.baseAddress, rowBytes, Int32(rows), q, scales, n, &many) }
+        hone_kernels_force_reference(1)
+        let single = (0..<rows).map { r in w.withUnsafeBytes { hone_dot_q(type, $0.baseAddress! + r * rowBytes, q, scales, n) } }
+        hone_kernels_force_reference(0)
+        for r in 0..<rows { #expect(abs(many[r] - single[r]) <= 1e-4 * max(1, abs(single[r])), "row \(r)") }
+    }
+
     @Test func floatDotMatchesReference() {
         for n in [1, 7, 31, 64, 577, 1536] {
             let a = Self.values(n, seed: UInt64(n)), b = Self.values(n, seed: UInt64(n) + 7)
