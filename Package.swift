@@ -14,6 +14,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // Leaves: no project dependencies.
@@ -50,11 +52,20 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .target(
+            name: "Server",
+            dependencies: [
+                "Generation", "Tokenizer", "Llama", "JSON",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Wiring and executables.
         .target(
             name: "HoneDaemon",
             dependencies: [
-                "Postgres", "EmbeddedPostgres", "Queue", "JSON",
+                "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Server", "Generation", "Llama", "Tokenizer",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -62,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "honed",
             dependencies: [
-                "HoneDaemon",
+                "HoneDaemon", "Llama", "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -85,7 +96,10 @@ let package = Package(
         .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue", "CKernels", "GGUF", "Tokenizer", "Llama", "Generation"]),
         .testTarget(
             name: "ModelTests",
-            dependencies: ["GGUF", "Tokenizer", "Llama", "Generation", "CKernels", "JSON"],
+            dependencies: [
+                "GGUF", "Tokenizer", "Llama", "Generation", "CKernels", "JSON", "Server",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(

@@ -55,42 +55,19 @@ public struct Generator: Sendable {
 
     /// Generates, calling `onStep` for every token as it is chosen.
     public func generate(_ request: GenerationRequest, onStep: (GenerationStep) throws -> Void = { _ in }) throws -> GenerationResult {
-        guard !request.promptTokens.isEmpty else { throw ModelError("the prompt has no tokens") }
-        guard request.promptTokens.count < model.config.contextLength else {
-            throw ModelError("the prompt has \(request.promptTokens.count) tokens; the context holds \(model.config.contextLength)")
-        }
-        let maxTokens = min(request.maxTokens, model.config.contextLength - request.promptTokens.count)
-        let cache = model.makeCache(capacity: request.promptTokens.count + maxTokens)
-        var sampler = Sampler(request.sampling)
-        var result = GenerationResult(promptTokenCount: request.promptTokens.count)
-        var stopper = StopMatcher(stops: request.stop)
-        var decoder = StreamingDecoder()
+        var state = try DecodingState(request: request, tokenizer: tokenizer, contextLength: model.config.contextLength)
+        let cache = model.makeCache(capacity: state.cacheCapacity)
         var logits = try model.forward([SequenceInput(tokens: request.promptTokens, cache: cache)], mode: mode)[0][0]
-        var context = request.promptTokens
-        while result.tokens.count < maxTokens {
-            let choice = sampler.choose(logits: logits, context: context, topLogprobs: request.topLogprobs)
-            if tokenizer.endOfGeneration.contains(choice.token) {
-                result.finishReason = .stop
-                break
+        while true {
+            switch state.accept(logits: logits) {
+            case .next(let step):
+                try onStep(step)
+                logits = try model.forward([SequenceInput(tokens: [step.choice.token], cache: cache)], mode: mode)[0][0]
+            case .finished(let step):
+                if let step { try onStep(step) }
+                return state.result
             }
-            result.tokens.append(choice.token)
-            context.append(choice.token)
-            let (text, stopped) = stopper.feed(decoder.append(tokenizer.bytes(of: choice.token)))
-            result.text += text
-            try onStep(GenerationStep(choice: choice, text: text))
-            if stopped {
-                result.finishReason = .stop
-                return result
-            }
-            if result.tokens.count == maxTokens { break }
-            logits = try model.forward([SequenceInput(tokens: [choice.token], cache: cache)], mode: mode)[0][0]
         }
-        let rest = stopper.finish(decoder.finish())
-        result.text += rest
-        if !rest.isEmpty, let last = result.tokens.last {
-            try onStep(GenerationStep(choice: TokenChoice(token: last, logprob: 0, top: []), text: rest))
-        }
-        return result
     }
 }
 

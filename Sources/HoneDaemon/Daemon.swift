@@ -3,6 +3,8 @@ import Foundation
 import Logging
 import Postgres
 import Queue
+import Server
+import Generation
 import ServiceLifecycle
 
 /// `honed`'s settings, validated once at start.
@@ -14,11 +16,20 @@ public struct DaemonConfiguration: Sendable {
     public var poolSize: Int
     public var maintenance: QueueMaintenance.Configuration
     public var backoff: Backoff
+    /// The GGUF model to serve.
+    public var modelPath: String
+    public var server: ServerConfiguration
+    /// Sequences decoded together at most.
+    public var maxBatch: Int
 
-    public init(databaseURL: String?, paths: HonePaths, poolSize: Int = 8,
+    public init(databaseURL: String?, paths: HonePaths, modelPath: String, server: ServerConfiguration = .init(),
+                maxBatch: Int = 16, poolSize: Int = 8,
                 maintenance: QueueMaintenance.Configuration = .init(), backoff: Backoff = .init()) {
         self.databaseURL = databaseURL
         self.paths = paths
+        self.modelPath = modelPath
+        self.server = server
+        self.maxBatch = maxBatch
         self.poolSize = poolSize
         self.maintenance = maintenance
         self.backoff = backoff
@@ -48,10 +59,18 @@ public enum Daemon {
         let pool = PostgresPool(conninfo: conninfo, size: configuration.poolSize, logger: logger)
         let queue = JobQueue(pool: pool, backoff: configuration.backoff)
         let maintenance = QueueMaintenance(queue: queue, configuration: configuration.maintenance, logger: logger)
+        let holder = SnapshotHolder()
+        let scheduler = BatchScheduler(maxBatch: configuration.maxBatch)
+        let server = HoneServer(configuration: configuration.server, holder: holder, scheduler: scheduler, logger: logger)
+        // Start order is dependency order; shutdown runs in reverse, so HTTP requests
+        // finish before the scheduler stops.
         let group = ServiceGroup(
-            configuration: .init(services: [.init(service: maintenance)],
-                                 gracefulShutdownSignals: [.sigterm, .sigint],
-                                 logger: logger))
+            configuration: .init(services: [
+                .init(service: maintenance),
+                .init(service: SchedulerService(scheduler: scheduler)),
+                .init(service: ModelLoaderService(path: configuration.modelPath, holder: holder, logger: logger)),
+                .init(service: server.application()),
+            ], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         logger.info("honed running", metadata: ["postgres.url": "\(ConnectionString.redacted(conninfo))"])
         try await group.run()
         await pool.close()

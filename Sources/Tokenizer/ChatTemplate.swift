@@ -32,6 +32,24 @@ public struct ChatTemplate: Sendable {
         return out
     }
 
+    /// Token ids of `messages` (assistant turn opened when asked). The ChatML markers are
+    /// control tokens; message content is encoded without control tokens, so text that
+    /// contains `<|im_start|>` cannot forge a turn.
+    public func tokenize(_ messages: [ChatMessage], with tokenizer: Tokenizer, addGenerationPrompt: Bool = true) -> [Int] {
+        var turns = messages
+        if let system = defaultSystemPrompt, messages.first?.role != "system" {
+            turns.insert(ChatMessage(role: "system", content: system), at: 0)
+        }
+        var ids: [Int] = []
+        for m in turns {
+            ids += tokenizer.encode("<|im_start|>\(m.role)\n", parseSpecial: true)
+            ids += tokenizer.encode(m.content, parseSpecial: false)
+            ids += tokenizer.encode("<|im_end|>\n", parseSpecial: true)
+        }
+        if addGenerationPrompt { ids += tokenizer.encode("<|im_start|>assistant\n", parseSpecial: true) }
+        return ids
+    }
+
     /// The literal system turn a ChatML template writes for conversations without one.
     static func defaultSystem(in template: String) -> String? {
         // The template's string literal may hold a real newline or the escape `\n`.

@@ -165,7 +165,7 @@ public final class Tokenizer: Sendable {
 
 /// Turns a stream of tokens into text without ever emitting half a UTF-8 character:
 /// bytes of an incomplete character wait for the next token.
-public struct StreamingDecoder {
+public struct StreamingDecoder: Sendable {
     private var pending: [UInt8] = []
     public init() {}
 

@@ -62,7 +62,7 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let (model, tokenizer) = try modelOptions.load()
-        let text: String
+        let promptTokens: [Int]
         if let messages {
             let parsed: [ChatMessage]
             do {
@@ -70,12 +70,12 @@ struct Generate: ParsableCommand {
             } catch {
                 throw ValidationError("--messages must be a JSON array of {\"role\", \"content\"} objects")
             }
-            text = ChatTemplate(template: tokenizer.chatTemplate).render(parsed)
+            promptTokens = ChatTemplate(template: tokenizer.chatTemplate).tokenize(parsed, with: tokenizer)
         } else {
-            text = prompt!
+            promptTokens = tokenizer.encode(prompt!)
         }
         let request = GenerationRequest(
-            promptTokens: tokenizer.encode(text), maxTokens: maxTokens,
+            promptTokens: promptTokens, maxTokens: maxTokens,
             sampling: SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed))
         let generator = Generator(model: model, tokenizer: tokenizer, mode: exact ? .exact : .fast)
         let start = ContinuousClock.now

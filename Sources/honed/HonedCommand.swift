@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import HoneDaemon
+import Llama
+import Server
 import Logging
 
 /// `honed` — the Hone daemon.
@@ -8,7 +10,7 @@ import Logging
 struct HonedCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "honed",
-        abstract: "Hone's daemon: prepares the database and runs the queue's services.",
+        abstract: "Hone's daemon: serves the OpenAI-compatible API and runs the queue's services.",
         discussion: """
             Without a database URL it runs the embedded default: a private PostgreSQL cluster \
             under the data directory (HONE_DATA_DIR, default <checkout>/.hone).
@@ -20,6 +22,21 @@ struct HonedCommand: AsyncParsableCommand {
     @Option(name: .customLong("data-dir"), help: "Data directory (or HONE_DATA_DIR).")
     var dataDirectory: String?
 
+    @Option(help: "GGUF model to serve (or HONE_MODEL; ops/fetch-model prints the default's path).")
+    var model: String?
+
+    @Option(help: "Address to listen on (or HONE_HOST).")
+    var host: String?
+
+    @Option(help: "Port to listen on (or HONE_PORT).")
+    var port: Int?
+
+    @Option(name: .customLong("max-batch"), help: "Sequences decoded together at most.")
+    var maxBatch: Int = 16
+
+    @Option(name: .customLong("max-concurrent-requests"), help: "Requests in flight at once; more get 429.")
+    var maxConcurrentRequests: Int = 64
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -27,6 +44,11 @@ struct HonedCommand: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
+    }
+
+    static func main() async {
+        OpenBLASEnvironment.ensureCoreType()
+        await main(nil)
     }
 
     func run() async throws {
@@ -39,7 +61,17 @@ struct HonedCommand: AsyncParsableCommand {
         let logger = Logger(label: "honed")
         var paths = HonePaths.fromEnvironment()
         if let dataDirectory { paths.dataDirectory = URL(fileURLWithPath: dataDirectory) }
-        let url = databaseURL ?? ProcessInfo.processInfo.environment["HONE_DATABASE_URL"]
-        try await Daemon.run(DaemonConfiguration(databaseURL: url, paths: paths), logger: logger)
+        let env = ProcessInfo.processInfo.environment
+        let url = databaseURL ?? env["HONE_DATABASE_URL"]
+        guard let modelPath = model ?? env["HONE_MODEL"] else {
+            throw ValidationError("no model: pass --model PATH or set HONE_MODEL (ops/fetch-model prints the default's path)")
+        }
+        var server = ServerConfiguration()
+        server.host = host ?? env["HONE_HOST"] ?? server.host
+        server.port = port ?? env["HONE_PORT"].flatMap(Int.init) ?? server.port
+        server.maxConcurrentRequests = maxConcurrentRequests
+        try server.validate()
+        try await Daemon.run(DaemonConfiguration(databaseURL: url, paths: paths, modelPath: modelPath, server: server,
+                                                 maxBatch: maxBatch), logger: logger)
     }
 }

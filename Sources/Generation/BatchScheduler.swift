@@ -1,0 +1,163 @@
+import Foundation
+import Llama
+import Synchronization
+
+/// What a request's stream delivers.
+public enum GenerationEvent: Sendable {
+    /// A token and the text that became final with it.
+    case step(GenerationStep)
+    /// The whole result; the stream ends after it.
+    case finished(GenerationResult)
+}
+
+/// Continuous batching: requests join and leave between steps, and every step decodes all
+/// active sequences of a model in one forward pass. Runs on a dedicated thread (the
+/// forward pass is long blocking CPU work that must not occupy Swift's cooperative pool).
+///
+/// Each new prompt is prefilled on its own and decode rows use per-row kernels, so what a
+/// request produces never depends on which other requests share its batch.
+public final class BatchScheduler: @unchecked Sendable {
+    // Safe to share: `pending` and `stopped` are guarded by `condition`; entries in the
+    // active set are touched only by the scheduler thread (their `cancelled` is atomic).
+    final class Entry: @unchecked Sendable {
+        let snapshot: ModelSnapshot
+        var state: DecodingState
+        var cache: KVCache?
+        var logits: [Float] = []
+        var lastToken = 0
+        let continuation: AsyncThrowingStream<GenerationEvent, Error>.Continuation
+        let cancelled = Atomic<Bool>(false)
+
+        init(snapshot: ModelSnapshot, state: DecodingState, continuation: AsyncThrowingStream<GenerationEvent, Error>.Continuation) {
+            self.snapshot = snapshot
+            self.state = state
+            self.continuation = continuation
+        }
+    }
+
+    /// Most sequences decoded together; more wait for a place.
+    public let maxBatch: Int
+    private let condition = NSCondition()
+    private var pending: [Entry] = []
+    private var stopped = false
+    private let activeCount = Atomic<Int>(0)
+
+    public init(maxBatch: Int = 16) {
+        precondition(maxBatch > 0)
+        self.maxBatch = maxBatch
+    }
+
+    /// Sequences being decoded or waiting now (for metrics and admission control).
+    public var load: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return pending.count + activeCount.load(ordering: .relaxed)
+    }
+
+    /// Queues a request; its events arrive on the returned stream. Dropping the stream
+    /// (e.g. a client that disconnected) stops the sequence at the next step.
+    /// - Throws: ModelError when the prompt is empty or does not fit the context.
+    public func submit(_ request: GenerationRequest, on snapshot: ModelSnapshot) throws -> AsyncThrowingStream<GenerationEvent, Error> {
+        let state = try DecodingState(request: request, tokenizer: snapshot.tokenizer,
+                                      contextLength: snapshot.model.config.contextLength)
+        let (stream, continuation) = AsyncThrowingStream<GenerationEvent, Error>.makeStream()
+        let entry = Entry(snapshot: snapshot, state: state, continuation: continuation)
+        continuation.onTermination = { _ in entry.cancelled.store(true, ordering: .relaxed) }
+        condition.lock()
+        if stopped {
+            condition.unlock()
+            continuation.finish(throwing: CancellationError())
+            return stream
+        }
+        pending.append(entry)
+        condition.signal()
+        condition.unlock()
+        return stream
+    }
+
+    /// Runs the scheduler until the calling task is cancelled; unfinished requests then
+    /// end with CancellationError.
+    public func run() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                let thread = Thread { [self] in
+                    loop()
+                    done.resume()
+                }
+                thread.name = "hone.scheduler"
+                thread.start()
+            }
+        } onCancel: {
+            condition.lock()
+            stopped = true
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+
+    private func loop() {
+        var active: [Entry] = []
+        while true {
+            condition.lock()
+            while pending.isEmpty && active.isEmpty && !stopped { condition.wait() }
+            if stopped {
+                let waiting = pending
+                pending.removeAll()
+                condition.unlock()
+                for e in waiting + active { e.continuation.finish(throwing: CancellationError()) }
+                activeCount.store(0, ordering: .relaxed)
+                return
+            }
+            let room = max(0, maxBatch - active.count)
+            let admitted = Array(pending.prefix(room))
+            pending.removeFirst(admitted.count)
+            condition.unlock()
+
+            for entry in admitted where !entry.cancelled.load(ordering: .relaxed) {
+                do {
+                    let cache = entry.snapshot.model.makeCache(capacity: entry.state.cacheCapacity)
+                    entry.cache = cache
+                    entry.logits = try entry.snapshot.model.forward(
+                        [SequenceInput(tokens: entry.state.request.promptTokens, cache: cache)])[0][0]
+                    active.append(entry)
+                } catch {
+                    entry.continuation.finish(throwing: error)
+                }
+            }
+
+            var decoding: [Entry] = []
+            for entry in active {
+                if entry.cancelled.load(ordering: .relaxed) {
+                    entry.continuation.finish()
+                    continue
+                }
+                switch entry.state.accept(logits: entry.logits) {
+                case .next(let step):
+                    entry.continuation.yield(.step(step))
+                    entry.lastToken = step.choice.token
+                    decoding.append(entry)
+                case .finished(let step):
+                    if let step { entry.continuation.yield(.step(step)) }
+                    entry.continuation.yield(.finished(entry.state.result))
+                    entry.continuation.finish()
+                }
+            }
+            active = decoding
+            activeCount.store(active.count, ordering: .relaxed)
+
+            // One forward pass per model for all of its sequences.
+            var byModel: [ObjectIdentifier: [Entry]] = [:]
+            for entry in active { byModel[ObjectIdentifier(entry.snapshot.model), default: []].append(entry) }
+            for group in byModel.values {
+                do {
+                    let logits = try group[0].snapshot.model.forward(
+                        group.map { SequenceInput(tokens: [$0.lastToken], cache: $0.cache!) })
+                    for (entry, l) in zip(group, logits) { entry.logits = l[0] }
+                } catch {
+                    for entry in group { entry.continuation.finish(throwing: error) }
+                    active.removeAll { e in group.contains { $0 === e } }
+                }
+            }
+        }
+    }
+}

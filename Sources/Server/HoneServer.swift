@@ -1,0 +1,83 @@
+import Foundation
+import Generation
+import Hummingbird
+import JSON
+import Logging
+import Synchronization
+
+/// Hone's OpenAI-compatible HTTP API: `/v1/chat/completions`, `/v1/completions`,
+/// `/v1/models`, `/healthz`, `/readyz`. Every error is an OpenAI error object.
+public struct HoneServer: Sendable {
+    let configuration: ServerConfiguration
+    let holder: SnapshotHolder
+    let scheduler: BatchScheduler
+    let logger: Logger
+    let inFlight = InFlight()
+
+    public init(configuration: ServerConfiguration, holder: SnapshotHolder, scheduler: BatchScheduler, logger: Logger) {
+        self.configuration = configuration
+        self.holder = holder
+        self.scheduler = scheduler
+        self.logger = logger
+    }
+
+    /// The router with every route and the error middleware.
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: OpenAIErrorMiddleware(logger: logger))
+        router.get("/healthz") { _, _ in Self.json(.object(["status": .string("ok")])) }
+        router.get("/readyz") { _, _ in
+            guard let snapshot = holder.snapshot else {
+                throw OpenAIError(.serviceUnavailable, "The model is still loading.", type: "server_error", code: "model_not_ready")
+            }
+            return Self.json(.object(["status": .string("ready"), "version": .string(snapshot.version)]))
+        }
+        router.get("/v1/models") { _, _ in
+            let snapshot = try ready()
+            let model: JSONValue = .object(["id": .string(snapshot.modelID), "object": .string("model"),
+                                            "created": .int(0), "owned_by": .string("hone")])
+            return Self.json(.object(["object": .string("list"), "data": .array([model])]))
+        }
+        router.post("/v1/chat/completions") { request, _ in try await complete(request, chat: true) }
+        router.post("/v1/completions") { request, _ in try await complete(request, chat: false) }
+        return router
+    }
+
+    /// An application serving `router()` on the configured address.
+    public func application(onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        Application(
+            router: router(),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "hone"),
+            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+    }
+
+    func ready() throws -> ModelSnapshot {
+        guard let snapshot = holder.snapshot else {
+            throw OpenAIError(.serviceUnavailable, "The model is still loading.", type: "server_error", code: "model_not_ready")
+        }
+        return snapshot
+    }
+
+    static func json(_ value: JSONValue, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        var fields = headers
+        fields[.contentType] = "application/json"
+        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(string: value.jsonText)))
+    }
+}
+
+/// Requests being answered, for admission control.
+final class InFlight: Sendable {
+    let count = Atomic<Int>(0)
+
+    /// Takes a place, or nil when `limit` are taken.
+    func enter(limit: Int) -> Bool {
+        if count.wrappingAdd(1, ordering: .relaxed).newValue > limit {
+            count.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func leave() { count.wrappingSubtract(1, ordering: .relaxed) }
+}
