@@ -64,13 +64,15 @@ public enum Daemon {
         let server = HoneServer(configuration: configuration.server, holder: holder, scheduler: scheduler, logger: logger)
         // Start order is dependency order; shutdown runs in reverse, so HTTP requests
         // finish before the scheduler stops.
-        let group = ServiceGroup(
-            configuration: .init(services: [
+        var groupConfiguration = ServiceGroupConfiguration(services: [
                 .init(service: maintenance),
                 .init(service: SchedulerService(scheduler: scheduler)),
                 .init(service: ModelLoaderService(path: configuration.modelPath, holder: holder, logger: logger)),
                 .init(service: server.application()),
-            ], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            ], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [.sigquit], logger: logger)
+        // An open SSE stream would otherwise hold shutdown until it ends (NOTES.md).
+        groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
+        let group = ServiceGroup(configuration: groupConfiguration)
         logger.info("honed running", metadata: ["postgres.url": "\(ConnectionString.redacted(conninfo))"])
         try await group.run()
         await pool.close()

@@ -3,6 +3,7 @@ import Generation
 import Hummingbird
 import JSON
 import NIOCore
+import ServiceLifecycle
 import Tokenizer
 
 extension HoneServer {
@@ -80,6 +81,7 @@ extension HoneServer {
                 for (index, stream) in choiceStreams.enumerated() {
                     if chat { try await writer.write(shape.sse(shape.chunk(index: index, role: true))) }
                     for try await event in stream {
+                        if Task.isShuttingDownGracefully { throw ShuttingDown() }
                         switch event {
                         case .step(let step):
                             guard !step.text.isEmpty || req.logprobs else { continue }
@@ -93,6 +95,11 @@ extension HoneServer {
                 if includeUsage {
                     try await writer.write(shape.sse(shape.usageChunk(completionTokens: completionTokens, choices: choiceStreams.count)))
                 }
+            } catch is ShuttingDown {
+                // Graceful shutdown: end open streams now instead of holding the server up.
+                let failure = OpenAIError(.serviceUnavailable, "The server is shutting down; the response was cut short.",
+                                          type: "server_error", code: "server_shutting_down")
+                try? await writer.write(shape.sse(failure.json))
             } catch {
                 // The client went away (write failed) or generation failed: say so if we can.
                 let failure = OpenAIError(.internalServerError, "Generation failed: \(error)", type: "server_error")
@@ -129,6 +136,9 @@ extension HoneServer {
         return String((0..<24).map { _ in alphabet.randomElement()! })
     }
 }
+
+/// Raised inside a streaming body when graceful shutdown begins.
+struct ShuttingDown: Error {}
 
 /// Builds OpenAI's response and chunk objects for one request.
 struct ResponseShape: Sendable {
