@@ -100,6 +100,7 @@ let package = Package(
             dependencies: [
                 "GGUF", "Tokenizer", "Llama", "Generation", "CKernels", "JSON", "Server",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             resources: [.copy("Fixtures")]
         ),

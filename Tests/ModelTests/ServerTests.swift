@@ -7,6 +7,7 @@ import Hummingbird
 import Synchronization
 import JSON
 import Llama
+import Logging
 import Server
 import Testing
 import Tokenizer
@@ -57,7 +58,9 @@ struct ServerTests {
         configure(&configuration)
         let holder = SnapshotHolder(loaded ? Self.snapshot() : nil)
         let scheduler = BatchScheduler(maxBatch: 8)
-        let server = HoneServer(configuration: configuration, holder: holder, scheduler: scheduler, logger: .init(label: "test"))
+        var logger = Logger(label: "hone.tests.server")
+        logger.logLevel = .critical  // cancelling the server at the end logs errors by design
+        let server = HoneServer(configuration: configuration, holder: holder, scheduler: scheduler, logger: logger)
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let app = server.application { port in portContinuation.yield(port) }
         try await withThrowingTaskGroup(of: Void.self) { group in
