@@ -107,7 +107,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON",
+                "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON", "Server", "Tokenizer",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -141,7 +141,8 @@ BEGIN
     IF NEW.completion_id IS NOT NULL THEN
         SELECT * INTO c FROM hone.completions WHERE id = NEW.completion_id;
         IF FOUND THEN
-            IF NEW.adapter IS NOT NULL AND c.adapter IS DISTINCT FROM NEW.adapter THEN
+            -- A base-model answer may teach any adapter; an adapter's answer teaches that one.
+            IF NEW.adapter IS NOT NULL AND c.adapter IS NOT NULL AND c.adapter <> NEW.adapter THEN
                 RAISE EXCEPTION 'completion % was answered by adapter "%", not "%"',
                     NEW.completion_id, coalesce(c.adapter, '(base model)'), NEW.adapter
                     USING ERRCODE = 'check_violation';

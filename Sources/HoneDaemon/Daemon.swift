@@ -61,11 +61,14 @@ public enum Daemon {
         let maintenance = QueueMaintenance(queue: queue, configuration: configuration.maintenance, logger: logger)
         let holder = SnapshotHolder()
         let scheduler = BatchScheduler(maxBatch: configuration.maxBatch)
-        let server = HoneServer(configuration: configuration.server, holder: holder, scheduler: scheduler, logger: logger)
+        let completionLog = CompletionLog(pool: pool, logger: logger)
+        let server = HoneServer(configuration: configuration.server, holder: holder, scheduler: scheduler,
+                                recorder: completionLog, logger: logger)
         // Start order is dependency order; shutdown runs in reverse, so HTTP requests
         // finish before the scheduler stops.
         var groupConfiguration = ServiceGroupConfiguration(services: [
                 .init(service: maintenance),
+                .init(service: completionLog),
                 .init(service: SchedulerService(scheduler: scheduler)),
                 .init(service: ModelLoaderService(path: configuration.modelPath, holder: holder, logger: logger)),
                 .init(service: server.application()),

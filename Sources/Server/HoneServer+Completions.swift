@@ -48,6 +48,20 @@ extension HoneServer {
         }
         let id = (chat ? "chatcmpl-" : "cmpl-") + Self.randomID()
         let created = Int(Date().timeIntervalSince1970)
+        let started = ContinuousClock.now
+        let messages: [ChatMessage]
+        switch req.input {
+        case .chat(let m): messages = m
+        case .text(let t): messages = [ChatMessage(role: "user", content: t)]
+        }
+        let recorder = recorder
+        // The first choice is what feedback on this completion id refers to.
+        let log: @Sendable (GenerationResult) -> Void = { result in
+            recorder.record(CompletionRecord(
+                id: id, adapter: nil, version: snapshot.version, messages: messages, response: result.text,
+                promptTokens: promptTokens.count, completionTokens: result.tokens.count,
+                seconds: (ContinuousClock.now - started).secondsValue))
+        }
         var headers = HTTPFields()
         headers[.init("x-hone-version")!] = snapshot.version
         let shape = ResponseShape(id: id, created: created, model: req.model, version: snapshot.version, chat: chat,
@@ -65,6 +79,7 @@ extension HoneServer {
                 }
                 steps.append(mine)
             }
+            if let first = results.first { log(first) }
             return Self.json(shape.completion(results: results, steps: steps), headers: headers)
         }
         // The stream outlives this handler: its place is released when the body ends.
@@ -87,6 +102,7 @@ extension HoneServer {
                             guard !step.text.isEmpty || req.logprobs else { continue }
                             try await writer.write(shape.sse(shape.chunk(index: index, step: step)))
                         case .finished(let result):
+                            if index == 0 { log(result) }
                             completionTokens += result.tokens.count
                             try await writer.write(shape.sse(shape.chunk(index: index, finish: result.finishReason)))
                         }
@@ -221,4 +237,8 @@ struct ResponseShape: Sendable {
         }
         return .object(["content": .array(content), "refusal": .null])
     }
+}
+
+extension Duration {
+    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -12,12 +12,15 @@ public struct HoneServer: Sendable {
     let holder: SnapshotHolder
     let scheduler: BatchScheduler
     let logger: Logger
+    let recorder: CompletionRecorder
     let inFlight = InFlight()
 
-    public init(configuration: ServerConfiguration, holder: SnapshotHolder, scheduler: BatchScheduler, logger: Logger) {
+    public init(configuration: ServerConfiguration, holder: SnapshotHolder, scheduler: BatchScheduler,
+                recorder: CompletionRecorder = NoCompletionRecorder(), logger: Logger) {
         self.configuration = configuration
         self.holder = holder
         self.scheduler = scheduler
+        self.recorder = recorder
         self.logger = logger
     }
 

@@ -50,8 +50,15 @@ struct ServerTests {
         }
     }
 
+    /// Keeps what the server logs (a fake for the database-backed CompletionLog).
+    final class RecordingRecorder: CompletionRecorder {
+        let records = Mutex<[CompletionRecord]>([])
+        func record(_ completion: CompletionRecord) { records.withLock { $0.append(completion) } }
+    }
+
     /// Runs `body` against a live server on a free port with its own scheduler.
     func withServer(_ configure: (inout ServerConfiguration) -> Void = { _ in }, loaded: Bool = true,
+                    recorder: CompletionRecorder = NoCompletionRecorder(),
                     _ body: @escaping @Sendable (LiveServer, SnapshotHolder, BatchScheduler) async throws -> Void) async throws {
         var configuration = ServerConfiguration()
         configuration.port = 0
@@ -60,7 +67,7 @@ struct ServerTests {
         let scheduler = BatchScheduler(maxBatch: 8)
         var logger = Logger(label: "hone.tests.server")
         logger.logLevel = .critical  // cancelling the server at the end logs errors by design
-        let server = HoneServer(configuration: configuration, holder: holder, scheduler: scheduler, logger: logger)
+        let server = HoneServer(configuration: configuration, holder: holder, scheduler: scheduler, recorder: recorder, logger: logger)
         let (ports, portContinuation) = AsyncStream<Int>.makeStream()
         let app = server.application { port in portContinuation.yield(port) }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -102,7 +109,8 @@ struct ServerTests {
     @Test("a greedy chat completion equals the engine's own greedy output and names its version")
     func chatCompletion() async throws {
         let expected = try Self.greedy("What is the capital of France?", maxTokens: 12)
-        try await withServer { client, _, _ in
+        let recorder = RecordingRecorder()
+        try await withServer(recorder: recorder) { client, _, _ in
             let (status, text, headers) = try await client.post("/v1/chat/completions", Self.chatBody("What is the capital of France?", maxTokens: 12))
             #expect(status == 200)
             let body = try JSONValue(parsing: text)
@@ -111,6 +119,11 @@ struct ServerTests {
             #expect(headers["x-hone-version"] as? String == "base")
             #expect(body["choices"]?.arrayValue?.first?["message"]?["content"] == .string(expected))
             #expect(body["usage"]?["completion_tokens"]?.intValue ?? 0 > 0)
+            // Logged for feedback to refer to, under the id the client got.
+            let logged = recorder.records.withLock { $0 }
+            #expect(logged.map(\.id) == [body["id"]?.stringValue ?? "?"])
+            #expect(logged.first?.response == expected)
+            #expect(logged.first?.messages == [ChatMessage(role: "user", content: "What is the capital of France?")])
         }
     }
 

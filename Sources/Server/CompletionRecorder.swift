@@ -1,0 +1,44 @@
+import Foundation
+import JSON
+import Tokenizer
+
+/// A served completion, as logged to `hone.completions` for feedback to refer to.
+public struct CompletionRecord: Sendable, Equatable {
+    public var id: String
+    public var adapter: String?
+    public var version: String
+    public var messages: [ChatMessage]
+    public var response: String
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public var seconds: Double
+
+    public init(id: String, adapter: String?, version: String, messages: [ChatMessage], response: String,
+                promptTokens: Int, completionTokens: Int, seconds: Double) {
+        self.id = id
+        self.adapter = adapter
+        self.version = version
+        self.messages = messages
+        self.response = response
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.seconds = seconds
+    }
+
+    /// The messages as the JSON array stored in `hone.completions.messages`.
+    public var messagesJSON: String {
+        JSONValue.array(messages.map { .object(["role": .string($0.role), "content": .string($0.content)]) }).jsonText
+    }
+}
+
+/// Where served completions are logged. `record` must return at once and never fail: a
+/// slow or absent database may lose log rows, never a response.
+public protocol CompletionRecorder: Sendable {
+    func record(_ completion: CompletionRecord)
+}
+
+/// Records nothing (no database configured).
+public struct NoCompletionRecorder: CompletionRecorder {
+    public init() {}
+    public func record(_ completion: CompletionRecord) {}
+}
