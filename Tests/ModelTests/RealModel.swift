@@ -30,3 +30,16 @@ enum RealModel {
         return try tokens.map { try model.forward([SequenceInput(tokens: [$0], cache: cache)], mode: mode)[0][0] }
     }
 }
+
+/// Runs blocking CPU work (long forward passes) on a thread of its own, so tests that
+/// compute do not occupy Swift's two cooperative threads that timing-sensitive tests in
+/// other suites (NOTIFY latency) need.
+func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread {
+            continuation.resume(with: Result { try work() })
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+}
