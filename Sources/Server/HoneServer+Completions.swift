@@ -109,7 +109,7 @@ extension HoneServer {
                     }
                 }
                 if includeUsage {
-                    try await writer.write(shape.sse(shape.usageChunk(completionTokens: completionTokens, choices: choiceStreams.count)))
+                    try await writer.write(shape.sse(shape.usageChunk(completionTokens: completionTokens)))
                 }
             } catch is ShuttingDown {
                 // Graceful shutdown: end open streams now instead of holding the server up.
@@ -207,7 +207,7 @@ struct ResponseShape: Sendable {
         return .object(body)
     }
 
-    func usageChunk(completionTokens: Int, choices: Int) -> JSONValue {
+    func usageChunk(completionTokens: Int) -> JSONValue {
         var body = header
         body["object"] = .string(chat ? "chat.completion.chunk" : "text_completion")
         body["choices"] = .array([])
