@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"4.0.0"),
     ],
     targets: [
         // Leaves: no project dependencies.
@@ -31,10 +32,12 @@ let package = Package(
         ),
         .target(name: "JSON"),
         .target(name: "CKernels"),
-        .target(name: "GGUF", dependencies: ["CKernels"]),
+        .target(name: "GGUF", dependencies: ["CKernels", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Tokenizer", dependencies: ["GGUF"]),
-        .target(name: "Llama", dependencies: ["GGUF", "CKernels", "CBLAS"]),
-        .target(name: "Generation", dependencies: ["Llama", "Tokenizer"]),
+        .target(name: "Tensor", dependencies: ["CKernels", "CBLAS"]),
+        .target(name: "Llama", dependencies: ["GGUF", "CKernels", "Tensor"]),
+        .target(name: "Generation", dependencies: ["Llama", "Tokenizer", "Tensor"]),
+        .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON"]),
         .target(
             name: "EmbeddedPostgres",
             dependencies: [.product(name: "Logging", package: "swift-log")]
@@ -90,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "honebench",
             dependencies: [
-                "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Llama", "Tokenizer",
+                "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Llama", "Tokenizer", "Tensor", "Training",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

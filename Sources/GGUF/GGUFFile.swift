@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import Synchronization
 
 /// A tensor's description in a GGUF file.
 public struct GGUFTensorInfo: Sendable {
@@ -29,6 +30,10 @@ public final class GGUFFile: @unchecked Sendable {
     public let alignment: Int
     private let base: UnsafeRawPointer
     private let size: Int
+    /// The whole mapped file.
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: size) }
+    /// `sha256`, once computed.
+    let digest = Mutex<String?>(nil)
 
     public init(path: String) throws {
         self.path = path

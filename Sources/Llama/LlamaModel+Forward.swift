@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import Tensor
 
 /// One sequence's part of a batched forward pass.
 public struct SequenceInput {
@@ -8,11 +9,15 @@ public struct SequenceInput {
     public var cache: KVCache
     /// Return logits for every new token (true) or only the last (false).
     public var allLogits: Bool
+    /// The LoRA adapter this sequence runs with (unmerged), or nil for the base model.
+    /// Sequences of one batch may use different adapters.
+    public var adapter: LoRAAdapter?
 
-    public init(tokens: [Int], cache: KVCache, allLogits: Bool = false) {
+    public init(tokens: [Int], cache: KVCache, allLogits: Bool = false, adapter: LoRAAdapter? = nil) {
         self.tokens = tokens
         self.cache = cache
         self.allLogits = allLogits
+        self.adapter = adapter
     }
 }
 
@@ -26,6 +31,7 @@ extension LlamaModel {
         var rows: [(seq: Int, pos: Int)] = []
         for (s, input) in batch.enumerated() {
             guard !input.tokens.isEmpty else { throw ModelError("sequence \(s) has no new tokens") }
+            if let adapter = input.adapter { try adapter.validate(for: config) }
             guard input.cache.count + input.tokens.count <= input.cache.capacity else {
                 throw ModelError("sequence \(s) would hold \(input.cache.count + input.tokens.count) tokens; its cache holds \(input.cache.capacity) (context length \(config.contextLength))")
             }
@@ -56,15 +62,24 @@ extension LlamaModel {
         x.withUnsafeMutableBufferPointer { xp in
             for (i, t) in tokens.enumerated() { embedding.row(t, into: xp.baseAddress! + i * c) }
         }
+        let eps = config.rmsEpsilon
         for layer in layers.indices {
             let w = layers[layer]
-            rmsNormForward(x, weight: w.attnNorm, into: &hidden, rows: n, width: c)
-            multiply(w.q, hidden, &q, plan)
-            multiply(w.k, hidden, &k, plan)
-            multiply(w.v, hidden, &vv, plan)
-            for (i, row) in rows.enumerated() {
-                ropeForward(&q, offset: i * h * d, heads: h, position: row.pos)
-                ropeForward(&k, offset: i * kv * d, heads: kv, position: row.pos)
+            func linear(_ target: LoRATarget, _ m: QuantizedMatrix, _ input: [Float], _ out: inout [Float]) {
+                multiply(m, input, &out, plan)
+                addLoRA(LoRAKey(layer: layer, target: target), batch, input, &out, inWidth: m.cols, outWidth: m.rows)
+            }
+            rmsNormForward(x, weight: w.attnNorm, rows: n, width: c, eps: eps, out: &hidden)
+            linear(.q, w.q, hidden, &q)
+            linear(.k, w.k, hidden, &k)
+            linear(.v, w.v, hidden, &vv)
+            q.withUnsafeMutableBufferPointer { qp in
+                k.withUnsafeMutableBufferPointer { kp in
+                    for (i, row) in rows.enumerated() {
+                        rope.forward(qp.baseAddress! + i * h * d, heads: h, position: row.pos)
+                        rope.forward(kp.baseAddress! + i * kv * d, heads: kv, position: row.pos)
+                    }
+                }
             }
             // Store this pass's keys and values, then attend.
             for (i, row) in rows.enumerated() {
@@ -76,13 +91,13 @@ extension LlamaModel {
                 }
             }
             attentionForward(rows: rows, batch: batch, layer: layer, q: q, into: &att)
-            multiply(w.o, att, &proj, plan)
+            linear(.o, w.o, att, &proj)
             for i in 0..<(n * c) { x[i] += proj[i] }
-            rmsNormForward(x, weight: w.ffnNorm, into: &hidden, rows: n, width: c)
-            multiply(w.gate, hidden, &gate, plan)
-            multiply(w.up, hidden, &up, plan)
-            for i in 0..<(n * f) { gate[i] = gate[i] / (1 + expf(-gate[i])) * up[i] }  // SwiGLU
-            multiply(w.down, gate, &proj, plan)
+            rmsNormForward(x, weight: w.ffnNorm, rows: n, width: c, eps: eps, out: &hidden)
+            linear(.gate, w.gate, hidden, &gate)
+            linear(.up, w.up, hidden, &up)
+            gate.withUnsafeMutableBufferPointer { g in swigluForward(gate: g.baseAddress!, up: up, count: n * f, out: g.baseAddress!) }
+            linear(.down, w.down, gate, &proj)
             for i in 0..<(n * c) { x[i] += proj[i] }
         }
         for input in batch { input.cache.advance(by: input.tokens.count) }
@@ -100,7 +115,7 @@ extension LlamaModel {
             for e in 0..<c { picked[j * c + e] = x[i * c + e] }
         }
         var normed = [Float](repeating: 0, count: wanted.count * c)
-        rmsNormForward(picked, weight: outputNorm, into: &normed, rows: wanted.count, width: c)
+        rmsNormForward(picked, weight: outputNorm, rows: wanted.count, width: c, eps: eps, out: &normed)
         var logits = [Float](repeating: 0, count: wanted.count * v)
         // The head follows the same rule per wanted row.
         var headChunk: [Int] = [], headSingle: [Int] = []
@@ -150,28 +165,31 @@ extension LlamaModel {
         }
     }
 
-    /// out[r] = x[r] / sqrt(mean(x[r]²) + eps) · weight.   x, out: (rows, width)
-    func rmsNormForward(_ x: [Float], weight: [Float], into out: inout [Float], rows: Int, width: Int) {
-        for r in 0..<rows {
-            var ss: Float = 0
-            for i in 0..<width { ss += x[r * width + i] * x[r * width + i] }
-            let rstd = 1 / sqrtf(ss / Float(width) + config.rmsEpsilon)
-            for i in 0..<width { out[r * width + i] = x[r * width + i] * rstd * weight[i] }
-        }
-    }
-
-    /// Rotates pairs (2i, 2i+1) of each head by position·invFreq[i] (GGUF stores q and k
-    /// rows in the order that makes this equal to Hugging Face's rotate_half).
-    func ropeForward(_ x: inout [Float], offset: Int, heads: Int, position: Int) {
-        let d = config.headDim
-        for i in 0..<(d / 2) {
-            let angle = Float(position) * invFreq[i]
-            let cs = cosf(angle), sn = sinf(angle)
-            for head in 0..<heads {
-                let p = offset + head * d + 2 * i
-                let a = x[p], b = x[p + 1]
-                x[p] = a * cs - b * sn
-                x[p + 1] = a * sn + b * cs
+    /// out += scale · (x · Aᵀ) · Bᵀ on the rows of each sequence that runs with an adapter
+    /// adapting `key`. A single new token takes plain dot products and a chunk takes GEMMs:
+    /// like the base kernels, the choice depends only on the sequence, never on the batch.
+    private func addLoRA(_ key: LoRAKey, _ batch: [SequenceInput], _ x: [Float], _ out: inout [Float], inWidth: Int, outWidth: Int) {
+        var start = 0
+        for input in batch {
+            defer { start += input.tokens.count }
+            guard let adapter = input.adapter else { continue }
+            let count = input.tokens.count
+            adapter.withFactors(key) { factors in
+                guard let f = factors else { return }
+                x.withUnsafeBufferPointer { xp in
+                    out.withUnsafeMutableBufferPointer { op in
+                        let xs = xp.baseAddress! + start * inWidth, ys = op.baseAddress! + start * outWidth
+                        var u = [Float](repeating: 0, count: count * f.rank)   // (T, R)
+                        if count == 1 {
+                            for r in 0..<f.rank { u[r] = hone_dot_f32(f.a + r * inWidth, xs, inWidth) * f.scale }
+                            for o in 0..<outWidth { ys[o] += hone_dot_f32(f.b + o * f.rank, u, f.rank) }
+                        } else {
+                            gemm(transB: true, m: count, n: f.rank, k: inWidth, xs, lda: inWidth, f.a, ldb: inWidth, &u, ldc: f.rank)
+                            gemm(transB: true, m: count, n: outWidth, k: f.rank, alpha: f.scale, u, lda: f.rank,
+                                 f.b, ldb: f.rank, beta: 1, ys, ldc: outWidth)
+                        }
+                    }
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import GGUF
+import Tensor
 
 /// One transformer block's weights.
 struct LlamaLayer: Sendable {
@@ -23,8 +24,7 @@ public final class LlamaModel: Sendable {
     let layers: [LlamaLayer]
     let outputNorm: [Float]          // (C)
     let output: QuantizedMatrix      // (V, C): token_embd when tied
-    /// RoPE inverse frequencies, computed as PyTorch does (float32 pow) so positions agree.
-    let invFreq: [Float]             // (D/2)
+    let rope: RoPE
 
     public init(file: GGUFFile) throws {
         let config = try LlamaConfig(gguf: file)
@@ -59,7 +59,7 @@ public final class LlamaModel: Sendable {
         outputNorm = try vector(.outputNorm, c)
         output = file.tensors[LlamaTensor.output.name] != nil
             ? try matrix(.output, out: config.vocabSize, in: c) : embedding
-        invFreq = (0..<(d / 2)).map { i in 1 / powf(config.ropeBase, Float(2 * i) / Float(d)) }
+        rope = RoPE(headDim: d, base: config.ropeBase)
     }
 
     /// Loads a GGUF file.

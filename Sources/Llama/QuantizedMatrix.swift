@@ -1,8 +1,8 @@
-import CBLAS
 import CKernels
 import GGUF
 import Foundation
 import Synchronization
+import Tensor
 
 /// How matrix-vector products are computed.
 public enum MatmulMode: Sendable {
@@ -65,29 +65,35 @@ public final class QuantizedMatrix: @unchecked Sendable {
         case dequantizedGEMM
     }
 
+    /// Runs `body` with the matrix as float32 (rows × cols): the cached copy when one was
+    /// made (or the file holds floats), else a temporary dequantized for this call (a few
+    /// MB) rather than float copies of the whole model kept alive.
+    public func withFloats<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+        if type == .f32 || type == .f16 || type == .bf16 || lock.withLock({ $0 != nil }) {
+            return try floats().withUnsafeBufferPointer { try body($0.baseAddress!) }
+        }
+        let (rows, cols, rowBytes, data, typeID) = (self.rows, self.cols, self.rowBytes, self.data, Int32(type.rawValue))
+        var w = [Float](repeating: 0, count: rows * cols)
+        w.withUnsafeMutableBufferPointer { wp in
+            let base = wp.baseAddress!
+            let chunks = min(rows, Parallel.threads * 4)
+            Parallel.for(chunks) { chunk in
+                let part = Parallel.range(chunk, of: chunks, total: rows)
+                hone_dequantize(typeID, data + part.lowerBound * rowBytes, base + part.lowerBound * cols, part.count * cols)
+            }
+        }
+        return try w.withUnsafeBufferPointer { try body($0.baseAddress!) }
+    }
+
     /// out[n][r] = Σ_c W[r][c] · x[n][c] for N rows of x.
     /// - Parameters: x: (N, cols); out: (N, rows).
     func multiply(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>, kernel: Kernel) {
         let isFloatType = type == .f32 || type == .f16 || type == .bf16
         if kernel == .dequantizedGEMM || (kernel == .float && n >= 8) {
-            if kernel == .float || isFloatType {
-                floats().withUnsafeBufferPointer { gemm(x, n, $0.baseAddress!, out) }
-            } else {
-                // Dequantize into a temporary (rows·cols floats, a few MB) rather than
-                // keeping float copies of the whole model.
-                let (rows, cols, rowBytes, data, typeID) = (self.rows, self.cols, self.rowBytes, self.data, Int32(type.rawValue))
-                var w = [Float](repeating: 0, count: rows * cols)
-                w.withUnsafeMutableBufferPointer { wp in
-                    let base = wp.baseAddress!
-                    let chunks = min(rows, Parallel.threads * 4)
-                    Parallel.for(chunks) { chunk in
-                        let part = Parallel.range(chunk, of: chunks, total: rows)
-                        hone_dequantize(typeID, data + part.lowerBound * rowBytes,
-                                        base + part.lowerBound * cols, part.count * cols)
-                    }
-                    gemm(x, n, base, out)
-                }
+            let body = { (w: UnsafePointer<Float>) in
+                gemm(transB: true, m: n, n: self.rows, k: self.cols, x, lda: self.cols, w, ldb: self.cols, out, ldc: self.rows)
             }
+            if kernel == .float { floats().withUnsafeBufferPointer { body($0.baseAddress!) } } else { withFloats(body) }
             return
         }
         let rows = rows, cols = cols
@@ -127,47 +133,5 @@ public final class QuantizedMatrix: @unchecked Sendable {
                 }
             }
         }
-    }
-
-    /// out (N, rows) = x (N, cols) · wᵀ with w (rows, cols) in float32: OpenBLAS sgemm.
-    private func gemm(_ x: UnsafePointer<Float>, _ n: Int, _ w: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(rows), Int32(cols),
-                    1, x, Int32(cols), w, Int32(cols), 0, out, Int32(rows))
-    }
-}
-
-/// Work split over the machine's cores, on Hone's persistent C worker pool.
-public enum Parallel {
-    /// Threads used for matrix products (HONE_THREADS, else the core count).
-    public static let threads: Int = {
-        let n: Int
-        if let s = getenv("HONE_THREADS"), let v = Int(String(cString: s)), v > 0 {
-            n = v
-        } else {
-            n = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-        }
-        hone_pool_set_threads(Int32(n))
-        openblas_set_num_threads(Int32(n))
-        return n
-    }()
-
-    /// Runs `body(i)` for i in 0..<count spread over `threads` threads; returns when all ran.
-    static func `for`(_ count: Int, _ body: (Int) -> Void) {
-        _ = threads
-        withoutActuallyEscaping(body) { escapable in
-            // hone_parallel_for returns only after every call ran, so the closure (and
-            // the buffer pointers it captures) outlives all uses.
-            var box = escapable
-            withUnsafeMutablePointer(to: &box) { context in
-                hone_parallel_for(Int32(count), { context, index in
-                    context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(index))
-                }, context)
-            }
-        }
-    }
-
-    /// The part `chunk` of `chunks` of 0..<total.
-    static func range(_ chunk: Int, of chunks: Int, total: Int) -> Range<Int> {
-        (total * chunk / chunks)..<(total * (chunk + 1) / chunks)
     }
 }

@@ -36,18 +36,32 @@ public struct ChatTemplate: Sendable {
     /// control tokens; message content is encoded without control tokens, so text that
     /// contains `<|im_start|>` cannot forge a turn.
     public func tokenize(_ messages: [ChatMessage], with tokenizer: Tokenizer, addGenerationPrompt: Bool = true) -> [Int] {
+        var ids = trainingTokens(messages, with: tokenizer).tokens
+        if addGenerationPrompt { ids += tokenizer.encode("<|im_start|>assistant\n", parseSpecial: true) }
+        return ids
+    }
+
+    /// Token ids of a whole conversation and, per token, whether the assistant wrote it:
+    /// the content of assistant turns and their closing `<|im_end|>` (so a model learns to
+    /// stop), which is what fine-tuning puts the loss on.
+    public func trainingTokens(_ messages: [ChatMessage], with tokenizer: Tokenizer) -> (tokens: [Int], assistant: [Bool]) {
         var turns = messages
         if let system = defaultSystemPrompt, messages.first?.role != "system" {
             turns.insert(ChatMessage(role: "system", content: system), at: 0)
         }
-        var ids: [Int] = []
-        for m in turns {
-            ids += tokenizer.encode("<|im_start|>\(m.role)\n", parseSpecial: true)
-            ids += tokenizer.encode(m.content, parseSpecial: false)
-            ids += tokenizer.encode("<|im_end|>\n", parseSpecial: true)
+        var ids: [Int] = [], assistant: [Bool] = []
+        func add(_ part: [Int], _ isAssistant: Bool) {
+            ids += part
+            assistant += Array(repeating: isAssistant, count: part.count)
         }
-        if addGenerationPrompt { ids += tokenizer.encode("<|im_start|>assistant\n", parseSpecial: true) }
-        return ids
+        for m in turns {
+            let learned = m.role == "assistant"
+            add(tokenizer.encode("<|im_start|>\(m.role)\n", parseSpecial: true), false)
+            add(tokenizer.encode(m.content, parseSpecial: false), learned)
+            add(tokenizer.encode("<|im_end|>", parseSpecial: true), learned)
+            add(tokenizer.encode("\n", parseSpecial: false), false)
+        }
+        return (ids, assistant)
     }
 
     /// The literal system turn a ChatML template writes for conversations without one.

@@ -1,5 +1,6 @@
 import Foundation
 import Llama
+import Tensor
 import Tokenizer
 
 /// Hone's decode and prefill speed on the real model (`HONE_MODEL`), printed beside

@@ -1,0 +1,52 @@
+/// The low-rank update of one linear layer: ΔW = scale · B · A, with A (R, in) and B (out, R).
+public struct LoRAFactors {
+    public let a: UnsafePointer<Float>   // (R, in)
+    public let b: UnsafePointer<Float>   // (out, R)
+    public let rank: Int
+    public let scale: Float
+    public init(a: UnsafePointer<Float>, b: UnsafePointer<Float>, rank: Int, scale: Float) {
+        self.a = a
+        self.b = b
+        self.rank = rank
+        self.scale = scale
+    }
+}
+
+/// Where the gradients of a layer's LoRA factors accumulate.
+public struct LoRAGradients {
+    public let a: UnsafeMutablePointer<Float>   // (R, in)
+    public let b: UnsafeMutablePointer<Float>   // (out, R)
+    public init(a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>) {
+        self.a = a
+        self.b = b
+    }
+}
+
+/// y = x · Wᵀ + scale · (x · Aᵀ) · Bᵀ.   x: (N, in); w: (out, in); y: (N, out).
+/// `u` (N, R) receives x · Aᵀ, which the backward pass needs.
+public func linearForward(_ x: UnsafePointer<Float>, rows n: Int, inWidth: Int, outWidth: Int,
+                          weight w: UnsafePointer<Float>, lora: LoRAFactors?,
+                          out y: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>?) {
+    gemm(transB: true, m: n, n: outWidth, k: inWidth, x, lda: inWidth, w, ldb: inWidth, y, ldc: outWidth)
+    guard let lora, let u else { return }
+    let r = lora.rank
+    gemm(transB: true, m: n, n: r, k: inWidth, x, lda: inWidth, lora.a, ldb: inWidth, u, ldc: r)
+    gemm(transB: true, m: n, n: outWidth, k: r, alpha: lora.scale, u, lda: r, lora.b, ldb: r, beta: 1, y, ldc: outWidth)
+}
+
+/// Backward of `linearForward`: dx += dy · W + scale · (dy · B) · A; dB += scale · dyᵀ · u;
+/// dA += scale · (dy · B)ᵀ · x. W is frozen: no gradient.   dy: (N, out); dx: (N, in).
+public func linearBackward(_ dy: UnsafePointer<Float>, x: UnsafePointer<Float>, u: UnsafePointer<Float>?,
+                           rows n: Int, inWidth: Int, outWidth: Int,
+                           weight w: UnsafePointer<Float>, lora: LoRAFactors?, loraGradients: LoRAGradients?,
+                           dx: UnsafeMutablePointer<Float>) {
+    gemm(m: n, n: inWidth, k: outWidth, dy, lda: outWidth, w, ldb: inWidth, beta: 1, dx, ldc: inWidth)
+    guard let lora, let u else { return }
+    let r = lora.rank
+    var dyB = [Float](repeating: 0, count: n * r)   // (N, R) = dy · B
+    gemm(m: n, n: r, k: outWidth, dy, lda: outWidth, lora.b, ldb: r, &dyB, ldc: r)
+    gemm(m: n, n: inWidth, k: r, alpha: lora.scale, dyB, lda: r, lora.a, ldb: inWidth, beta: 1, dx, ldc: inWidth)
+    guard let g = loraGradients else { return }
+    gemm(transA: true, m: outWidth, n: r, k: n, alpha: lora.scale, dy, lda: outWidth, u, ldb: r, beta: 1, g.b, ldc: r)
+    gemm(transA: true, m: r, n: inWidth, k: n, alpha: lora.scale, dyB, lda: r, x, ldb: inWidth, beta: 1, g.a, ldc: inWidth)
+}

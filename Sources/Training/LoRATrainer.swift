@@ -1,0 +1,96 @@
+import Foundation
+import Llama
+
+/// How a LoRA adapter is trained. Defaults follow DESIGN.md and transformers' Trainer.
+public struct TrainingOptions: Sendable {
+    public var learningRate: Float = 5e-4
+    public var weightDecay: Float = 0
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var epsilon: Float = 1e-8
+    /// Gradients are scaled down to this global L2 norm when larger (nil: no clipping).
+    public var maxGradNorm: Float? = 1
+    /// Sequences per forward/backward pass; a step's batch is split into micro-batches
+    /// whose gradients accumulate, giving the same update as one pass over all of it.
+    public var microBatch = 8
+    /// Recompute each block in the backward pass instead of keeping its activations.
+    public var checkpointing = false
+
+    public init() {}
+}
+
+/// What one optimizer step did.
+public struct StepReport: Sendable {
+    public let step: Int
+    /// Mean loss per target token, before the update (nats).
+    public let loss: Double
+    /// Global gradient norm before clipping.
+    public let gradNorm: Double
+    public let targetTokens: Int
+    public let tokens: Int
+    public let seconds: Double
+}
+
+/// Trains one adapter on a frozen base: each step runs forward and backward over the batch,
+/// clips, and applies AdamW. Deterministic for the same model, adapter and batches. A step
+/// whose loss, gradients or new weights are not finite throws and leaves the adapter (and
+/// the optimizer state) as they were.
+public final class LoRATrainer {
+    public let model: LlamaModel
+    public let options: TrainingOptions
+    /// The adapter as trained so far: a copy, never the one serving.
+    public private(set) var adapter: LoRAAdapter
+    private var optimizer: AdamW
+
+    public init(model: LlamaModel, adapter: LoRAAdapter, options: TrainingOptions = TrainingOptions()) throws {
+        try adapter.validate(for: model.config)
+        self.model = model
+        self.adapter = adapter
+        self.options = options
+        optimizer = AdamW(for: adapter, model: model.config, learningRate: options.learningRate, beta1: options.beta1,
+                          beta2: options.beta2, epsilon: options.epsilon, weightDecay: options.weightDecay)
+    }
+
+    /// Steps taken.
+    public var steps: Int { optimizer.step }
+
+    /// The loss and gradients of `batch` without an update (for parity checks).
+    public func gradients(_ batch: [TrainingSequence]) throws -> (loss: LossSum, gradients: LoRAAdapter) {
+        let targets = batch.reduce(0) { $0 + $1.targetCount }
+        guard targets > 0 else { throw TrainingError("the batch has no target tokens (no assistant tokens to learn)") }
+        var gradients = LoRAAdapter.zeros(config: adapter.config, model: model.config)
+        var loss = LossSum()
+        for start in stride(from: 0, to: batch.count, by: max(options.microBatch, 1)) {
+            let micro = Array(batch[start..<min(start + options.microBatch, batch.count)])
+            let part = try model.accumulateGradients(micro, adapter: adapter, gradScale: 1 / Float(targets),
+                                                     checkpointing: options.checkpointing, into: &gradients)
+            loss.sum += part.sum
+            loss.tokens += part.tokens
+        }
+        return (loss, gradients)
+    }
+
+    /// One optimizer step over `batch`.
+    @discardableResult
+    public func step(_ batch: [TrainingSequence]) throws -> StepReport {
+        let start = ContinuousClock.now
+        var (loss, gradients) = try gradients(batch)
+        let stepNumber = optimizer.step + 1
+        guard loss.mean.isFinite else { throw TrainingError("step \(stepNumber): the loss is \(loss.mean); the adapter is unchanged") }
+        let norm = gradients.norm
+        guard norm.isFinite else { throw TrainingError("step \(stepNumber): a gradient is NaN or infinite; the adapter is unchanged") }
+        if let maxNorm = options.maxGradNorm, norm > Double(maxNorm) {
+            // As torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6).
+            gradients.scale(by: Float(Double(maxNorm) / (norm + 1e-6)))
+        }
+        var candidate = adapter, nextOptimizer = optimizer
+        nextOptimizer.update(&candidate, gradients: gradients)
+        guard candidate.isFinite else { throw TrainingError("step \(stepNumber): the update made a weight NaN or infinite; the adapter is unchanged") }
+        adapter = candidate
+        optimizer = nextOptimizer
+        let elapsed = ContinuousClock.now - start
+        return StepReport(step: stepNumber, loss: loss.mean, gradNorm: norm, targetTokens: loss.tokens,
+                          tokens: batch.reduce(0) { $0 + $1.tokens.count },
+                          seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
+}
