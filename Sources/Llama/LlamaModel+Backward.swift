@@ -142,24 +142,25 @@ extension LlamaModel {
             xIn: xIn, rstd1: zeros(n), h1: zeros(n * c), q: zeros(n * hd), k: zeros(n * kvd), v: zeros(n * kvd),
             att: zeros(n * hd), xMid: zeros(n * c), rstd2: zeros(n), h2: zeros(n * c),
             gate: zeros(n * f), up: zeros(n * f), act: zeros(n * f))
-        func linear(_ target: LoRATarget, _ m: QuantizedMatrix, _ x: [Float], _ y: inout [Float]) {
+        /// y = x · Wᵀ (+ the adapter's update); returns x · Aᵀ when the target is adapted.
+        func linear(_ target: LoRATarget, _ m: QuantizedMatrix, _ x: [Float], _ y: inout [Float]) -> [Float]? {
             let key = LoRAKey(layer: layer, target: target)
-            let lora = adapter ?? LoRAAdapter.none
-            m.withFloats { wp in
-                lora.withFactors(key) { factors in
+            return m.withFloats { wp in
+                (adapter ?? LoRAAdapter.none).withFactors(key) { factors in
                     guard let factors else {
-                        return linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp, lora: nil, out: &y, u: nil)
+                        linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp, lora: nil, out: &y, u: nil)
+                        return nil
                     }
                     var u = zeros(n * factors.rank)
                     linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp, lora: factors, out: &y, u: &u)
-                    a.u[target] = u
+                    return u
                 }
             }
         }
         rmsNormForward(xIn, weight: w.attnNorm, rows: n, width: c, eps: config.rmsEpsilon, out: &a.h1, rstd: &a.rstd1)
-        linear(.q, w.q, a.h1, &a.q)
-        linear(.k, w.k, a.h1, &a.k)
-        linear(.v, w.v, a.h1, &a.v)
+        a.u[.q] = linear(.q, w.q, a.h1, &a.q)
+        a.u[.k] = linear(.k, w.k, a.h1, &a.k)
+        a.u[.v] = linear(.v, w.v, a.h1, &a.v)
         a.q.withUnsafeMutableBufferPointer { qp in
             a.k.withUnsafeMutableBufferPointer { kp in
                 for i in 0..<n {
@@ -170,13 +171,13 @@ extension LlamaModel {
         }
         attention.forward(q: a.q, k: a.k, v: a.v, lengths: p.lengths, out: &a.att)
         var proj = zeros(n * c)
-        linear(.o, w.o, a.att, &proj)
+        a.u[.o] = linear(.o, w.o, a.att, &proj)
         for i in 0..<(n * c) { a.xMid[i] = xIn[i] + proj[i] }
         rmsNormForward(a.xMid, weight: w.ffnNorm, rows: n, width: c, eps: config.rmsEpsilon, out: &a.h2, rstd: &a.rstd2)
-        linear(.gate, w.gate, a.h2, &a.gate)
-        linear(.up, w.up, a.h2, &a.up)
+        a.u[.gate] = linear(.gate, w.gate, a.h2, &a.gate)
+        a.u[.up] = linear(.up, w.up, a.h2, &a.up)
         swigluForward(gate: a.gate, up: a.up, count: n * f, out: &a.act)
-        linear(.down, w.down, a.act, &proj)
+        a.u[.down] = linear(.down, w.down, a.act, &proj)
         var out = a.xMid
         for i in 0..<(n * c) { out[i] += proj[i] }
         return (out, keep ? a : nil)
