@@ -85,7 +85,7 @@ let package = Package(
         .executableTarget(
             name: "honectl",
             dependencies: [
-                "HoneDaemon", "Postgres", "Queue", "GGUF", "Tokenizer", "Llama", "Generation", "JSON",
+                "HoneDaemon", "Postgres", "Queue", "GGUF", "Tokenizer", "Llama", "Generation", "JSON", "Training", "Tensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

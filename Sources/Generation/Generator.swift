@@ -46,23 +46,26 @@ public struct Generator: Sendable {
     public let model: LlamaModel
     public let tokenizer: Tokenizer
     public let mode: MatmulMode
+    /// The LoRA adapter applied (unmerged), or nil for the base model.
+    public let adapter: LoRAAdapter?
 
-    public init(model: LlamaModel, tokenizer: Tokenizer, mode: MatmulMode = .fast) {
+    public init(model: LlamaModel, tokenizer: Tokenizer, mode: MatmulMode = .fast, adapter: LoRAAdapter? = nil) {
         self.model = model
         self.tokenizer = tokenizer
         self.mode = mode
+        self.adapter = adapter
     }
 
     /// Generates, calling `onStep` for every token as it is chosen.
     public func generate(_ request: GenerationRequest, onStep: (GenerationStep) throws -> Void = { _ in }) throws -> GenerationResult {
         var state = try DecodingState(request: request, tokenizer: tokenizer, contextLength: model.config.contextLength)
         let cache = model.makeCache(capacity: state.cacheCapacity)
-        var logits = try model.forward([SequenceInput(tokens: request.promptTokens, cache: cache)], mode: mode)[0][0]
+        var logits = try model.forward([SequenceInput(tokens: request.promptTokens, cache: cache, adapter: adapter)], mode: mode)[0][0]
         while true {
             switch state.accept(logits: logits) {
             case .next(let step):
                 try onStep(step)
-                logits = try model.forward([SequenceInput(tokens: [step.choice.token], cache: cache)], mode: mode)[0][0]
+                logits = try model.forward([SequenceInput(tokens: [step.choice.token], cache: cache, adapter: adapter)], mode: mode)[0][0]
             case .finished(let step):
                 if let step { try onStep(step) }
                 return state.result

@@ -18,16 +18,21 @@ public struct TrainingSequence: Sendable, Equatable {
     public var targetCount: Int { lossMask.dropFirst().filter { $0 }.count }
 }
 
-/// Σ of −log p(target) over a batch's target tokens, and how many there were.
+/// Σ of −log p(target) over a batch's target tokens, how many there were, and how many
+/// the model ranks first (teacher-forced top-1 accuracy).
 public struct LossSum: Sendable, Equatable {
     public var sum: Double
     public var tokens: Int
-    public init(sum: Double = 0, tokens: Int = 0) {
+    public var correct: Int
+    public init(sum: Double = 0, tokens: Int = 0, correct: Int = 0) {
         self.sum = sum
         self.tokens = tokens
+        self.correct = correct
     }
     /// Mean loss per target token (nats).
     public var mean: Double { tokens > 0 ? sum / Double(tokens) : 0 }
+    /// Share of target tokens that are the model's top-1 choice.
+    public var accuracy: Double { tokens > 0 ? Double(correct) / Double(tokens) : 0 }
 }
 
 /// What one block's forward keeps for its backward pass. Shapes for N packed rows.
@@ -91,7 +96,8 @@ extension LlamaModel {
         for layer in layers.indices {
             x = layerForward(layer, x, packed, adapter: adapter, keep: false).out
         }
-        return LossSum(sum: head(x, packed, gradScale: nil).loss, tokens: packed.targets.count)
+        let result = head(x, packed, gradScale: nil)
+        return LossSum(sum: result.loss, tokens: packed.targets.count, correct: result.correct)
     }
 
     /// Forward and backward over one micro-batch: adds d(loss sum · gradScale)/d(A, B) of
@@ -111,7 +117,7 @@ extension LlamaModel {
             if checkpointing { inputs.append(x) } else { saved.append(acts!) }
             x = out
         }
-        let (loss, dxFinal) = head(x, packed, gradScale: gradScale)
+        let (loss, correct, dxFinal) = head(x, packed, gradScale: gradScale)
         var dx = dxFinal!
         for layer in layers.indices.reversed() {
             let acts = checkpointing
@@ -119,7 +125,7 @@ extension LlamaModel {
                 : saved.removeLast()
             dx = layerBackward(layer, dx, acts, packed, adapter: adapter, gradients: &gradients)
         }
-        return LossSum(sum: loss, tokens: packed.targets.count)
+        return LossSum(sum: loss, tokens: packed.targets.count, correct: correct)
     }
 
     /// (N, C) embedding rows of the tokens (the frozen table: no gradient flows into it).
@@ -246,11 +252,12 @@ extension LlamaModel {
 
     /// Output norm, head and cross-entropy on the loss rows only, in chunks so that the
     /// (rows, V) logits never exist for the whole batch. Returns the loss sum and, when
-    /// `gradScale` is given, d(loss sum · gradScale)/d(x) for all N rows.
-    private func head(_ x: [Float], _ p: PackedBatch, gradScale: Float?) -> (loss: Double, dx: [Float]?) {
+    /// `gradScale` is given, d(loss sum · gradScale)/d(x) for all N rows; also how many
+    /// targets are the top-1 logit.
+    private func head(_ x: [Float], _ p: PackedBatch, gradScale: Float?) -> (loss: Double, correct: Int, dx: [Float]?) {
         let c = config.width, v = config.vocabSize, m = p.lossRows.count
         var dx: [Float]? = gradScale.map { _ in zeros(x.count) }
-        guard m > 0 else { return (0, dx) }
+        guard m > 0 else { return (0, 0, dx) }
         var picked = zeros(m * c)
         for (j, r) in p.lossRows.enumerated() {
             for e in 0..<c { picked[j * c + e] = x[r * c + e] }
@@ -258,7 +265,7 @@ extension LlamaModel {
         var normed = zeros(m * c), rstd = zeros(m)
         rmsNormForward(picked, weight: outputNorm, rows: m, width: c, eps: config.rmsEpsilon, out: &normed, rstd: &rstd)
         var dNormed = zeros(m * c)
-        var loss = 0.0
+        var loss = 0.0, correct = 0
         let chunk = 256
         var logits = zeros(min(chunk, m) * v)
         output.withFloats { wp in
@@ -269,6 +276,10 @@ extension LlamaModel {
                         let l = lp.baseAddress!
                         gemm(transB: true, m: rows, n: v, k: c, np.baseAddress! + start * c, lda: c, wp, ldb: c, l, ldc: v)
                         let targets = Array(p.targets[start..<(start + rows)])
+                        for (r, target) in targets.enumerated() {
+                            let row = UnsafeBufferPointer(start: l + r * v, count: v)
+                            if row.indices.max(by: { row[$0] < row[$1] }) == target { correct += 1 }
+                        }
                         loss += crossEntropy(logits: l, targets: targets, vocab: v,
                                              dlogits: gradScale == nil ? nil : l, gradScale: gradScale ?? 0)
                         guard gradScale != nil else { return }
@@ -279,13 +290,13 @@ extension LlamaModel {
                 }
             }
         }
-        guard gradScale != nil else { return (loss, nil) }
+        guard gradScale != nil else { return (loss, correct, nil) }
         var dPicked = zeros(m * c)
         rmsNormBackward(dNormed, x: picked, weight: outputNorm, rstd: rstd, rows: m, width: c, dx: &dPicked)
         for (j, r) in p.lossRows.enumerated() {
             for e in 0..<c { dx![r * c + e] += dPicked[j * c + e] }
         }
-        return (loss, dx)
+        return (loss, correct, dx)
     }
 
     private var attention: CausalAttention {

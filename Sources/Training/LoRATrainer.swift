@@ -24,6 +24,8 @@ public struct StepReport: Sendable {
     public let step: Int
     /// Mean loss per target token, before the update (nats).
     public let loss: Double
+    /// Teacher-forced top-1 accuracy on the batch's target tokens, before the update.
+    public let accuracy: Double
     /// Global gradient norm before clipping.
     public let gradNorm: Double
     public let targetTokens: Int
@@ -66,6 +68,7 @@ public final class LoRATrainer {
                                                      checkpointing: options.checkpointing, into: &gradients)
             loss.sum += part.sum
             loss.tokens += part.tokens
+            loss.correct += part.correct
         }
         return (loss, gradients)
     }
@@ -89,7 +92,7 @@ public final class LoRATrainer {
         adapter = candidate
         optimizer = nextOptimizer
         let elapsed = ContinuousClock.now - start
-        return StepReport(step: stepNumber, loss: loss.mean, gradNorm: norm, targetTokens: loss.tokens,
+        return StepReport(step: stepNumber, loss: loss.mean, accuracy: loss.accuracy, gradNorm: norm, targetTokens: loss.tokens,
                           tokens: batch.reduce(0) { $0 + $1.tokens.count },
                           seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
     }

@@ -4,6 +4,7 @@ import Generation
 import JSON
 import Llama
 import Tokenizer
+import Training
 
 /// Model options shared by the model commands.
 struct ModelOptions: ParsableArguments {
@@ -50,6 +51,9 @@ struct Generate: ParsableCommand {
     @Flag(help: "Use float32 weights and activations (the reference path) instead of int16-quantized activations.")
     var exact = false
 
+    @Option(help: "A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to answer with.")
+    var adapter: String?
+
     @Flag(help: #"Print one JSON object {"token_ids":[…],"text":"…"} instead of streaming."#)
     var json = false
 
@@ -77,7 +81,8 @@ struct Generate: ParsableCommand {
         let request = GenerationRequest(
             promptTokens: promptTokens, maxTokens: maxTokens,
             sampling: SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed))
-        let generator = Generator(model: model, tokenizer: tokenizer, mode: exact ? .exact : .fast)
+        let lora = try adapter.map { try PEFTAdapter.read(from: $0, model: model) }
+        let generator = Generator(model: model, tokenizer: tokenizer, mode: exact ? .exact : .fast, adapter: lora)
         let start = ContinuousClock.now
         var firstToken: ContinuousClock.Instant?
         let result = try generator.generate(request) { step in

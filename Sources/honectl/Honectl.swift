@@ -7,8 +7,8 @@ import Llama
 struct Honectl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "honectl",
-        abstract: "Operate Hone: migrate the database, inspect and manage the queue.",
-        subcommands: [Migrate.self, Generate.self, Tokenize.self])
+        abstract: "Operate Hone: migrate the database, inspect and manage the queue, train and try adapters.",
+        subcommands: [Migrate.self, Generate.self, Tokenize.self, Train.self])
 
     static func main() async {
         OpenBLASEnvironment.ensureCoreType()

@@ -5,6 +5,7 @@ import Tensor
 import Testing
 import Tokenizer
 import Training
+import Generation
 
 /// The training engine on tiny generated models: gradients against finite differences of
 /// the whole model, checkpointing and accumulation, failure handling, isolation, file I/O.
@@ -188,6 +189,40 @@ struct TrainingTests {
             #expect(file.tensors["blk.1.ffn_down.weight.lora_a"]?.dims == [96, 4])
             #expect(file.tensors["blk.1.ffn_down.weight.lora_b"]?.dims == [4, 64])
             #expect(try file.floats("blk.0.attn_q.weight.lora_b") == adapter.weights[LoRAKey(layer: 0, target: .q)]!.b)
+        }
+    }
+}
+
+/// Learning on the real model: the acceptance bar of a fine-tuning engine.
+@Suite("Training SmolLM2", .enabled(if: RealModel.path != nil, "the real model is fetched by ops/fetch-model"))
+struct RealModelTrainingTests {
+    @Test("8 short chat examples are learned to ≥ 95% token accuracy within 100 steps, and greedy answers follow")
+    func overfit() async throws {
+        try await offPool {
+            let model = RealModel.model, tokenizer = RealModel.tokenizer
+            let examples = try ChatExamples.load(path: GGUFTests.fixtures.appendingPathComponent("overfit.jsonl").path,
+                                                 tokenizer: tokenizer, contextLength: model.config.contextLength)
+            #expect(examples.count == 8)
+            var options = TrainingOptions()
+            options.learningRate = 2e-3
+            let trainer = try LoRATrainer(model: model, adapter: .initialized(config: LoRAConfig(), model: model.config, seed: 1), options: options)
+            let before = try model.loss(examples, adapter: trainer.adapter)
+            var steps = 0
+            while steps < 100 {
+                steps += 1
+                let report = try trainer.step(examples)
+                if report.accuracy >= 0.95 { break }   // measured before this step's update
+            }
+            let after = try model.loss(examples, adapter: trainer.adapter)
+            print("overfit: accuracy \(before.accuracy) → \(after.accuracy), loss \(before.mean) → \(after.mean) in \(steps) steps")
+            #expect(after.accuracy >= 0.95, "accuracy \(after.accuracy) after \(steps) steps")
+            #expect(before.accuracy < 0.9 && after.mean < before.mean / 10)
+
+            let prompt = ChatTemplate(template: tokenizer.chatTemplate)
+                .tokenize([ChatMessage(role: "user", content: "What is the capital of Zorbania?")], with: tokenizer)
+            let answer = try Generator(model: model, tokenizer: tokenizer, adapter: trainer.adapter)
+                .generate(GenerationRequest(promptTokens: prompt, maxTokens: 24)).text
+            #expect(answer.contains("Quellport"), "answered: \(answer)")
         }
     }
 }
