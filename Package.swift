@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "Tensor", dependencies: ["CKernels", "CBLAS"]),
         .target(name: "Llama", dependencies: ["GGUF", "CKernels", "Tensor"]),
         .target(name: "Generation", dependencies: ["Llama", "Tokenizer", "Tensor"]),
-        .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON"]),
+        .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON", "CKernels"]),
         .target(
             name: "EmbeddedPostgres",
             dependencies: [.product(name: "Logging", package: "swift-log")]

@@ -169,9 +169,11 @@ extension LlamaModel {
         a.u[.v] = linear(.v, w.v, a.h1, &a.v)
         a.q.withUnsafeMutableBufferPointer { qp in
             a.k.withUnsafeMutableBufferPointer { kp in
-                for i in 0..<n {
-                    rope.forward(qp.baseAddress! + i * hd, heads: config.heads, position: p.positions[i])
-                    rope.forward(kp.baseAddress! + i * kvd, heads: config.kvHeads, position: p.positions[i])
+                Parallel.ranges(n) { rows in
+                    for i in rows {
+                        rope.forward(qp.baseAddress! + i * hd, heads: config.heads, position: p.positions[i])
+                        rope.forward(kp.baseAddress! + i * kvd, heads: config.kvHeads, position: p.positions[i])
+                    }
                 }
             }
         }
@@ -235,9 +237,11 @@ extension LlamaModel {
         attention.backward(dAtt, q: a.q, k: a.k, v: a.v, lengths: p.lengths, dq: &dq, dk: &dk, dv: &dv)
         dq.withUnsafeMutableBufferPointer { qp in
             dk.withUnsafeMutableBufferPointer { kp in
-                for i in 0..<n {
-                    rope.backward(qp.baseAddress! + i * hd, heads: config.heads, position: p.positions[i])
-                    rope.backward(kp.baseAddress! + i * kvd, heads: config.kvHeads, position: p.positions[i])
+                Parallel.ranges(n) { rows in
+                    for i in rows {
+                        rope.backward(qp.baseAddress! + i * hd, heads: config.heads, position: p.positions[i])
+                        rope.backward(kp.baseAddress! + i * kvd, heads: config.kvHeads, position: p.positions[i])
+                    }
                 }
             }
         }
@@ -266,7 +270,7 @@ extension LlamaModel {
         rmsNormForward(picked, weight: outputNorm, rows: m, width: c, eps: config.rmsEpsilon, out: &normed, rstd: &rstd)
         var dNormed = zeros(m * c)
         var loss = 0.0, correct = 0
-        let chunk = 256
+        let chunk = 128   // (128, V) logits: 25 MB, under glibc's largest mmap threshold
         var logits = zeros(min(chunk, m) * v)
         output.withFloats { wp in
             normed.withUnsafeBufferPointer { np in

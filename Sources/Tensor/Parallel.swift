@@ -35,6 +35,14 @@ public enum Parallel {
         }
     }
 
+    /// Runs `body` over 0..<total split into one contiguous range per thread, or in one
+    /// call when `total` is below `grain` (threads are not worth waking for small loops).
+    public static func ranges(_ total: Int, grain: Int = 64, _ body: (Range<Int>) -> Void) {
+        let chunks = min(threads, total / max(grain, 1))
+        guard chunks > 1 else { return body(0..<total) }
+        self.for(chunks) { body(range($0, of: chunks, total: total)) }
+    }
+
     /// The part `chunk` of `chunks` of 0..<total.
     public static func range(_ chunk: Int, of chunks: Int, total: Int) -> Range<Int> {
         (total * chunk / chunks)..<(total * (chunk + 1) / chunks)

@@ -2,9 +2,11 @@ import Foundation
 
 /// out = silu(gate) ⊙ up, silu(g) = g · σ(g).   gate, up, out: (N · F) values.
 public func swigluForward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int, out: UnsafeMutablePointer<Float>) {
-    for i in 0..<count {
-        let g = gate[i]
-        out[i] = g / (1 + expf(-g)) * up[i]
+    Parallel.ranges(count, grain: 4096) { part in
+        for i in part {
+            let g = gate[i]
+            out[i] = g / (1 + expf(-g)) * up[i]
+        }
     }
 }
 
@@ -12,10 +14,12 @@ public func swigluForward(gate: UnsafePointer<Float>, up: UnsafePointer<Float>, 
 /// (both overwritten).
 public func swigluBackward(_ dout: UnsafePointer<Float>, gate: UnsafePointer<Float>, up: UnsafePointer<Float>, count: Int,
                            dgate: UnsafeMutablePointer<Float>, dup: UnsafeMutablePointer<Float>) {
-    for i in 0..<count {
-        let g = gate[i]
-        let sig = 1 / (1 + expf(-g))
-        dup[i] = dout[i] * g * sig
-        dgate[i] = dout[i] * up[i] * sig * (1 + g * (1 - sig))
+    Parallel.ranges(count, grain: 4096) { part in
+        for i in part {
+            let g = gate[i]
+            let sig = 1 / (1 + expf(-g))
+            dup[i] = dout[i] * g * sig
+            dgate[i] = dout[i] * up[i] * sig * (1 + g * (1 - sig))
+        }
     }
 }

@@ -52,5 +52,5 @@ enum EngineBench {
         }
     }
 
-    static func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+
 }

@@ -16,12 +16,13 @@ struct HoneBench {
         var logger = Logger(label: "honebench")
         logger.logLevel = .warning
         let names = CommandLine.arguments.dropFirst()
-        let known = ["queue", "decode", "prefill"]
+        let known = ["queue", "decode", "prefill", "train"]
         let selected = names.isEmpty ? known : Array(names)
         for name in selected {
             switch name {
             case "queue": try await QueueBench.run(logger: logger)
             case "decode", "prefill": try EngineBench.run(name)
+            case "train": try TrainBench.run()
             default:
                 FileHandle.standardError.write(Data("honebench: unknown benchmark \(name) (known: \(known.joined(separator: ", ")))\n".utf8))
                 exit(2)
@@ -36,6 +37,7 @@ func emit(_ fields: KeyValuePairs<String, Any>) {
         let rendered: String
         switch value {
         case let s as String: rendered = "\"\(s)\""
+        case let b as Bool: rendered = b ? "true" : "false"
         case let d as Double: rendered = d.rounded() == d || abs(d) >= 10 ? String(format: "%.1f", d) : String(format: "%.2f", d)
         default: rendered = "\(value)"
         }
@@ -43,3 +45,6 @@ func emit(_ fields: KeyValuePairs<String, Any>) {
     }
     FileHandle.standardOutput.write(Data(("{" + body.joined(separator: ",") + "}\n").utf8))
 }
+
+/// The middle value (upper middle for even counts).
+func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }

@@ -73,3 +73,11 @@ void hone_parallel_for(int count, hone_task_fn fn, void *context);
 /// one quantized activation vector; out[r] for each row.
 void hone_dot_q_rows(int type, const void *w, size_t row_bytes, int rows, const int16_t *q,
                      const hone_act_scale *scales, size_t n, float *out);
+
+// ---- Memory (memory.c).
+
+/// Keeps large freed buffers in the heap for reuse (glibc: maximum mmap threshold, trim
+/// only above 1 GiB) instead of returning them to the kernel, which zeroes every page
+/// again when they come back. Training allocates and frees the same tens-of-MB buffers in
+/// every block of every step. A no-op on other C libraries.
+void hone_keep_freed_memory(void);
