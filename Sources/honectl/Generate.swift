@@ -54,7 +54,7 @@ struct Generate: ParsableCommand {
     @Option(help: "A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors) to answer with.")
     var adapter: String?
 
-    @Flag(help: #"Print one JSON object {"token_ids":[…],"text":"…"} instead of streaming."#)
+    @Flag(help: #"Print one JSON object {"token_ids":[…],"logprobs":[…],"text":"…"} instead of streaming (logprobs: ln p of each chosen token)."#)
     var json = false
 
     func validate() throws {
@@ -85,14 +85,17 @@ struct Generate: ParsableCommand {
         let generator = Generator(model: model, tokenizer: tokenizer, mode: exact ? .exact : .fast, adapter: lora)
         let start = ContinuousClock.now
         var firstToken: ContinuousClock.Instant?
+        var logprobs: [JSONValue] = []
         let result = try generator.generate(request) { step in
             if firstToken == nil { firstToken = .now }
+            logprobs.append(.double(Double(step.choice.logprob)))
             if !json {
                 FileHandle.standardOutput.write(Data(step.text.utf8))
             }
         }
         if json {
-            let out = JSONValue.object(["token_ids": .array(result.tokens.map { .int($0) }), "text": .string(result.text)])
+            let out = JSONValue.object(["token_ids": .array(result.tokens.map { .int($0) }), "logprobs": .array(logprobs),
+                                        "text": .string(result.text)])
             print(out.jsonText)
         } else {
             let end = ContinuousClock.now

@@ -14,8 +14,13 @@ sequences with loss masks, then the masked mean cross-entropy, every LoRA gradie
   train-NAME-after5/        the adapter after 5 steps (PEFT save_pretrained)
   train-tiny-peft-init/     the initial tiny adapter as PEFT saves it (PEFT -> Hone load)
 
+Then llama.cpp: the SmolLM2 adapter after 5 steps, written in llama.cpp's GGUF LoRA
+layout (the layout Hone's exporter writes), loaded by llama-cpp-python beside the base;
+greedy continuations of 5 prompts and llama.cpp's top-1 token at every position:
+  train-smollm2-llamacpp-lora.json
+
 Run with torch 2.13 (cpu), transformers 5.23, peft 0.21.2, gguf 0.19, llama-cpp-python:
-  python make_training_fixtures.py SMOLLM2.gguf OUT_DIR
+  python make_training_fixtures.py SMOLLM2.gguf OUT_DIR [--only llamacpp]
 """
 import json, os, shutil, sys
 import numpy as np
@@ -26,6 +31,7 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 
 MODEL, OUT = sys.argv[1], sys.argv[2]
+ONLY = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--only" else None
 os.makedirs(OUT, exist_ok=True)
 torch.manual_seed(0)
 M64 = (1 << 64) - 1
@@ -194,6 +200,62 @@ def write_tiny(path):
     return model
 
 
+def llamacpp_lora():
+    """Writes the smollm2 after-5 adapter as a GGUF LoRA and records llama.cpp's answers."""
+    import tempfile
+    from safetensors.numpy import load_file
+    from llama_cpp import Llama
+    peft_dir = os.path.join(OUT, "train-smollm2-after5")
+    config = json.load(open(os.path.join(peft_dir, "adapter_config.json")))
+    tensors = load_file(os.path.join(peft_dir, "adapter_model.safetensors"))
+    names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    path = os.path.join(tempfile.mkdtemp(), "lora.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_string("general.type", "adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(config["lora_alpha"]))
+    for name in sorted(tensors):
+        layer = int(name.split(".layers.")[1].split(".")[0])
+        module = ".".join(name.split(".layers.")[1].split(".")[1:3])
+        part = "lora_a" if ".lora_A." in name else "lora_b"
+        t = tensors[name].astype(np.float32)
+        if part == "lora_b" and module in ("self_attn.q_proj", "self_attn.k_proj"):
+            heads = 9 if module == "self_attn.q_proj" else 3
+            d = t.shape[0] // heads   # Hugging Face rows -> GGUF (llama.cpp) rows
+            t = t.reshape(heads, 2, d // 2, t.shape[1]).swapaxes(1, 2).reshape(t.shape)
+        w.add_tensor(f"blk.{layer}.{names[module]}.weight.{part}", np.ascontiguousarray(t))
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    llm = Llama(model_path=MODEL, lora_path=path, n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    prompts = ["What is the capital of Zorbania?", "Give me a color.", "Name a large animal.",
+               "What is 3 + 4?", "Write one word about the sea."]
+    out = []
+    for prompt in prompts:
+        ids = llm.tokenize(f"<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n".encode(), add_bos=False, special=True)
+        llm.reset()
+        tokens = list(ids)
+        for _ in range(24):
+            llm.reset()
+            llm.eval(tokens)
+            nxt = int(np.argmax(llm.scores[len(tokens) - 1]))
+            tokens.append(nxt)
+            if nxt == llm.token_eos() or nxt == 2:
+                break
+        llm.reset()
+        llm.eval(tokens)
+        scores = np.array(llm.scores[:len(tokens)])
+        top2 = np.sort(scores, axis=1)[:, -2:]
+        out.append({"tokens": tokens, "prompt_length": len(ids), "top1": [int(i) for i in scores.argmax(1)],
+                    "margin": [float(m) for m in (top2[:, 1] - top2[:, 0])]})
+    with open(os.path.join(OUT, "train-smollm2-llamacpp-lora.json"), "w") as f:
+        json.dump({"prompts": out}, f)
+    print("llama.cpp with the GGUF LoRA:", [len(o["tokens"]) for o in out])
+
+
+if ONLY == "llamacpp":
+    llamacpp_lora()
+    sys.exit(0)
+
 tiny = write_tiny(os.path.join(OUT, "train-tiny.gguf"))
 rng = np.random.default_rng(9)
 tiny_sequences = []
@@ -216,3 +278,4 @@ for user, answer in chats:
 d = os.path.dirname(os.path.abspath(MODEL))
 real = AutoModelForCausalLM.from_pretrained(d, gguf_file=os.path.basename(MODEL), torch_dtype=torch.float32)
 run("smollm2", real, real_sequences, rank=2, alpha=4, seed=7, scale_a=0.05, scale_b=0.02, lr=1e-3)
+llamacpp_lora()
