@@ -3,6 +3,11 @@
 // arrows are in ../shared/DESIGN.md ("Components"); leaves come first here.
 import PackageDescription
 
+/// The numeric modules are optimized even in debug builds (as llm.c always builds -O3):
+/// unoptimized Swift loops make the engine 10–50× slower, which would turn the real-model
+/// tests into many minutes. Everything else stays -Onone for debugging.
+let numeric: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
 let package = Package(
     name: "Hone",
     platforms: [.macOS(.v15)],
@@ -33,11 +38,11 @@ let package = Package(
         .target(name: "JSON"),
         .target(name: "CKernels"),
         .target(name: "GGUF", dependencies: ["CKernels", .product(name: "Crypto", package: "swift-crypto")]),
-        .target(name: "Tokenizer", dependencies: ["GGUF"]),
-        .target(name: "Tensor", dependencies: ["CKernels", "CBLAS"]),
-        .target(name: "Llama", dependencies: ["GGUF", "CKernels", "Tensor"]),
-        .target(name: "Generation", dependencies: ["Llama", "Tokenizer", "Tensor"]),
-        .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON", "CKernels"]),
+        .target(name: "Tokenizer", dependencies: ["GGUF"], swiftSettings: numeric),
+        .target(name: "Tensor", dependencies: ["CKernels", "CBLAS"], swiftSettings: numeric),
+        .target(name: "Llama", dependencies: ["GGUF", "CKernels", "Tensor"], swiftSettings: numeric),
+        .target(name: "Generation", dependencies: ["Llama", "Tokenizer", "Tensor"], swiftSettings: numeric),
+        .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON", "CKernels"], swiftSettings: numeric),
         .target(
             name: "EmbeddedPostgres",
             dependencies: [.product(name: "Logging", package: "swift-log")]
@@ -69,7 +74,7 @@ let package = Package(
         .target(
             name: "HoneDaemon",
             dependencies: [
-                "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Server", "Generation", "Llama", "Tokenizer",
+                "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Server", "Generation", "Llama", "Tokenizer", "Training",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]

@@ -21,6 +21,7 @@ public final class BatchScheduler: @unchecked Sendable {
     // active set are touched only by the scheduler thread (their `cancelled` is atomic).
     final class Entry: @unchecked Sendable {
         let snapshot: ModelSnapshot
+        let adapter: LoRAAdapter?
         var state: DecodingState
         var cache: KVCache?
         var logits: [Float] = []
@@ -28,8 +29,10 @@ public final class BatchScheduler: @unchecked Sendable {
         let continuation: AsyncThrowingStream<GenerationEvent, Error>.Continuation
         let cancelled = Atomic<Bool>(false)
 
-        init(snapshot: ModelSnapshot, state: DecodingState, continuation: AsyncThrowingStream<GenerationEvent, Error>.Continuation) {
+        init(snapshot: ModelSnapshot, adapter: LoRAAdapter?, state: DecodingState,
+             continuation: AsyncThrowingStream<GenerationEvent, Error>.Continuation) {
             self.snapshot = snapshot
+            self.adapter = adapter
             self.state = state
             self.continuation = continuation
         }
@@ -54,14 +57,16 @@ public final class BatchScheduler: @unchecked Sendable {
         return pending.count + activeCount.load(ordering: .relaxed)
     }
 
-    /// Queues a request; its events arrive on the returned stream. Dropping the stream
-    /// (e.g. a client that disconnected) stops the sequence at the next step.
+    /// Queues a request on `snapshot`'s base with `adapter` (nil: the base model); its
+    /// events arrive on the returned stream. Dropping the stream (e.g. a client that
+    /// disconnected) stops the sequence at the next step.
     /// - Throws: ModelError when the prompt is empty or does not fit the context.
-    public func submit(_ request: GenerationRequest, on snapshot: ModelSnapshot) throws -> AsyncThrowingStream<GenerationEvent, Error> {
+    public func submit(_ request: GenerationRequest, on snapshot: ModelSnapshot,
+                       adapter: LoRAAdapter? = nil) throws -> AsyncThrowingStream<GenerationEvent, Error> {
         let state = try DecodingState(request: request, tokenizer: snapshot.tokenizer,
                                       contextLength: snapshot.model.config.contextLength)
         let (stream, continuation) = AsyncThrowingStream<GenerationEvent, Error>.makeStream()
-        let entry = Entry(snapshot: snapshot, state: state, continuation: continuation)
+        let entry = Entry(snapshot: snapshot, adapter: adapter, state: state, continuation: continuation)
         continuation.onTermination = { _ in entry.cancelled.store(true, ordering: .relaxed) }
         condition.lock()
         if stopped {
@@ -118,7 +123,7 @@ public final class BatchScheduler: @unchecked Sendable {
                     let cache = entry.snapshot.model.makeCache(capacity: entry.state.cacheCapacity)
                     entry.cache = cache
                     entry.logits = try entry.snapshot.model.forward(
-                        [SequenceInput(tokens: entry.state.request.promptTokens, cache: cache)])[0][0]
+                        [SequenceInput(tokens: entry.state.request.promptTokens, cache: cache, adapter: entry.adapter)])[0][0]
                     active.append(entry)
                 } catch {
                     entry.continuation.finish(throwing: error)
@@ -151,7 +156,7 @@ public final class BatchScheduler: @unchecked Sendable {
             for group in byModel.values {
                 do {
                     let logits = try group[0].snapshot.model.forward(
-                        group.map { SequenceInput(tokens: [$0.lastToken], cache: $0.cache!) })
+                        group.map { SequenceInput(tokens: [$0.lastToken], cache: $0.cache!, adapter: $0.adapter) })
                     for (entry, l) in zip(group, logits) { entry.logits = l[0] }
                 } catch {
                     for entry in group { entry.continuation.finish(throwing: error) }

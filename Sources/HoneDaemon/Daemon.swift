@@ -18,6 +18,8 @@ public struct DaemonConfiguration: Sendable {
     public var backoff: Backoff
     /// The GGUF model to serve.
     public var modelPath: String
+    /// PEFT adapter directories served as `model:NAME`, by name.
+    public var adapterDirectories: [String: String] = [:]
     public var server: ServerConfiguration
     /// Sequences decoded together at most.
     public var maxBatch: Int
@@ -70,7 +72,8 @@ public enum Daemon {
                 .init(service: maintenance),
                 .init(service: completionLog),
                 .init(service: SchedulerService(scheduler: scheduler)),
-                .init(service: ModelLoaderService(path: configuration.modelPath, holder: holder, logger: logger)),
+                .init(service: ModelLoaderService(path: configuration.modelPath, adapters: configuration.adapterDirectories,
+                                                  holder: holder, logger: logger)),
                 .init(service: server.application()),
             ], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [.sigquit], logger: logger)
         // An open SSE stream would otherwise hold shutdown until it ends (NOTES.md).

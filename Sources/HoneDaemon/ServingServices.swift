@@ -5,10 +5,14 @@ import Logging
 import Server
 import ServiceLifecycle
 import Tokenizer
+import Training
 
-/// Loads the model file and installs it as the first snapshot; until then `/readyz` says 503.
+/// Loads the model file and installs it as the first snapshot (until then `/readyz` says
+/// 503), then the adapters given on the command line, each validated before it is served.
 struct ModelLoaderService: Service {
     let path: String
+    /// PEFT directories by adapter name.
+    let adapters: [String: String]
     let holder: SnapshotHolder
     let logger: Logger
 
@@ -19,6 +23,12 @@ struct ModelLoaderService: Service {
         let id = model.file.metadata["general.basename"]?.stringValue
             ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         holder.install(ModelSnapshot(model: model, tokenizer: tokenizer, modelID: id, version: "base"))
+        for (name, directory) in adapters.sorted(by: { $0.key < $1.key }) {
+            let weights = try PEFTAdapter.read(from: directory, model: model)
+            try holder.install(ServedAdapter(name: name, version: "\(name)@local", weights: weights,
+                                             baseModelSHA256: model.file.sha256))
+            logger.info("adapter loaded", metadata: ["adapter.name": "\(name)", "adapter.path": "\(directory)"])
+        }
         logger.info("model loaded", metadata: ["model.id": "\(id)", "model.path": "\(path)",
                                               "model.load_ms": "\((ContinuousClock.now - start).components.seconds * 1000 + (ContinuousClock.now - start).components.attoseconds / 1_000_000_000_000_000)"])
         try await gracefulShutdown()

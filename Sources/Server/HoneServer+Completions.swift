@@ -20,7 +20,7 @@ extension HoneServer {
         let snapshot = try ready()
         let parsed = try await Self.body(of: request, limit: configuration.maxBodyBytes)
         let req = try CompletionRequest(body: parsed, chat: chat, configuration: configuration)
-        guard req.model == snapshot.modelID else {
+        guard let (adapter, version) = snapshot.resolve(req.model) else {
             throw OpenAIError(.notFound, "The model `\(req.model)` does not exist or you do not have access to it.",
                               param: "model", code: "model_not_found")
         }
@@ -30,6 +30,10 @@ extension HoneServer {
         case .text(let text): promptTokens = snapshot.tokenizer.encode(text, parseSpecial: false)
         }
         let context = snapshot.model.config.contextLength
+        guard promptTokens.count <= configuration.maxPromptTokens else {
+            throw OpenAIError(.badRequest, "The prompt has \(promptTokens.count) tokens; this server accepts at most \(configuration.maxPromptTokens).",
+                              param: chat ? "messages" : "prompt", code: "prompt_too_long")
+        }
         guard !promptTokens.isEmpty else {
             throw OpenAIError(.badRequest, "The prompt is empty.", param: chat ? "messages" : "prompt", code: "empty_prompt")
         }
@@ -44,7 +48,7 @@ extension HoneServer {
             if let seed = sampling.seed { sampling.seed = seed &+ UInt64(i) }
             let generation = GenerationRequest(promptTokens: promptTokens, maxTokens: maxTokens, sampling: sampling,
                                                stop: req.stop, topLogprobs: req.logprobs ? req.topLogprobs : 0)
-            streams.append(try scheduler.submit(generation, on: snapshot))
+            streams.append(try scheduler.submit(generation, on: snapshot, adapter: adapter?.weights))
         }
         let id = (chat ? "chatcmpl-" : "cmpl-") + Self.randomID()
         let created = Int(Date().timeIntervalSince1970)
@@ -58,13 +62,13 @@ extension HoneServer {
         // The first choice is what feedback on this completion id refers to.
         let log: @Sendable (GenerationResult) -> Void = { result in
             recorder.record(CompletionRecord(
-                id: id, adapter: nil, version: snapshot.version, messages: messages, response: result.text,
+                id: id, adapter: adapter?.name, version: version, messages: messages, response: result.text,
                 promptTokens: promptTokens.count, completionTokens: result.tokens.count,
                 seconds: (ContinuousClock.now - started).secondsValue))
         }
         var headers = HTTPFields()
-        headers[.init("x-hone-version")!] = snapshot.version
-        let shape = ResponseShape(id: id, created: created, model: req.model, version: snapshot.version, chat: chat,
+        headers[.init("x-hone-version")!] = version
+        let shape = ResponseShape(id: id, created: created, model: req.model, version: version, chat: chat,
                                   logprobs: req.logprobs, tokenizer: snapshot.tokenizer, promptTokens: promptTokens.count)
         guard req.stream else {
             var results: [GenerationResult] = []
@@ -88,6 +92,7 @@ extension HoneServer {
         headers[.cacheControl] = "no-cache"
         let inFlight = inFlight
         let includeUsage = req.includeUsage
+        let heartbeat = Duration.milliseconds(Int(configuration.heartbeatSeconds * 1000))
         let choiceStreams = streams
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             defer { inFlight.leave() }
@@ -95,13 +100,15 @@ extension HoneServer {
             do {
                 for (index, stream) in choiceStreams.enumerated() {
                     if chat { try await writer.write(shape.sse(shape.chunk(index: index, role: true))) }
-                    for try await event in stream {
+                    try await Self.withHeartbeats(stream, every: heartbeat) { item in
                         if Task.isShuttingDownGracefully { throw ShuttingDown() }
-                        switch event {
-                        case .step(let step):
-                            guard !step.text.isEmpty || req.logprobs else { continue }
+                        switch item {
+                        case .heartbeat:
+                            try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        case .event(.step(let step)):
+                            guard !step.text.isEmpty || req.logprobs else { return }
                             try await writer.write(shape.sse(shape.chunk(index: index, step: step)))
-                        case .finished(let result):
+                        case .event(.finished(let result)):
                             if index == 0 { log(result) }
                             completionTokens += result.tokens.count
                             try await writer.write(shape.sse(shape.chunk(index: index, finish: result.finishReason)))
@@ -124,6 +131,39 @@ extension HoneServer {
             try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
             try await writer.finish(nil)
         })
+    }
+
+    /// What a streaming response sends next: a generation event, or a heartbeat when none
+    /// came for a while.
+    enum Outgoing: Sendable {
+        case event(GenerationEvent)
+        case heartbeat
+    }
+
+    /// Feeds `body` the stream's events and a heartbeat every `interval` (an SSE comment
+    /// costs a few bytes, so it is sent even between tokens). When `body` throws (the client went away), the stream is dropped, which stops
+    /// its generation at the scheduler's next step.
+    static func withHeartbeats(_ stream: AsyncThrowingStream<GenerationEvent, Error>, every interval: Duration,
+                               _ body: (Outgoing) async throws -> Void) async throws {
+        let (merged, continuation) = AsyncThrowingStream<Outgoing, Error>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    for try await event in stream { continuation.yield(.event(event)) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: interval)
+                    continuation.yield(.heartbeat)
+                }
+            }
+            defer { group.cancelAll() }
+            for try await item in merged { try await body(item) }
+        }
     }
 
     /// The body as JSON: 413 over the limit, 400 for invalid UTF-8 or JSON.

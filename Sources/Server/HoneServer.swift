@@ -37,9 +37,10 @@ public struct HoneServer: Sendable {
         }
         router.get("/v1/models") { _, _ in
             let snapshot = try ready()
-            let model: JSONValue = .object(["id": .string(snapshot.modelID), "object": .string("model"),
-                                            "created": .int(0), "owned_by": .string("hone")])
-            return Self.json(.object(["object": .string("list"), "data": .array([model])]))
+            let models: [JSONValue] = snapshot.servedModelIDs.map { id in
+                .object(["id": .string(id), "object": .string("model"), "created": .int(0), "owned_by": .string("hone")])
+            }
+            return Self.json(.object(["object": .string("list"), "data": .array(models)]))
         }
         router.post("/v1/chat/completions") { request, _ in try await complete(request, chat: true) }
         router.post("/v1/completions") { request, _ in try await complete(request, chat: false) }

@@ -12,6 +12,11 @@ public struct ServerConfiguration: Sendable {
     public var maxConcurrentRequests: Int = 64
     /// Largest `n` (choices per request).
     public var maxChoices: Int = 8
+    /// Most prompt tokens a request may carry (400 above); the context length bounds it too.
+    public var maxPromptTokens: Int = 8192
+    /// Seconds between SSE comment heartbeats (`: keep-alive`) while a stream waits for
+    /// its next token, so proxies and clients do not time out an idle connection.
+    public var heartbeatSeconds: Double = 10
 
     public init() {}
 
@@ -19,7 +24,7 @@ public struct ServerConfiguration: Sendable {
     public func validate() throws {
         guard (0...65535).contains(port) else { throw ServerConfigurationError("port \(port) is not in 0-65535") }
         guard maxBodyBytes >= 1024 else { throw ServerConfigurationError("the body limit must be at least 1024 bytes") }
-        guard maxCompletionTokens > 0, maxConcurrentRequests > 0, maxChoices > 0 else {
+        guard maxCompletionTokens > 0, maxConcurrentRequests > 0, maxChoices > 0, maxPromptTokens > 0, heartbeatSeconds > 0 else {
             throw ServerConfigurationError("limits must be positive")
         }
     }

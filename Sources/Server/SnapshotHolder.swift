@@ -2,9 +2,12 @@ import Generation
 import Synchronization
 
 /// The one reference to the snapshot new requests use. A request reads it once at its
-/// start and keeps that snapshot to its end; `install` swaps it atomically.
+/// start and keeps that snapshot to its end; installs swap it atomically.
 public final class SnapshotHolder: Sendable {
     private let current = Mutex<ModelSnapshot?>(nil)
+    /// Serializes installs (validation runs outside `current`'s lock, readers never wait).
+    private let installing = Mutex<Void>(())
+    private let swapCount = Atomic<Int>(0)
 
     public init(_ snapshot: ModelSnapshot? = nil) {
         current.withLock { $0 = snapshot }
@@ -13,8 +16,29 @@ public final class SnapshotHolder: Sendable {
     /// The snapshot for a request starting now; nil until one is installed.
     public var snapshot: ModelSnapshot? { current.withLock { $0 } }
 
+    /// Adapter versions installed since start.
+    public var swaps: Int { swapCount.load(ordering: .relaxed) }
+
     /// Makes `snapshot` the one new requests see.
     public func install(_ snapshot: ModelSnapshot) {
         current.withLock { $0 = snapshot }
     }
+
+    /// Validates and warms `adapter` on the current base, then flips the reference to a
+    /// snapshot serving it. A failing adapter throws and is never visible; requests
+    /// already running keep the snapshot they started with.
+    public func install(_ adapter: ServedAdapter) throws {
+        try installing.withLock { _ in
+            guard let base = snapshot else { throw SnapshotError("no model is loaded yet") }
+            try base.validate(adapter)
+            current.withLock { $0 = base.serving(adapter) }
+            swapCount.wrappingAdd(1, ordering: .relaxed)
+        }
+    }
+}
+
+/// Why a snapshot could not be installed.
+public struct SnapshotError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -37,10 +37,25 @@ struct HonedCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-concurrent-requests"), help: "Requests in flight at once; more get 429.")
     var maxConcurrentRequests: Int = 64
 
+    @Option(name: .customLong("max-prompt-tokens"), help: "Most prompt tokens per request; more get 400.")
+    var maxPromptTokens: Int = 8192
+
+    @Option(name: .customLong("max-body-bytes"), help: "Largest request body; larger gets 413.")
+    var maxBodyBytes: Int = 1 << 20
+
+    @Option(name: .customLong("adapter"), help: "Serve a PEFT LoRA adapter directory as MODEL:NAME (NAME=DIR, repeatable).")
+    var adapters: [String] = []
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
     func validate() throws {
+        for spec in adapters {
+            let parts = spec.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, !parts[0].isEmpty, parts[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+                throw ValidationError("--adapter takes NAME=DIR with a name of letters, digits, - and _ (got \(spec))")
+            }
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
@@ -70,8 +85,14 @@ struct HonedCommand: AsyncParsableCommand {
         server.host = host ?? env["HONE_HOST"] ?? server.host
         server.port = port ?? env["HONE_PORT"].flatMap(Int.init) ?? server.port
         server.maxConcurrentRequests = maxConcurrentRequests
+        server.maxPromptTokens = maxPromptTokens
+        server.maxBodyBytes = maxBodyBytes
         try server.validate()
-        try await Daemon.run(DaemonConfiguration(databaseURL: url, paths: paths, modelPath: modelPath, server: server,
-                                                 maxBatch: maxBatch), logger: logger)
+        var configuration = DaemonConfiguration(databaseURL: url, paths: paths, modelPath: modelPath, server: server, maxBatch: maxBatch)
+        for spec in adapters {
+            let parts = spec.split(separator: "=", maxSplits: 1)
+            configuration.adapterDirectories[String(parts[0])] = String(parts[1])
+        }
+        try await Daemon.run(configuration, logger: logger)
     }
 }

@@ -11,6 +11,7 @@ import Logging
 import Server
 import Testing
 import Tokenizer
+import Training
 
 /// The OpenAI-compatible API over real HTTP on 127.0.0.1, on the real model.
 @Suite("HTTP API", .enabled(if: RealModel.path != nil), .timeLimit(.minutes(5)))
@@ -84,15 +85,23 @@ struct ServerTests {
         try await offPool { try greedyNow(content, maxTokens: maxTokens) }
     }
 
-    static func greedyNow(_ content: String, maxTokens: Int) throws -> String {
+    static func greedyNow(_ content: String, maxTokens: Int, adapter: LoRAAdapter? = nil) throws -> String {
         let tokens = ChatTemplate(template: RealModel.tokenizer.chatTemplate)
             .tokenize([ChatMessage(role: "user", content: content)], with: RealModel.tokenizer)
-        return try Generator(model: RealModel.model, tokenizer: RealModel.tokenizer)
+        return try Generator(model: RealModel.model, tokenizer: RealModel.tokenizer, adapter: adapter)
             .generate(GenerationRequest(promptTokens: tokens, maxTokens: maxTokens)).text
     }
 
-    static func chatBody(_ content: String, maxTokens: Int = 8, extra: String = "") -> String {
-        #"{"model":"smollm2","messages":[{"role":"user","content":"\#(content)"}],"max_tokens":\#(maxTokens),"temperature":0\#(extra)}"#
+    static func chatBody(_ content: String, maxTokens: Int = 8, model: String = "smollm2", extra: String = "") -> String {
+        #"{"model":"\#(model)","messages":[{"role":"user","content":"\#(content)"}],"max_tokens":\#(maxTokens),"temperature":0\#(extra)}"#
+    }
+
+    /// The data events of an SSE body (comments such as heartbeats dropped), as JSON, and
+    /// whether it ended with `[DONE]`.
+    static func events(_ body: String) throws -> (chunks: [JSONValue], done: Bool) {
+        let events = body.components(separatedBy: "\n\n").filter { !$0.isEmpty && !$0.hasPrefix(":") }
+        let done = events.last == "data: [DONE]"
+        return (try events.dropLast(done ? 1 : 0).map { try JSONValue(parsing: String($0.dropFirst("data: ".count))) }, done)
     }
 
     @Test("health, readiness (503 until a snapshot is installed) and the model list")
@@ -139,7 +148,7 @@ struct ServerTests {
                 Self.chatBody("Name three colors.", maxTokens: 10, extra: #","stream":true,"stream_options":{"include_usage":true}"#))
             #expect(status == 200)
             #expect(headers["Content-Type"] as? String == "text/event-stream")
-            let events = text.components(separatedBy: "\n\n").filter { !$0.isEmpty }
+            let events = text.components(separatedBy: "\n\n").filter { !$0.isEmpty && !$0.hasPrefix(":") }
             #expect(events.last == "data: [DONE]")
             var content = ""
             var usage: JSONValue?
@@ -253,6 +262,159 @@ struct ServerTests {
                 #expect((entry["logprob"]?.doubleValue ?? 1) <= 0)
                 #expect(entry["top_logprobs"]?.arrayValue?.count == 2)
             }
+        }
+    }
+}
+
+/// Adapters served beside the base, atomic swaps, heartbeats and disconnects.
+@Suite("HTTP API: adapters and swaps", .enabled(if: RealModel.path != nil), .timeLimit(.minutes(8)))
+struct AdapterServingTests {
+    /// Two random adapters whose greedy answers differ from each other and from the base.
+    static let adapters: [ServedAdapter] = (0..<2).map { i in
+        let weights = TrainingParityTests.seededAdapter(LoRAConfig(rank: 4, alpha: 8), RealModel.model.config,
+                                                        seed: UInt64(10 + i), scaleA: 0.05, scaleB: 0.05)
+        return ServedAdapter(name: "swap", version: "swap@\(i + 1)", weights: weights, baseModelSHA256: RealModel.model.file.sha256)
+    }
+    static let prompt = "Name a color."
+
+    @Test("adapters are listed as base:name, answer with their version, and a broken one is never served")
+    func adaptersAreServed() async throws {
+        let expected = try await offPool { try ServerTests.greedyNow(Self.prompt, maxTokens: 8, adapter: Self.adapters[0].weights) }
+        try await ServerTests().withServer { client, holder, _ in
+            try holder.install(Self.adapters[0])
+            let models = try JSONValue(parsing: try await client.get("/v1/models").1)
+            #expect(models["data"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == ["smollm2", "smollm2:swap"])
+            let (status, text, headers) = try await client.post("/v1/chat/completions", ServerTests.chatBody(Self.prompt, model: "smollm2:swap"))
+            #expect(status == 200)
+            let body = try JSONValue(parsing: text)
+            #expect(body["system_fingerprint"] == .string("swap@1"))
+            #expect(headers["x-hone-version"] as? String == "swap@1")
+            #expect(body["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue == expected)
+            #expect(try await client.post("/v1/chat/completions", ServerTests.chatBody(Self.prompt, model: "smollm2:nope")).0 == 404)
+
+            // Broken adapters: NaN weights, another base model, another shape.
+            var nan = Self.adapters[1].weights
+            nan.weights[LoRAKey(layer: 3, target: .up)]!.b[0] = .nan
+            let other = LoRAAdapter.zeros(config: LoRAConfig(rank: 4), model: { var c = RealModel.model.config; c.layers = 2; return c }())
+            for broken in [ServedAdapter(name: "swap", version: "swap@nan", weights: nan, baseModelSHA256: nil),
+                           ServedAdapter(name: "swap", version: "swap@other-base", weights: Self.adapters[1].weights, baseModelSHA256: "00ff"),
+                           ServedAdapter(name: "swap", version: "swap@shape", weights: other, baseModelSHA256: nil)] {
+                #expect(throws: (any Error).self) { try holder.install(broken) }
+            }
+            let after = try JSONValue(parsing: try await client.post("/v1/chat/completions", ServerTests.chatBody(Self.prompt, model: "smollm2:swap")).1)
+            #expect(after["system_fingerprint"] == .string("swap@1"))
+            #expect(holder.swaps == 1)
+        }
+    }
+
+    @Test("8 streaming clients while the adapter is swapped ≥ 100 times: no failure, every answer is its version's")
+    func swapUnderLoad() async throws {
+        let references = try await offPool {
+            try Self.adapters.map { try ServerTests.greedyNow(Self.prompt, maxTokens: 4, adapter: $0.weights) }
+        }
+        #expect(references[0] != references[1])
+        try await ServerTests().withServer({ $0.maxConcurrentRequests = 64 }) { client, holder, _ in
+            try holder.install(Self.adapters[0])
+            final class Flag: Sendable {
+                let on = Atomic<Bool>(true)
+                let completed = Atomic<Int>(0)
+            }
+            let swapping = Flag()
+            let outcome = try await withThrowingTaskGroup(of: [(Int, String, String, Bool)].self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        var mine: [(Int, String, String, Bool)] = []
+                        while swapping.on.load(ordering: .relaxed) || mine.isEmpty {
+                            let (status, text, _) = try await client.post("/v1/chat/completions",
+                                ServerTests.chatBody(Self.prompt, maxTokens: 4, model: "smollm2:swap", extra: #","stream":true"#))
+                            let (chunks, done) = try ServerTests.events(text)
+                            let version = chunks.first?["system_fingerprint"]?.stringValue ?? "?"
+                            let content = chunks.compactMap { $0["choices"]?.arrayValue?.first?["delta"]?["content"]?.stringValue }.joined()
+                            let failed = chunks.contains { $0["error"] != nil }
+                            mine.append((status, version, content, done && !failed))
+                            swapping.completed.wrappingAdd(1, ordering: .relaxed)
+                        }
+                        return mine
+                    }
+                }
+                // At least 100 swaps, and on until the clients have finished 24 responses,
+                // so requests start (and run) under many different versions.
+                var i = 0
+                while i < 100 || swapping.completed.load(ordering: .relaxed) < 24 {
+                    i += 1
+                    // Validation reads every weight: off the cooperative threads the HTTP
+                    // server needs, as a version watcher would.
+                    let next = Self.adapters[i % 2]
+                    try await offPool { try holder.install(next) }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                let swaps = i
+                swapping.on.store(false, ordering: .relaxed)
+                var all: [(Int, String, String, Bool)] = []
+                for try await part in group { all += part }
+                return (all, swaps)
+            }
+            let (results, swaps) = outcome
+            #expect(holder.swaps == swaps + 1 && swaps >= 100)
+            #expect(Set(results.map(\.1)) == ["swap@1", "swap@2"])
+            #expect(results.count >= 8)
+            #expect(results.allSatisfy { $0.0 == 200 && $0.3 }, "every request succeeds and ends with [DONE]")
+            for (_, version, content, _) in results {
+                let index = version == "swap@1" ? 0 : version == "swap@2" ? 1 : -1
+                #expect(index >= 0 && content == references[max(index, 0)], "\(version): \(content)")
+            }
+            print("swap test: \(results.count) streamed responses over \(swaps) swaps; versions seen: \(Set(results.map(\.1)).sorted())")
+        }
+    }
+
+    @Test("SSE comment heartbeats keep a slow stream alive; the prompt-token limit answers 400")
+    func heartbeatsAndPromptLimit() async throws {
+        try await ServerTests().withServer({ $0.heartbeatSeconds = 0.005; $0.maxPromptTokens = 200 }) { client, _, _ in
+            let long = String(repeating: "The history of science is long. ", count: 12)
+            let (status, text, _) = try await client.post("/v1/chat/completions",
+                ServerTests.chatBody(long, maxTokens: 4, extra: #","stream":true"#))
+            #expect(status == 200)
+            #expect(text.contains(": keep-alive\n\n"))
+            let (chunks, done) = try ServerTests.events(text)
+            #expect(done && !chunks.isEmpty)
+            let tooLong = String(repeating: "word ", count: 400)
+            let (code, body, _) = try await client.post("/v1/chat/completions", ServerTests.chatBody(tooLong))
+            #expect(code == 400)
+            #expect(try JSONValue(parsing: body)["error"]?["code"] == .string("prompt_too_long"))
+        }
+    }
+
+    @Test("a client that disconnects mid-stream stops its generation")
+    func disconnectStopsGeneration() async throws {
+        try await ServerTests().withServer { client, _, scheduler in
+            let body = ServerTests.chatBody("Tell me a very long story.", maxTokens: 1500, extra: #","stream":true"#)
+            let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(client.port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            #expect(connected == 0)
+            _ = request.withCString { write(fd, $0, strlen($0)) }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            var received = ""
+            // The role chunk, then two token chunks: generation is under way.
+            while received.components(separatedBy: "chat.completion.chunk").count <= 3 {
+                let n = read(fd, &buffer, buffer.count)
+                guard n > 0 else { break }
+                received += String(decoding: buffer[0..<n], as: UTF8.self)
+            }
+            #expect(scheduler.load == 1)
+            close(fd)
+            var waited = 0
+            while scheduler.load > 0 && waited < 600 {
+                try await Task.sleep(for: .milliseconds(50))
+                waited += 1
+            }
+            #expect(scheduler.load == 0, "the generation kept running after the client left")
         }
     }
 }
