@@ -107,6 +107,7 @@ let package = Package(
             name: "ModelTests",
             dependencies: [
                 "GGUF", "Tokenizer", "Llama", "Generation", "CKernels", "JSON", "Server", "Tensor", "Training",
+                "HoneDaemon", "Postgres",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],

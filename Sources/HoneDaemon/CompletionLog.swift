@@ -40,6 +40,8 @@ public final class CompletionLog: CompletionRecorder, Service {
     }
 
     /// Rows written, rows dropped for lack of room, and failed flushes so far.
+    public var health: (written: Int, dropped: Int, failures: Int)? { counters }
+
     public var counters: (written: Int, dropped: Int, failures: Int) {
         state.withLock { ($0.written, $0.dropped, $0.failures) }
     }

@@ -35,6 +35,13 @@ public struct CompletionRecord: Sendable, Equatable {
 /// slow or absent database may lose log rows, never a response.
 public protocol CompletionRecorder: Sendable {
     func record(_ completion: CompletionRecord)
+    /// Rows written, rows dropped, failed writes so far (for `/metrics`); nil when the
+    /// recorder keeps no such counts.
+    var health: (written: Int, dropped: Int, failures: Int)? { get }
+}
+
+extension CompletionRecorder {
+    public var health: (written: Int, dropped: Int, failures: Int)? { nil }
 }
 
 /// Records nothing (no database configured).

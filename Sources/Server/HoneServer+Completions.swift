@@ -59,8 +59,10 @@ extension HoneServer {
         case .text(let t): messages = [ChatMessage(role: "user", content: t)]
         }
         let recorder = recorder
+        let metrics = metrics
         // The first choice is what feedback on this completion id refers to.
         let log: @Sendable (GenerationResult) -> Void = { result in
+            metrics.tokens(prompt: promptTokens.count, completion: result.tokens.count)
             recorder.record(CompletionRecord(
                 id: id, adapter: adapter?.name, version: version, messages: messages, response: result.text,
                 promptTokens: promptTokens.count, completionTokens: result.tokens.count,
@@ -73,11 +75,14 @@ extension HoneServer {
         guard req.stream else {
             var results: [GenerationResult] = []
             var steps: [[GenerationStep]] = []
+            var first = true
             for stream in streams {
                 var mine: [GenerationStep] = []
                 for try await event in stream {
                     switch event {
-                    case .step(let step): mine.append(step)
+                    case .step(let step):
+                        if first { metrics.firstToken(seconds: (ContinuousClock.now - started).secondsValue); first = false }
+                        mine.append(step)
                     case .finished(let result): results.append(result)
                     }
                 }
@@ -97,6 +102,7 @@ extension HoneServer {
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             defer { inFlight.leave() }
             var completionTokens = 0
+            var firstToken = true
             do {
                 for (index, stream) in choiceStreams.enumerated() {
                     if chat { try await writer.write(shape.sse(shape.chunk(index: index, role: true))) }
@@ -106,6 +112,7 @@ extension HoneServer {
                         case .heartbeat:
                             try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                         case .event(.step(let step)):
+                            if firstToken { metrics.firstToken(seconds: (ContinuousClock.now - started).secondsValue); firstToken = false }
                             guard !step.text.isEmpty || req.logprobs else { return }
                             try await writer.write(shape.sse(shape.chunk(index: index, step: step)))
                         case .event(.finished(let result)):

@@ -6,7 +6,7 @@ import Logging
 import Synchronization
 
 /// Hone's OpenAI-compatible HTTP API: `/v1/chat/completions`, `/v1/completions`,
-/// `/v1/models`, `/healthz`, `/readyz`. Every error is an OpenAI error object.
+/// `/v1/models`, `/healthz`, `/readyz`, `/metrics`. Every error is an OpenAI error object.
 public struct HoneServer: Sendable {
     let configuration: ServerConfiguration
     let holder: SnapshotHolder
@@ -14,6 +14,8 @@ public struct HoneServer: Sendable {
     let logger: Logger
     let recorder: CompletionRecorder
     let inFlight = InFlight()
+    /// What `/metrics` reports.
+    public let metrics = ServerMetrics()
 
     public init(configuration: ServerConfiguration, holder: SnapshotHolder, scheduler: BatchScheduler,
                 recorder: CompletionRecorder = NoCompletionRecorder(), logger: Logger) {
@@ -42,8 +44,20 @@ public struct HoneServer: Sendable {
             }
             return Self.json(.object(["object": .string("list"), "data": .array(models)]))
         }
-        router.post("/v1/chat/completions") { request, _ in try await complete(request, chat: true) }
-        router.post("/v1/completions") { request, _ in try await complete(request, chat: false) }
+        router.get("/metrics") { _, _ in
+            var gauges = ServerMetrics.Gauges()
+            if let snapshot = holder.snapshot {
+                gauges.versions = snapshot.servedModelIDs.compactMap { id in snapshot.resolve(id).map { (id, $0.version) } }
+            }
+            gauges.swaps = holder.swaps
+            gauges.schedulerLoad = scheduler.load
+            gauges.inFlight = inFlight.count.load(ordering: .relaxed)
+            gauges.completionLog = recorder.health
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                            body: .init(byteBuffer: ByteBuffer(string: metrics.render(gauges))))
+        }
+        router.post("/v1/chat/completions") { request, _ in try await measured("/v1/chat/completions") { try await complete(request, chat: true) } }
+        router.post("/v1/completions") { request, _ in try await measured("/v1/completions") { try await complete(request, chat: false) } }
         return router
     }
 
@@ -54,6 +68,23 @@ public struct HoneServer: Sendable {
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "hone"),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
+    }
+
+    /// Counts the request and its latency under `endpoint`, errors included (streams are
+    /// counted when their headers go out; their tokens when they end).
+    func measured(_ endpoint: String, _ body: () async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        do {
+            let response = try await body()
+            metrics.request(endpoint: endpoint, status: Int(response.status.code), seconds: (ContinuousClock.now - start).secondsValue)
+            return response
+        } catch let error as OpenAIError {
+            metrics.request(endpoint: endpoint, status: Int(error.status.code), seconds: (ContinuousClock.now - start).secondsValue)
+            throw error
+        } catch {
+            metrics.request(endpoint: endpoint, status: 500, seconds: (ContinuousClock.now - start).secondsValue)
+            throw error
+        }
     }
 
     func ready() throws -> ModelSnapshot {

@@ -12,6 +12,8 @@ import Server
 import Testing
 import Tokenizer
 import Training
+import HoneDaemon
+import Postgres
 
 /// The OpenAI-compatible API over real HTTP on 127.0.0.1, on the real model.
 @Suite("HTTP API", .enabled(if: RealModel.path != nil), .timeLimit(.minutes(5)))
@@ -415,6 +417,43 @@ struct AdapterServingTests {
                 waited += 1
             }
             #expect(scheduler.load == 0, "the generation kept running after the client left")
+        }
+    }
+}
+
+/// `/metrics`, and serving through a database outage.
+@Suite("HTTP API: metrics and outages", .enabled(if: RealModel.path != nil), .timeLimit(.minutes(5)))
+struct MetricsTests {
+    @Test("serving keeps working with PostgreSQL down; /metrics reports requests, tokens, versions and the log's failures")
+    func metricsAndDatabaseOutage() async throws {
+        var logger = Logger(label: "hone.tests.outage")
+        logger.logLevel = .critical
+        // Nothing listens on port 1: every write to hone.completions fails at once.
+        let pool = PostgresPool(conninfo: "host=127.0.0.1 port=1 dbname=hone user=hone", size: 1, connectTimeout: .seconds(1), logger: logger)
+        let log = CompletionLog(pool: pool, interval: .milliseconds(20), logger: logger)
+        try await ServerTests().withServer(recorder: log) { client, holder, _ in
+            try holder.install(AdapterServingTests.adapters[0])
+            let (status, _, _) = try await client.post("/v1/chat/completions", ServerTests.chatBody("Name a color.", maxTokens: 4))
+            #expect(status == 200)
+            #expect(try await client.post("/v1/chat/completions", ServerTests.chatBody("Hi", model: "nope")).0 == 404)
+            await log.flush()
+            let (code, text, headers) = try await client.get("/metrics")
+            #expect(code == 200)
+            #expect((headers["Content-Type"] as? String)?.hasPrefix("text/plain; version=0.0.4") == true)
+            for line in ["hone_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 1",
+                         "hone_requests_total{endpoint=\"/v1/chat/completions\",status=\"404\"} 1",
+                         "hone_tokens_total{kind=\"completion\"} 4",
+                         "hone_active_version{model=\"smollm2\",version=\"base\"} 1",
+                         "hone_active_version{model=\"smollm2:swap\",version=\"swap@1\"} 1",
+                         "hone_swaps_total 1",
+                         "hone_time_to_first_token_seconds_count 1",
+                         "hone_completion_log_rows_total{outcome=\"written\"} 0"] {
+                #expect(text.contains(line + "\n"), "missing: \(line)")
+            }
+            let failures = text.split(separator: "\n").first { $0.hasPrefix("hone_completion_log_failures_total ") }
+            #expect(failures.flatMap { Int($0.split(separator: " ")[1]) } ?? 0 >= 1)
+            // And it keeps serving.
+            #expect(try await client.post("/v1/chat/completions", ServerTests.chatBody("Name a color.", maxTokens: 2)).0 == 200)
         }
     }
 }

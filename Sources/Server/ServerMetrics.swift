@@ -1,0 +1,121 @@
+import Foundation
+import Synchronization
+
+/// What `/metrics` reports, in Prometheus' text format (version 0.0.4): request counts by
+/// endpoint and status, tokens, latency and time-to-first-token histograms, the version each
+/// model id serves, swaps, the scheduler's load and the completion log's health.
+public final class ServerMetrics: Sendable {
+    /// Upper bounds (seconds) of the latency histograms' buckets.
+    static let buckets: [Double] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
+
+    struct Histogram {
+        var counts = [Int](repeating: 0, count: ServerMetrics.buckets.count)
+        var sum = 0.0
+        var count = 0
+
+        mutating func observe(_ seconds: Double) {
+            for (i, bound) in ServerMetrics.buckets.enumerated() where seconds <= bound { counts[i] += 1 }
+            sum += seconds
+            count += 1
+        }
+    }
+
+    struct State {
+        var requests: [String: Int] = [:]       // "endpoint\u{0}status" → count
+        var promptTokens = 0
+        var completionTokens = 0
+        var latency: [String: Histogram] = [:]  // by endpoint
+        var firstToken = Histogram()
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// A finished request: its endpoint (`/v1/chat/completions`), HTTP status and duration.
+    public func request(endpoint: String, status: Int, seconds: Double) {
+        state.withLock { s in
+            s.requests["\(endpoint)\u{0}\(status)", default: 0] += 1
+            s.latency[endpoint, default: Histogram()].observe(seconds)
+        }
+    }
+
+    /// Tokens of one answered request.
+    public func tokens(prompt: Int, completion: Int) {
+        state.withLock { s in
+            s.promptTokens += prompt
+            s.completionTokens += completion
+        }
+    }
+
+    /// Seconds from a request's arrival to its first generated token.
+    public func firstToken(seconds: Double) {
+        state.withLock { $0.firstToken.observe(seconds) }
+    }
+
+    /// Gauges read at scrape time from the parts that own them.
+    public struct Gauges: Sendable {
+        /// (model id, version) pairs served now.
+        public var versions: [(model: String, version: String)] = []
+        public var swaps = 0
+        /// Sequences decoding or waiting for a place.
+        public var schedulerLoad = 0
+        /// Requests being answered.
+        public var inFlight = 0
+        /// Completion log: rows written, dropped, failed flushes (nil: no database).
+        public var completionLog: (written: Int, dropped: Int, failures: Int)?
+        public init() {}
+    }
+
+    /// The exposition text.
+    public func render(_ gauges: Gauges) -> String {
+        let s = state.withLock { $0 }
+        var out = ""
+        func family(_ name: String, _ type: String, _ help: String) {
+            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+        }
+        func sample(_ name: String, _ labels: [(String, String)], _ value: Double) {
+            let rendered = labels.isEmpty ? "" : "{" + labels.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "}"
+            out += "\(name)\(rendered) \(value.rounded() == value && abs(value) < 1e15 ? String(Int(value)) : String(value))\n"
+        }
+        func histogram(_ name: String, _ h: Histogram, _ labels: [(String, String)]) {
+            for (bound, count) in zip(Self.buckets, h.counts) { sample(name + "_bucket", labels + [("le", String(bound))], Double(count)) }
+            sample(name + "_bucket", labels + [("le", "+Inf")], Double(h.count))
+            sample(name + "_sum", labels, h.sum)
+            sample(name + "_count", labels, Double(h.count))
+        }
+        family("hone_requests_total", "counter", "HTTP requests answered, by endpoint and status.")
+        for key in s.requests.keys.sorted() {
+            let parts = key.split(separator: "\u{0}")
+            sample("hone_requests_total", [("endpoint", String(parts[0])), ("status", String(parts[1]))], Double(s.requests[key]!))
+        }
+        family("hone_tokens_total", "counter", "Prompt and completion tokens of answered requests.")
+        sample("hone_tokens_total", [("kind", "prompt")], Double(s.promptTokens))
+        sample("hone_tokens_total", [("kind", "completion")], Double(s.completionTokens))
+        family("hone_request_duration_seconds", "histogram", "Time from a request's arrival to its last byte.")
+        for endpoint in s.latency.keys.sorted() { histogram("hone_request_duration_seconds", s.latency[endpoint]!, [("endpoint", endpoint)]) }
+        family("hone_time_to_first_token_seconds", "histogram", "Time from a request's arrival to its first generated token.")
+        histogram("hone_time_to_first_token_seconds", s.firstToken, [])
+        family("hone_active_version", "gauge", "1 for the version each model id answers with.")
+        for (model, version) in gauges.versions { sample("hone_active_version", [("model", model), ("version", version)], 1) }
+        family("hone_swaps_total", "counter", "Adapter versions installed since start.")
+        sample("hone_swaps_total", [], Double(gauges.swaps))
+        family("hone_scheduler_sequences", "gauge", "Sequences decoding or waiting for a place in the batch.")
+        sample("hone_scheduler_sequences", [], Double(gauges.schedulerLoad))
+        family("hone_requests_in_flight", "gauge", "Requests being answered.")
+        sample("hone_requests_in_flight", [], Double(gauges.inFlight))
+        if let log = gauges.completionLog {
+            family("hone_completion_log_rows_total", "counter", "Completion log rows written to, or dropped before, hone.completions.")
+            sample("hone_completion_log_rows_total", [("outcome", "written")], Double(log.written))
+            sample("hone_completion_log_rows_total", [("outcome", "dropped")], Double(log.dropped))
+            family("hone_completion_log_failures_total", "counter", "Failed writes to hone.completions (the database is slow or down).")
+            sample("hone_completion_log_failures_total", [], Double(log.failures))
+        }
+        return out
+    }
+
+    private func escape(_ value: String) -> String {
+        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n")
+    }
+}
