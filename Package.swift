@@ -98,7 +98,7 @@ let package = Package(
         .executableTarget(
             name: "honebench",
             dependencies: [
-                "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Llama", "Tokenizer", "Tensor", "Training",
+                "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Llama", "Tokenizer", "Tensor", "Training", "Server", "Generation",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -16,13 +16,14 @@ struct HoneBench {
         var logger = Logger(label: "honebench")
         logger.logLevel = .warning
         let names = CommandLine.arguments.dropFirst()
-        let known = ["queue", "decode", "prefill", "train"]
+        let known = ["queue", "decode", "prefill", "train", "serve", "swap"]
         let selected = names.isEmpty ? known : Array(names)
         for name in selected {
             switch name {
             case "queue": try await QueueBench.run(logger: logger)
             case "decode", "prefill": try EngineBench.run(name)
             case "train": try TrainBench.run()
+            case "serve", "swap": try await ServeBench.run(name, logger: logger)
             default:
                 FileHandle.standardError.write(Data("honebench: unknown benchmark \(name) (known: \(known.joined(separator: ", ")))\n".utf8))
                 exit(2)
