@@ -5,12 +5,25 @@ import Llama
 import Server
 import Logging
 
-/// `honed` — the Hone daemon.
+/// `honed` — the Hone daemon; `honed serve` (the default) runs it.
 @main
 struct HonedCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "honed",
         abstract: "Hone's daemon: serves the OpenAI-compatible API and runs the queue's services.",
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self)
+
+    static func main() async {
+        OpenBLASEnvironment.ensureCoreType()
+        await main(nil)
+    }
+}
+
+/// `honed serve` — serve the model and run the daemon's services until SIGTERM.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve the OpenAI-compatible API and run the queue's services until SIGTERM.",
         discussion: """
             Without a database URL it runs the embedded default: a private PostgreSQL cluster \
             under the data directory (HONE_DATA_DIR, default <checkout>/.hone).
@@ -22,8 +35,11 @@ struct HonedCommand: AsyncParsableCommand {
     @Option(name: .customLong("data-dir"), help: "Data directory (or HONE_DATA_DIR).")
     var dataDirectory: String?
 
-    @Option(help: "GGUF model to serve (or HONE_MODEL; ops/fetch-model prints the default's path).")
+    @Option(help: "GGUF model to serve (or HONE_MODEL; default: the SmolLM2 file ops/fetch-model caches).")
     var model: String?
+
+    @Option(help: "Threads for the model's matrix work (or HONE_THREADS; default: every core).")
+    var threads: Int?
 
     @Option(help: "Address to listen on (or HONE_HOST).")
     var host: String?
@@ -40,6 +56,9 @@ struct HonedCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-prompt-tokens"), help: "Most prompt tokens per request; more get 400.")
     var maxPromptTokens: Int = 8192
 
+    @Option(name: .customLong("max-completion-tokens"), help: "Largest max_tokens a request may ask for; more gets 400.")
+    var maxCompletionTokens: Int = 4096
+
     @Option(name: .customLong("max-body-bytes"), help: "Largest request body; larger gets 413.")
     var maxBodyBytes: Int = 1 << 20
 
@@ -50,6 +69,7 @@ struct HonedCommand: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func validate() throws {
+        if let threads { guard threads > 0 else { throw ValidationError("--threads must be positive") } }
         for spec in adapters {
             let parts = spec.split(separator: "=", maxSplits: 1)
             guard parts.count == 2, !parts[0].isEmpty, parts[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
@@ -59,11 +79,6 @@ struct HonedCommand: AsyncParsableCommand {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
-    }
-
-    static func main() async {
-        OpenBLASEnvironment.ensureCoreType()
-        await main(nil)
     }
 
     func run() async throws {
@@ -78,14 +93,18 @@ struct HonedCommand: AsyncParsableCommand {
         if let dataDirectory { paths.dataDirectory = URL(fileURLWithPath: dataDirectory) }
         let env = ProcessInfo.processInfo.environment
         let url = databaseURL ?? env["HONE_DATABASE_URL"]
-        guard let modelPath = model ?? env["HONE_MODEL"] else {
-            throw ValidationError("no model: pass --model PATH or set HONE_MODEL (ops/fetch-model prints the default's path)")
+        // Read once, when the first matrix product runs: set before the model loads.
+        if let threads { setenv("HONE_THREADS", String(threads), 1) }
+        let cached = (env["HONE_CACHE"] ?? (env["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/hone") + "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+        guard let modelPath = model ?? env["HONE_MODEL"] ?? (FileManager.default.fileExists(atPath: cached) ? cached : nil) else {
+            throw ValidationError("no model: pass --model PATH, set HONE_MODEL, or run ops/fetch-model (it caches the default at \(cached))")
         }
         var server = ServerConfiguration()
         server.host = host ?? env["HONE_HOST"] ?? server.host
         server.port = port ?? env["HONE_PORT"].flatMap(Int.init) ?? server.port
         server.maxConcurrentRequests = maxConcurrentRequests
         server.maxPromptTokens = maxPromptTokens
+        server.maxCompletionTokens = maxCompletionTokens
         server.maxBodyBytes = maxBodyBytes
         try server.validate()
         var configuration = DaemonConfiguration(databaseURL: url, paths: paths, modelPath: modelPath, server: server, maxBatch: maxBatch)
