@@ -227,44 +227,68 @@ float hone_dot_q(int type, const void *w, const int16_t *q, const hone_act_scale
 }
 
 #ifdef HONE_X86
-// Four weight rows against one activation vector: four independent accumulation chains
-// hide the latency that bounds a single row (~22 cycles per block measured).
+// Four weight rows against up to four activation vectors: independent accumulation chains
+// hide the latency that bounds a single row (~22 cycles per block measured), and each
+// weight block is decoded once for all vectors. Every (row, vector) result runs the same
+// instructions in the same order whatever `m` is, so a sequence's output never depends
+// on how many others share its decode step.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-static void dot_q_rows4_avx512(int type, const uint8_t *w, size_t row_bytes, const int16_t *q,
-                               const hone_act_scale *s, size_t n, float *out) {
+static void dot_q_rows4_avx512(int type, const uint8_t *w, size_t row_bytes, const int16_t *q, size_t q_stride,
+                               const hone_act_scale *s, size_t s_stride, int m, size_t n, float *out, size_t out_stride) {
     const int step = block_bytes(type);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-    float tail[4] = {0, 0, 0, 0};
+    __m512 acc[4][4];
+    float tail[4][4];
+    for (int j = 0; j < 4; j++)
+        for (int r = 0; r < 4; r++) { acc[j][r] = _mm512_setzero_ps(); tail[j][r] = 0; }
     for (size_t b = 0; b < n / 32; b++) {
-        __m512i x = _mm512_loadu_si512(q + b * 32);
-        float dx = s[b].d;
-        float sx = dx * (float)s[b].sum;
+        __m512i w16[4];
+        float d[4], mins[4];
         for (int r = 0; r < 4; r++) {
             const uint8_t *p = w + (size_t)r * row_bytes + b * (size_t)step;
             // Rows stream from DRAM: ask for the data a few blocks ahead.
             _mm_prefetch((const char *)(p + 8 * step), _MM_HINT_T0);
             __m256i lo, hi;
             load_block16(type, p, &lo, &hi);
-            __m512i w16 = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w16, x);
-            float d = _cvtsh_ss(rd16(p));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(d * dx), acc[r]);
-            if (type == HONE_TYPE_Q4_1) tail[r] += _cvtsh_ss(rd16(p + 2)) * sx;
-            else if (type == HONE_TYPE_Q4_0) tail[r] -= 8.0f * d * sx;
+            w16[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            d[r] = _cvtsh_ss(rd16(p));
+            mins[r] = type == HONE_TYPE_Q4_1 ? _cvtsh_ss(rd16(p + 2)) : 0;
+        }
+        for (int j = 0; j < m; j++) {
+            __m512i x = _mm512_loadu_si512(q + j * q_stride + b * 32);
+            float dx = s[j * s_stride + b].d;
+            float sx = dx * (float)s[j * s_stride + b].sum;
+            for (int r = 0; r < 4; r++) {
+                __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w16[r], x);
+                acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(d[r] * dx), acc[j][r]);
+                if (type == HONE_TYPE_Q4_1) tail[j][r] += mins[r] * sx;
+                else if (type == HONE_TYPE_Q4_0) tail[j][r] -= 8.0f * d[r] * sx;
+            }
         }
     }
-    for (int r = 0; r < 4; r++) out[r] = _mm512_reduce_add_ps(acc[r]) + tail[r];
+    for (int j = 0; j < m; j++)
+        for (int r = 0; r < 4; r++) out[j * out_stride + r] = _mm512_reduce_add_ps(acc[j][r]) + tail[j][r];
 }
 #endif
 
-void hone_dot_q_rows(int type, const void *w, size_t row_bytes, int rows, const int16_t *q,
-                     const hone_act_scale *scales, size_t n, float *out) {
+void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, const int16_t *q, size_t q_stride,
+                           const hone_act_scale *scales, size_t scales_stride, int m, size_t n, float *out, size_t out_stride) {
     const uint8_t *p = (const uint8_t *)w;
     int r = 0;
 #ifdef HONE_X86
     if (hone_kernels_level() == 2) {
-        for (; r + 4 <= rows; r += 4) dot_q_rows4_avx512(type, p + (size_t)r * row_bytes, row_bytes, q, scales, n, out + r);
+        for (; r + 4 <= rows; r += 4)
+            for (int j = 0; j < m; j += 4)
+                dot_q_rows4_avx512(type, p + (size_t)r * row_bytes, row_bytes, q + j * q_stride, q_stride,
+                                   scales + j * scales_stride, scales_stride, m - j < 4 ? m - j : 4, n,
+                                   out + j * out_stride + r, out_stride);
     }
 #endif
-    for (; r < rows; r++) out[r] = hone_dot_q(type, p + (size_t)r * row_bytes, q, scales, n);
+    for (; r < rows; r++)
+        for (int j = 0; j < m; j++)
+            out[j * out_stride + r] = hone_dot_q(type, p + (size_t)r * row_bytes, q + j * q_stride, scales + j * scales_stride, n);
+}
+
+void hone_dot_q_rows(int type, const void *w, size_t row_bytes, int rows, const int16_t *q,
+                     const hone_act_scale *scales, size_t n, float *out) {
+    hone_dot_q_rows_multi(type, w, row_bytes, rows, q, n, scales, n / 32, 1, n, out, (size_t)rows);
 }

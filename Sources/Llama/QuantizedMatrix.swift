@@ -126,10 +126,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
                 let qbase = qp.baseAddress!, sbase = sp.baseAddress!
                 Parallel.for(chunks) { chunk in
                     let part = Parallel.range(chunk, of: chunks, total: rows)
-                    for i in 0..<n {
-                        hone_dot_q_rows(typeID, data + part.lowerBound * rowBytes, rowBytes, Int32(part.count),
-                                        qbase + i * cols, sbase + i * blocks, cols, out + i * rows + part.lowerBound)
-                    }
+                    // All N vectors at once: each weight block is decoded once per four
+                    // vectors, with results identical to one vector at a time.
+                    hone_dot_q_rows_multi(typeID, data + part.lowerBound * rowBytes, rowBytes, Int32(part.count),
+                                          qbase, cols, sbase, blocks, Int32(n), cols, out + part.lowerBound, rows)
                 }
             }
         }

@@ -78,6 +78,38 @@ struct KernelTests {
         for r in 0..<rows { #expect(abs(many[r] - single[r]) <= 1e-4 * max(1, abs(single[r])), "row \(r)") }
     }
 
+    @Test("several activation vectors at once give, bit for bit, each vector's result alone (batch invariance)",
+          arguments: [Int(HONE_TYPE_Q8_0), Int(HONE_TYPE_Q4_0), Int(HONE_TYPE_Q4_1)])
+    func multiVectorKernelIsBatchInvariant(typeID: Int) {
+        let type = Int32(typeID)
+        let n = 576, rows = 13
+        let rowBytes = n / 32 * (type == HONE_TYPE_Q8_0 ? 34 : type == HONE_TYPE_Q4_1 ? 20 : 18)
+        let w = Self.quantized(type, Self.values(n * rows, seed: 7, scale: 0.05))
+        for m in [1, 2, 3, 4, 5, 7, 9] {
+            var q = [Int16](repeating: 0, count: m * n)
+            var scales = [hone_act_scale](repeating: hone_act_scale(), count: m * n / 32)
+            for j in 0..<m {
+                let x = Self.values(n, seed: UInt64(100 + j), scale: 2)
+                q.withUnsafeMutableBufferPointer { qp in
+                    scales.withUnsafeMutableBufferPointer { sp in
+                        hone_quantize_activations(x, n, qp.baseAddress! + j * n, sp.baseAddress! + j * n / 32)
+                    }
+                }
+            }
+            var together = [Float](repeating: 0, count: m * rows)
+            w.withUnsafeBytes { hone_dot_q_rows_multi(type, $0.baseAddress, rowBytes, Int32(rows), q, n, scales, n / 32, Int32(m), n, &together, rows) }
+            for j in 0..<m {
+                var alone = [Float](repeating: 0, count: rows)
+                q.withUnsafeBufferPointer { qp in
+                    scales.withUnsafeBufferPointer { sp in
+                        w.withUnsafeBytes { hone_dot_q_rows(type, $0.baseAddress, rowBytes, Int32(rows), qp.baseAddress! + j * n, sp.baseAddress! + j * n / 32, n, &alone) }
+                    }
+                }
+                #expect(Array(together[(j * rows)..<((j + 1) * rows)]) == alone, "type \(type), \(m) vectors, vector \(j)")
+            }
+        }
+    }
+
     @Test func floatDotMatchesReference() {
         for n in [1, 7, 31, 64, 577, 1536] {
             let a = Self.values(n, seed: UInt64(n)), b = Self.values(n, seed: UInt64(n) + 7)
