@@ -47,12 +47,16 @@ public enum LoRATarget: String, CaseIterable, Sendable, Codable, Comparable {
 /// Rank, scale and targets of a LoRA adapter. Defaults: rank 16, alpha 32, all seven linear
 /// layers of every block (DESIGN.md).
 public struct LoRAConfig: Sendable, Equatable, Codable {
-    public var rank: Int          // R
+    /// R, the inner dimension of B · A.
+    public var rank: Int
+    /// The update's numerator: ΔW = alpha / R · B · A.
     public var alpha: Float
+    /// The adapted layers of every block, in `LoRATarget` order.
     public var targets: [LoRATarget]
     /// The update is scaled by alpha / R.
     public var scale: Float { alpha / Float(rank) }
 
+    /// Settings; targets are kept sorted so equal settings compare equal.
     public init(rank: Int = 16, alpha: Float = 32, targets: [LoRATarget] = LoRATarget.allCases) {
         self.rank = rank
         self.alpha = alpha
@@ -86,7 +90,9 @@ public struct LoRAWeights: Sendable, Equatable {
 /// The same shape also holds gradients and optimizer moments.
 public struct LoRAAdapter: Sendable, Equatable {
     public let config: LoRAConfig
+    /// L, the blocks of the model it was made for.
     public let layers: Int
+    /// Factors of every adapted (layer, target).
     public var weights: [LoRAKey: LoRAWeights]
 
     /// Keys in a fixed order (layer, then target), for deterministic iteration.
@@ -120,6 +126,7 @@ public struct LoRAAdapter: Sendable, Equatable {
         return adapter
     }
 
+    /// An adapter from its parts; `validate(for:)` checks them against a model.
     public init(config: LoRAConfig, layers: Int, weights: [LoRAKey: LoRAWeights]) {
         self.config = config
         self.layers = layers

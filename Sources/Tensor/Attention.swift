@@ -5,10 +5,14 @@ import Foundation
 /// one row at a time over its KV cache instead (Llama's forward).
 /// Shapes: q, out: (N, H·D); k, v: (N, KV·D); N = Σ lengths.
 public struct CausalAttention: Sendable {
-    public let heads: Int      // H
-    public let kvHeads: Int    // KV
-    public let headDim: Int    // D
+    /// H query heads.
+    public let heads: Int
+    /// KV key/value heads; query head h reads kv head h / (H / KV).
+    public let kvHeads: Int
+    /// D values per head.
+    public let headDim: Int
 
+    /// Attention with H heads over KV key/value heads of D values (H a multiple of KV).
     public init(heads: Int, kvHeads: Int, headDim: Int) {
         precondition(heads % kvHeads == 0)
         self.heads = heads

@@ -1,9 +1,14 @@
 /// The low-rank update of one linear layer: ΔW = scale · B · A, with A (R, in) and B (out, R).
 public struct LoRAFactors {
-    public let a: UnsafePointer<Float>   // (R, in)
-    public let b: UnsafePointer<Float>   // (out, R)
+    /// A: (R, in).
+    public let a: UnsafePointer<Float>
+    /// B: (out, R).
+    public let b: UnsafePointer<Float>
+    /// R.
     public let rank: Int
+    /// alpha / R.
     public let scale: Float
+    /// Factors that the caller keeps alive for as long as this value is used.
     public init(a: UnsafePointer<Float>, b: UnsafePointer<Float>, rank: Int, scale: Float) {
         self.a = a
         self.b = b
@@ -14,8 +19,11 @@ public struct LoRAFactors {
 
 /// Where the gradients of a layer's LoRA factors accumulate.
 public struct LoRAGradients {
-    public let a: UnsafeMutablePointer<Float>   // (R, in)
-    public let b: UnsafeMutablePointer<Float>   // (out, R)
+    /// dA: (R, in).
+    public let a: UnsafeMutablePointer<Float>
+    /// dB: (out, R).
+    public let b: UnsafeMutablePointer<Float>
+    /// Gradient buffers that the caller keeps alive and zeroes before the first pass.
     public init(a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>) {
         self.a = a
         self.b = b

@@ -3,10 +3,12 @@ import Foundation
 /// Rotary position embedding over pairs (2i, 2i+1) of each head, the layout GGUF stores q
 /// and k rows in (it makes this equal to Hugging Face's rotate_half on its permuted rows).
 public struct RoPE: Sendable {
-    public let headDim: Int   // D
+    /// D values per head.
+    public let headDim: Int
     /// Inverse frequencies computed as PyTorch does (float32 pow), so positions agree.
     public let invFreq: [Float]   // (D/2)
 
+    /// RoPE for heads of `headDim` values with frequency base `base` (e.g. 100000).
     public init(headDim: Int, base: Float) {
         self.headDim = headDim
         invFreq = (0..<(headDim / 2)).map { i in 1 / powf(base, Float(2 * i) / Float(headDim)) }

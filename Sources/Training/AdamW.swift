@@ -5,16 +5,22 @@ import Llama
 /// p ← p·(1 − lr·λ); m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
 /// p ← p − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε).
 public struct AdamW: Sendable {
+    /// lr.
     public var learningRate: Float
+    /// β₁, the first moment's decay.
     public var beta1: Float
+    /// β₂, the second moment's decay.
     public var beta2: Float
+    /// ε in the denominator.
     public var epsilon: Float
+    /// λ, decoupled weight decay.
     public var weightDecay: Float
     /// Steps taken (t).
     public private(set) var step = 0
     private var m: LoRAAdapter
     private var v: LoRAAdapter
 
+    /// An optimizer with zero moments for parameters shaped like `adapter`.
     public init(for adapter: LoRAAdapter, model: LlamaConfig, learningRate: Float = 5e-4, beta1: Float = 0.9,
                 beta2: Float = 0.999, epsilon: Float = 1e-8, weightDecay: Float = 0) {
         self.learningRate = learningRate

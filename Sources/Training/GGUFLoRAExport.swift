@@ -6,6 +6,7 @@ import Llama
 /// and per adapted weight `blk.{i}.attn_q.weight.lora_a` (ne [in, R]) and `….lora_b`
 /// (ne [R, out]), float32. Rows stay in GGUF order, so nothing is permuted.
 public enum GGUFLoRAExport {
+    /// Writes `adapter` (trained on `model`) as a GGUF LoRA file at `path`.
     public static func write(_ adapter: LoRAAdapter, to path: String, model: LlamaModel) throws {
         var w = GGUFWriter()
         w.set("general.architecture", .string("llama"))

@@ -4,10 +4,15 @@ import Llama
 
 /// How a LoRA adapter is trained. Defaults follow DESIGN.md and transformers' Trainer.
 public struct TrainingOptions: Sendable {
+    /// AdamW learning rate (DESIGN.md: 5e-4).
     public var learningRate: Float = 5e-4
+    /// AdamW decoupled weight decay.
     public var weightDecay: Float = 0
+    /// AdamW β₁.
     public var beta1: Float = 0.9
+    /// AdamW β₂.
     public var beta2: Float = 0.999
+    /// AdamW ε.
     public var epsilon: Float = 1e-8
     /// Gradients are scaled down to this global L2 norm when larger (nil: no clipping).
     public var maxGradNorm: Float? = 1
@@ -22,6 +27,7 @@ public struct TrainingOptions: Sendable {
 
 /// What one optimizer step did.
 public struct StepReport: Sendable {
+    /// 1 for the first step.
     public let step: Int
     /// Mean loss per target token, before the update (nats).
     public let loss: Double
@@ -29,8 +35,11 @@ public struct StepReport: Sendable {
     public let accuracy: Double
     /// Global gradient norm before clipping.
     public let gradNorm: Double
+    /// Tokens the loss counted.
     public let targetTokens: Int
+    /// All tokens of the batch.
     public let tokens: Int
+    /// Wall time of the step.
     public let seconds: Double
 }
 
@@ -39,12 +48,14 @@ public struct StepReport: Sendable {
 /// whose loss, gradients or new weights are not finite throws and leaves the adapter (and
 /// the optimizer state) as they were.
 public final class LoRATrainer {
+    /// The frozen base.
     public let model: LlamaModel
     public let options: TrainingOptions
     /// The adapter as trained so far: a copy, never the one serving.
     public private(set) var adapter: LoRAAdapter
     private var optimizer: AdamW
 
+    /// A trainer for a copy of `adapter` on `model`; throws when the adapter does not fit it.
     public init(model: LlamaModel, adapter: LoRAAdapter, options: TrainingOptions = TrainingOptions()) throws {
         try adapter.validate(for: model.config)
         Self.keepFreedMemory

@@ -6,7 +6,9 @@ import Llama
 /// `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight` (A: (R, in), B: (out, R))
 /// and `adapter_config.json`. A Hone adapter saved here loads in PEFT and back.
 public enum PEFTAdapter {
+    /// The weights' file name in an adapter directory.
     public static let weightsFile = "adapter_model.safetensors"
+    /// The settings' file name in an adapter directory.
     public static let configFile = "adapter_config.json"
     /// safetensors metadata key holding the base model file's SHA-256.
     public static let baseModelKey = "hone.base_model_sha256"

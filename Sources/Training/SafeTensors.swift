@@ -6,9 +6,11 @@ import JSON
 /// JSON header naming each tensor's dtype, shape and byte range, then the raw data.
 /// Hone writes float32 and reads F32, F16 and BF16.
 public struct SafeTensors: Sendable {
+    /// One tensor: its shape (slowest dimension first) and values, as float32.
     public struct Tensor: Sendable, Equatable {
         public var shape: [Int]
         public var values: [Float]
+        /// `values` must hold the product of `shape` elements.
         public init(shape: [Int], values: [Float]) {
             precondition(shape.reduce(1, *) == values.count)
             self.shape = shape
