@@ -85,6 +85,30 @@ public final class QuantizedMatrix: @unchecked Sendable {
         return try w.withUnsafeBufferPointer { try body($0.baseAddress!) }
     }
 
+    /// Weight rows dequantized per GEMM tile: 64 rows of 576 (or 1536) values stay in L2.
+    static let tileRows = 64
+
+    /// out (N, rows) = x · Wᵀ, dequantizing W a tile of rows at a time on each pool thread
+    /// and multiplying it at once: no whole-matrix temporary (the output head alone would
+    /// be 113 MB of fresh pages per prompt), and each tile is used while still in cache.
+    private func tiledGEMM(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>) {
+        let (rows, cols, rowBytes, data, typeID) = (self.rows, self.cols, self.rowBytes, self.data, Int32(type.rawValue))
+        let tiles = (rows + Self.tileRows - 1) / Self.tileRows
+        let parts = min(Parallel.threads, tiles)
+        Parallel.for(parts) { part in
+            var tile = [Float](repeating: 0, count: Self.tileRows * cols)
+            tile.withUnsafeMutableBufferPointer { tp in
+                let t = tp.baseAddress!
+                for index in Parallel.range(part, of: parts, total: tiles) {
+                    let first = index * Self.tileRows, count = min(Self.tileRows, rows - first)
+                    hone_dequantize(typeID, data + first * rowBytes, t, count * cols)
+                    // out[:, first..<first+count] = x · tileᵀ
+                    gemm(transB: true, m: n, n: count, k: cols, x, lda: cols, t, ldb: cols, out + first, ldc: rows, parallel: false)
+                }
+            }
+        }
+    }
+
     /// out[n][r] = Σ_c W[r][c] · x[n][c] for N rows of x.
     /// - Parameters: x: (N, cols); out: (N, rows).
     func multiply(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>, kernel: Kernel) {
@@ -93,7 +117,11 @@ public final class QuantizedMatrix: @unchecked Sendable {
             let body = { (w: UnsafePointer<Float>) in
                 gemm(transB: true, m: n, n: self.rows, k: self.cols, x, lda: self.cols, w, ldb: self.cols, out, ldc: self.rows)
             }
-            if kernel == .float { floats().withUnsafeBufferPointer { body($0.baseAddress!) } } else { withFloats(body) }
+            if kernel == .float || isFloatType || lock.withLock({ $0 != nil }) {
+                floats().withUnsafeBufferPointer { body($0.baseAddress!) }
+            } else {
+                tiledGEMM(x, count: n, into: out)
+            }
             return
         }
         let rows = rows, cols = cols
