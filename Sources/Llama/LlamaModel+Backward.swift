@@ -280,12 +280,10 @@ extension LlamaModel {
                         let l = lp.baseAddress!
                         gemm(transB: true, m: rows, n: v, k: c, np.baseAddress! + start * c, lda: c, wp, ldb: c, l, ldc: v)
                         let targets = Array(p.targets[start..<(start + rows)])
-                        for (r, target) in targets.enumerated() {
-                            let row = UnsafeBufferPointer(start: l + r * v, count: v)
-                            if row.indices.max(by: { row[$0] < row[$1] }) == target { correct += 1 }
-                        }
-                        loss += crossEntropy(logits: l, targets: targets, vocab: v,
-                                             dlogits: gradScale == nil ? nil : l, gradScale: gradScale ?? 0)
+                        let part = crossEntropy(logits: l, targets: targets, vocab: v,
+                                                dlogits: gradScale == nil ? nil : l, gradScale: gradScale ?? 0)
+                        loss += part.loss
+                        correct += part.correct
                         guard gradScale != nil else { return }
                         dNormed.withUnsafeMutableBufferPointer { dp in
                             gemm(m: rows, n: c, k: v, l, lda: v, wp, ldb: c, dp.baseAddress! + start * c, ldc: c)

@@ -139,14 +139,14 @@ struct OpGradientTests {
         let v = 7, targets = [2, 0, 6]
         let logits = Self.values(targets.count * v, seed: 21, scale: 3)
         var d = [Float](repeating: 0, count: logits.count)
-        let loss = crossEntropy(logits: logits, targets: targets, vocab: v, dlogits: &d, gradScale: 0.5)
+        let loss = crossEntropy(logits: logits, targets: targets, vocab: v, dlogits: &d, gradScale: 0.5).loss
         let direct = targets.enumerated().reduce(0.0) { sum, item in
             let row = logits[(item.offset * v)..<((item.offset + 1) * v)].map(Double.init)
             return sum + log(row.map(exp).reduce(0, +)) - row[item.element]
         }
         #expect(abs(loss - direct) < 1e-5)
         Self.check("dlogits", logits, analytic: d, step: 1e-3) {
-            0.5 * crossEntropy(logits: $0, targets: targets, vocab: v, dlogits: nil, gradScale: 0)
+            0.5 * crossEntropy(logits: $0, targets: targets, vocab: v, dlogits: nil, gradScale: 0).loss
         }
     }
 
