@@ -36,7 +36,7 @@ enum EngineBench {
                 decode.append(Double(decodeTokens) / (ContinuousClock.now - start).seconds)
             }
         }
-        let hone = median(which == "prefill" ? prefill : decode)
+        let hone = percentile(which == "prefill" ? prefill : decode, 0.5)
         var reference: Double?
         if let file = ProcessInfo.processInfo.environment["HONE_BENCH_LLAMACPP"],
            let data = FileManager.default.contents(atPath: file),

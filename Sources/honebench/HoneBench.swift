@@ -47,5 +47,10 @@ func emit(_ fields: KeyValuePairs<String, Any>) {
     FileHandle.standardOutput.write(Data(("{" + body.joined(separator: ",") + "}\n").utf8))
 }
 
-/// The middle value (upper middle for even counts).
-func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+/// The value at fraction p of the sorted values (nearest rank; p 0.5 is the median, the
+/// upper middle for even counts).
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    guard !values.isEmpty else { return .nan }
+    let sorted = values.sorted()
+    return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
+}

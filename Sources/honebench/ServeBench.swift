@@ -158,12 +158,6 @@ enum ServeBench {
         let tokens = received.components(separatedBy: "\"delta\":{\"content\":").count - 1
         return Sample(start: started, firstToken: firstToken ?? end, end: end, tokens: tokens, version: version)
     }
-
-    static func percentile(_ values: [Double], _ p: Double) -> Double {
-        guard !values.isEmpty else { return .nan }
-        let sorted = values.sorted()
-        return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
-    }
 }
 
 /// Runs blocking work on a thread of its own (sockets, forward passes), never on Swift's
