@@ -66,7 +66,7 @@ extension HoneServer {
             recorder.record(CompletionRecord(
                 id: id, adapter: adapter?.name, version: version, messages: messages, response: result.text,
                 promptTokens: promptTokens.count, completionTokens: result.tokens.count,
-                seconds: (ContinuousClock.now - started).secondsValue))
+                seconds: (ContinuousClock.now - started) / .seconds(1)))
         }
         var headers = HTTPFields()
         headers[.init("x-hone-version")!] = version
@@ -81,7 +81,7 @@ extension HoneServer {
                 for try await event in stream {
                     switch event {
                     case .step(let step):
-                        if first { metrics.firstToken(seconds: (ContinuousClock.now - started).secondsValue); first = false }
+                        if first { metrics.firstToken(seconds: (ContinuousClock.now - started) / .seconds(1)); first = false }
                         mine.append(step)
                     case .finished(let result): results.append(result)
                     }
@@ -112,7 +112,7 @@ extension HoneServer {
                         case .heartbeat:
                             try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                         case .event(.step(let step)):
-                            if firstToken { metrics.firstToken(seconds: (ContinuousClock.now - started).secondsValue); firstToken = false }
+                            if firstToken { metrics.firstToken(seconds: (ContinuousClock.now - started) / .seconds(1)); firstToken = false }
                             guard !step.text.isEmpty || req.logprobs else { return }
                             try await writer.write(shape.sse(shape.chunk(index: index, step: step)))
                         case .event(.finished(let result)):
@@ -284,8 +284,4 @@ struct ResponseShape: Sendable {
         }
         return .object(["content": .array(content), "refusal": .null])
     }
-}
-
-extension Duration {
-    var secondsValue: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

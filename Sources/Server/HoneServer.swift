@@ -76,13 +76,13 @@ public struct HoneServer: Sendable {
         let start = ContinuousClock.now
         do {
             let response = try await body()
-            metrics.request(endpoint: endpoint, status: Int(response.status.code), seconds: (ContinuousClock.now - start).secondsValue)
+            metrics.request(endpoint: endpoint, status: Int(response.status.code), seconds: (ContinuousClock.now - start) / .seconds(1))
             return response
         } catch let error as OpenAIError {
-            metrics.request(endpoint: endpoint, status: Int(error.status.code), seconds: (ContinuousClock.now - start).secondsValue)
+            metrics.request(endpoint: endpoint, status: Int(error.status.code), seconds: (ContinuousClock.now - start) / .seconds(1))
             throw error
         } catch {
-            metrics.request(endpoint: endpoint, status: 500, seconds: (ContinuousClock.now - start).secondsValue)
+            metrics.request(endpoint: endpoint, status: 500, seconds: (ContinuousClock.now - start) / .seconds(1))
             throw error
         }
     }

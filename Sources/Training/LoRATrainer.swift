@@ -112,6 +112,6 @@ public final class LoRATrainer {
         let elapsed = ContinuousClock.now - start
         return StepReport(step: stepNumber, loss: loss.mean, accuracy: loss.accuracy, gradNorm: norm, targetTokens: loss.tokens,
                           tokens: batch.reduce(0) { $0 + $1.tokens.count },
-                          seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+                          seconds: elapsed / .seconds(1))
     }
 }
