@@ -43,6 +43,7 @@ let package = Package(
         .target(name: "Llama", dependencies: ["GGUF", "CKernels", "Tensor"], swiftSettings: numeric),
         .target(name: "Generation", dependencies: ["Llama", "Tokenizer", "Tensor"], swiftSettings: numeric),
         .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON", "CKernels"], swiftSettings: numeric),
+        .target(name: "Learning", dependencies: ["Generation", "Training", "Llama", "Tokenizer", "Tensor", "JSON"], swiftSettings: numeric),
         .target(
             name: "EmbeddedPostgres",
             dependencies: [.product(name: "Logging", package: "swift-log")]
@@ -61,6 +62,10 @@ let package = Package(
             ]
         ),
         .target(
+            name: "Registry",
+            dependencies: ["Postgres", "JSON", "Llama", "Training", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .target(
             name: "Server",
             dependencies: [
                 "Generation", "Tokenizer", "Llama", "JSON",
@@ -75,6 +80,7 @@ let package = Package(
             name: "HoneDaemon",
             dependencies: [
                 "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Server", "Generation", "Llama", "Tokenizer", "Training",
+                "Learning", "Registry", "Tensor",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -91,6 +97,7 @@ let package = Package(
             name: "honectl",
             dependencies: [
                 "HoneDaemon", "Postgres", "Queue", "GGUF", "Tokenizer", "Llama", "Generation", "JSON", "Training", "Tensor",
+                "Learning", "Registry",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -102,12 +109,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue", "CKernels", "GGUF", "Tokenizer", "Llama", "Generation", "Tensor"]),
+        .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue", "CKernels", "GGUF", "Tokenizer", "Llama", "Generation", "Tensor", "Learning"]),
         .testTarget(
             name: "ModelTests",
             dependencies: [
                 "GGUF", "Tokenizer", "Llama", "Generation", "CKernels", "JSON", "Server", "Tensor", "Training",
-                "HoneDaemon", "Postgres",
+                "HoneDaemon", "Postgres", "Learning", "Registry", "Queue",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],

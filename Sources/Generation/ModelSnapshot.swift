@@ -6,11 +6,12 @@ import Tokenizer
 public struct ServedAdapter: Sendable {
     public let name: String
     public let version: String
-    public let weights: LoRAAdapter
+    /// nil for an adapter with no version yet: the base model answers for it.
+    public let weights: LoRAAdapter?
     /// SHA-256 of the base model file it was trained on; nil when unknown.
     public let baseModelSHA256: String?
 
-    public init(name: String, version: String, weights: LoRAAdapter, baseModelSHA256: String?) {
+    public init(name: String, version: String, weights: LoRAAdapter?, baseModelSHA256: String?) {
         self.name = name
         self.version = version
         self.weights = weights
@@ -65,10 +66,11 @@ public final class ModelSnapshot: Sendable {
     /// was trained on; reading every weight for the finiteness check also warms it (an
     /// adapter has no other lazy state), so its first request pays no first-use cost.
     public func validate(_ adapter: ServedAdapter) throws {
-        try adapter.weights.validate(for: model.config)
+        guard let weights = adapter.weights else { return }
+        try weights.validate(for: model.config)
         if let base = adapter.baseModelSHA256, base != model.file.sha256 {
             throw ModelError("adapter \(adapter.version) was trained on base model \(base.prefix(12))…, not \(model.file.sha256.prefix(12))…")
         }
-        guard adapter.weights.isFinite else { throw ModelError("adapter \(adapter.version) holds NaN or infinite weights") }
+        guard weights.isFinite else { throw ModelError("adapter \(adapter.version) holds NaN or infinite weights") }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Postgres
 import Queue
+import Registry
 import Server
 import Generation
 import ServiceLifecycle
@@ -23,6 +24,10 @@ public struct DaemonConfiguration: Sendable {
     public var server: ServerConfiguration
     /// Sequences decoded together at most.
     public var maxBatch: Int
+    /// Run the learner on this replica (replicas that only serve turn it off).
+    public var learner = true
+    /// How often the version watcher checks the registry when no notification came.
+    public var versionPollInterval: Duration = .seconds(2)
 
     public init(databaseURL: String?, paths: HonePaths, modelPath: String, server: ServerConfiguration = .init(),
                 maxBatch: Int = 16, poolSize: Int = 8,
@@ -64,6 +69,10 @@ public enum Daemon {
         let holder = SnapshotHolder()
         let scheduler = BatchScheduler(maxBatch: configuration.maxBatch)
         let completionLog = CompletionLog(pool: pool, logger: logger)
+        let registry = Registry(pool: pool)
+        let replica = ReplicaIdentity.current()
+        let jobsWake = WakeSignal(), versionsWake = WakeSignal()
+        let catalogue = try JobCatalogue(directory: configuration.paths.jobs)
         let server = HoneServer(configuration: configuration.server, holder: holder, scheduler: scheduler,
                                 recorder: completionLog, logger: logger)
         // Start order is dependency order; shutdown runs in reverse, so HTTP requests
@@ -72,8 +81,17 @@ public enum Daemon {
                 .init(service: maintenance),
                 .init(service: completionLog),
                 .init(service: SchedulerService(scheduler: scheduler)),
+                .init(service: NotificationService(conninfo: conninfo, jobs: jobsWake, versions: versionsWake, logger: logger)),
                 .init(service: ModelLoaderService(path: configuration.modelPath, adapters: configuration.adapterDirectories,
                                                   holder: holder, logger: logger)),
+                .init(service: VersionWatcher(registry: registry, holder: holder, wake: versionsWake,
+                                              localAdapters: Set(configuration.adapterDirectories.keys), replica: replica,
+                                              pollInterval: configuration.versionPollInterval, logger: logger)),
+            ] + (configuration.learner ? [
+                .init(service: LearnerService(queue: queue, registry: registry, catalogue: catalogue, holder: holder,
+                                              scheduler: scheduler, wake: jobsWake, replica: replica,
+                                              configuration: .init(), logger: logger)),
+            ] : []) + [
                 .init(service: server.application()),
             ], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [.sigquit], logger: logger)
         // An open SSE stream would otherwise hold shutdown until it ends (NOTES.md).

@@ -5,7 +5,7 @@ import Foundation
 ///
 /// Keywords the validator does not implement are refused when the schema is built, so a
 /// schema can never look stricter than it is.
-public struct JSONSchema: Sendable {
+public struct JSONSchema: Sendable, Equatable {
     /// The schema document.
     public let document: JSONValue
 

@@ -42,6 +42,11 @@ public enum LoRATarget: String, CaseIterable, Sendable, Codable, Comparable {
     public static func < (a: LoRATarget, b: LoRATarget) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
     }
+
+    /// A target by its PEFT module name (`q_proj`) or its short name (`q`).
+    public static func named(_ name: String) -> LoRATarget? {
+        LoRATarget(rawValue: name) ?? LoRATarget(rawValue: name + "_proj")
+    }
 }
 
 /// Rank, scale and targets of a LoRA adapter. Defaults: rank 16, alpha 32, all seven linear

@@ -48,5 +48,10 @@ public struct PostgresQuery: Sendable, ExpressibleByStringInterpolation {
             binds.append(value.postgresValue)
             sql += "$\(binds.count)"
         }
+
+        /// Inserts trusted SQL text (a constant column list), not a parameter.
+        public mutating func appendInterpolation(unsafe sql: String) {
+            self.sql += sql
+        }
     }
 }

@@ -164,6 +164,33 @@ public struct JobQueue: Sendable {
         return rows.affectedRows == 1
     }
 
+    /// Gives up on a job that has not finished, keeping the reason in its errors (an
+    /// operator's decision; its submission's outcome becomes `failed`). False when final.
+    @discardableResult
+    public func discard(id: Int64, reason: String, on connection: PostgresConnection? = nil) async throws -> Bool {
+        let rows = try await run("""
+            UPDATE hone.jobs SET state = 'discarded', finalized_at = now(), lease_expires_at = NULL,
+                errors = array_append(errors, hone.job_error(attempt, \(reason)))
+            WHERE id = \(id) AND state NOT IN ('completed', 'cancelled', 'discarded')
+            """, on: connection)
+        return rows.affectedRows == 1
+    }
+
+    /// Jobs matching every given filter, newest first.
+    public func jobs(state: JobState? = nil, kind: String? = nil, adapter: String? = nil, olderThan: Duration? = nil,
+                     limit: Int = 50, on connection: PostgresConnection? = nil) async throws -> [Job] {
+        let rows = try await run("""
+            SELECT \(unsafe: Job.columns) FROM hone.jobs
+            WHERE (\(state)::hone.job_state IS NULL OR state = \(state)::hone.job_state)
+              AND (\(kind)::text IS NULL OR kind = \(kind)::text)
+              AND (\(adapter)::text IS NULL OR adapter = \(adapter)::text)
+              AND (\(olderThan?.seconds)::double precision IS NULL
+                   OR created_at < now() - make_interval(secs => \(olderThan?.seconds)::double precision))
+            ORDER BY id DESC LIMIT \(limit)
+            """, on: connection)
+        return try rows.map(Job.init(row:))
+    }
+
     /// One job by id.
     public func job(id: Int64, on connection: PostgresConnection? = nil) async throws -> Job? {
         let rows = try await run("SELECT \(unsafe: Job.columns) FROM hone.jobs WHERE id = \(id)", on: connection)
@@ -175,12 +202,5 @@ extension Duration {
     /// The duration in seconds, as a Double.
     var seconds: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}
-
-extension PostgresQuery.StringInterpolation {
-    /// Inserts trusted SQL text (a constant column list), not a parameter.
-    mutating func appendInterpolation(unsafe sql: String) {
-        appendLiteral(sql)
     }
 }

@@ -48,3 +48,13 @@ public enum Parallel {
         (total * chunk / chunks)..<(total * (chunk + 1) / chunks)
     }
 }
+
+extension Parallel {
+    /// Runs blocking work (a training step, a forward pass, a socket read) on a thread of
+    /// its own and awaits it, so Swift's cooperative pool is never held by CPU-bound work.
+    public static func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try work() }) }.start()
+        }
+    }
+}

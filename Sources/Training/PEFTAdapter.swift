@@ -16,8 +16,20 @@ public enum PEFTAdapter {
     /// Writes the two files into `directory` (created if missing).
     public static func write(_ adapter: LoRAAdapter, to directory: String, model: LlamaModel, baseModelName: String) throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try weights(adapter, model: model).write(to: directory + "/" + weightsFile)
+        try Data(config(adapter.config, baseModelName: baseModelName).jsonText.utf8)
+            .write(to: URL(fileURLWithPath: directory + "/" + configFile))
+    }
+
+    /// The weights file: tensors in PEFT's names and row order, with the base model's
+    /// SHA-256 and the LoRA settings in its metadata, so the file alone (a registry blob)
+    /// says what it fits.
+    public static func weights(_ adapter: LoRAAdapter, model: LlamaModel) -> SafeTensors {
         let cfg = model.config
-        var file = SafeTensors(metadata: ["format": "pt", baseModelKey: model.file.sha256])
+        var file = SafeTensors(metadata: [
+            "format": "pt", baseModelKey: model.file.sha256,
+            loraConfigKey: String(decoding: try! JSONEncoder().encode(adapter.config), as: UTF8.self),
+        ])
         for key in adapter.keys {
             let w = adapter.weights[key]!
             let (out, inWidth) = key.target.shape(cfg)
@@ -25,14 +37,21 @@ public enum PEFTAdapter {
             file.tensors[tensorName(key, "A")] = .init(shape: [r, inWidth], values: w.a)
             file.tensors[tensorName(key, "B")] = .init(shape: [out, r], values: permuteRows(w.b, key.target, cfg, toHF: true, columns: r))
         }
-        try file.write(to: directory + "/" + weightsFile)
-        let config: JSONValue = .object([
+        return file
+    }
+
+    /// safetensors metadata key holding the LoRA settings (rank, alpha, targets) as JSON.
+    public static let loraConfigKey = "hone.lora_config"
+
+    /// `adapter_config.json` for these settings.
+    public static func config(_ config: LoRAConfig, baseModelName: String) -> JSONValue {
+        .object([
             "peft_type": .string("LORA"),
             "task_type": .string("CAUSAL_LM"),
             "base_model_name_or_path": .string(baseModelName),
-            "r": .int(adapter.config.rank),
-            "lora_alpha": .double(Double(adapter.config.alpha)),
-            "target_modules": .array(adapter.config.targets.map { .string($0.rawValue) }),
+            "r": .int(config.rank),
+            "lora_alpha": .double(Double(config.alpha)),
+            "target_modules": .array(config.targets.map { .string($0.rawValue) }),
             "lora_dropout": .double(0),
             "bias": .string("none"),
             "fan_in_fan_out": .bool(false),
@@ -45,7 +64,6 @@ public enum PEFTAdapter {
             "rank_pattern": .object([:]),
             "alpha_pattern": .object([:]),
         ])
-        try Data(config.jsonText.utf8).write(to: URL(fileURLWithPath: directory + "/" + configFile))
     }
 
     /// Reads an adapter from `directory` for `model`, refusing (with the reason) anything
@@ -80,11 +98,28 @@ public enum PEFTAdapter {
             targets.append(t)
         }
         let file = try SafeTensors(path: directory + "/" + weightsFile)
+        return try adapter(from: file, config: LoRAConfig(rank: rank, alpha: Float(alpha), targets: targets),
+                           model: model, source: "adapter \(directory)")
+    }
+
+    /// Reads a weights file that carries its settings in its metadata (what `weights`
+    /// writes; the registry's blobs).
+    public static func read(weights file: SafeTensors, model: LlamaModel, source: String) throws -> LoRAAdapter {
+        guard let text = file.metadata[loraConfigKey],
+              let config = try? JSONDecoder().decode(LoRAConfig.self, from: Data(text.utf8)) else {
+            throw TrainingError("\(source): the metadata lacks \(loraConfigKey) (rank, alpha, targets)")
+        }
+        return try adapter(from: file, config: config, model: model, source: source)
+    }
+
+    /// The adapter held in `file` for `config`, checked against `model`.
+    static func adapter(from file: SafeTensors, config: LoRAConfig, model: LlamaModel, source: String) throws -> LoRAAdapter {
+        func refuse(_ why: String) -> TrainingError { TrainingError("\(source): \(why)") }
         if let base = file.metadata[baseModelKey], base != model.file.sha256 {
             throw refuse("it was trained on base model \(base.prefix(12))…, not this model (\(model.file.sha256.prefix(12))…)")
         }
-        let cfg = model.config
-        var adapter = LoRAAdapter.zeros(config: LoRAConfig(rank: rank, alpha: Float(alpha), targets: targets), model: cfg)
+        let cfg = model.config, rank = config.rank
+        var adapter = LoRAAdapter.zeros(config: config, model: cfg)
         var unused = Set(file.tensors.keys)
         for key in adapter.keys {
             let (out, inWidth) = key.target.shape(cfg)

@@ -32,7 +32,11 @@ public struct SafeTensors: Sendable {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw TrainingError("cannot read \(path)")
         }
-        let bytes = [UInt8](data)
+        try self.init(bytes: [UInt8](data), name: path)
+    }
+
+    /// Parses a file's bytes (e.g. an adapter blob from the database); `name` goes into errors.
+    public init(bytes: [UInt8], name path: String) throws {
         guard bytes.count >= 8 else { throw TrainingError("\(path) is not a safetensors file: \(bytes.count) bytes") }
         let headerLength = bytes[0..<8].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
         guard headerLength > 0, 8 + headerLength <= bytes.count else {

@@ -73,7 +73,7 @@ enum ServeBench {
                 try? await Task.sleep(for: .milliseconds(100))
                 n += 1
                 let next = versions[n % 2]
-                try? await onThread { try holder.install(next) }
+                try? await Parallel.onThread { try holder.install(next) }
             }
             return n
         }()
@@ -86,7 +86,7 @@ enum ServeBench {
         async let after = load(port: port, clients: clients, duration: 6, model: "smollm2:bench", origin: clock)
         try await Task.sleep(for: .seconds(2))
         let requested = (ContinuousClock.now - clock).seconds
-        try await onThread { try holder.install(fresh) }
+        try await Parallel.onThread { try holder.install(fresh) }
         let (samples, _) = try await after
         let firstOnNew = samples.filter { $0.version == "bench@3" }.map(\.firstToken).min() ?? .nan
         let latency = { (s: [Sample]) in percentile(s.map { $0.end - $0.start }, 0.99) }
@@ -105,7 +105,7 @@ enum ServeBench {
         let samples = try await withThrowingTaskGroup(of: [Sample].self) { group in
             for c in 0..<clients {
                 group.addTask {
-                    try await onThread {
+                    try await Parallel.onThread {
                         var mine: [Sample] = []
                         var i = 0
                         while i < requests && (ContinuousClock.now - start).seconds < duration {
@@ -157,13 +157,5 @@ enum ServeBench {
         } ?? "?"
         let tokens = received.components(separatedBy: "\"delta\":{\"content\":").count - 1
         return Sample(start: started, firstToken: firstToken ?? end, end: end, tokens: tokens, version: version)
-    }
-}
-
-/// Runs blocking work on a thread of its own (sockets, forward passes), never on Swift's
-/// cooperative pool.
-func onThread<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try work() }) }.start()
     }
 }

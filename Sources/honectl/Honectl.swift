@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Llama
 
 /// `honectl` — Hone's operator CLI. Exit codes: 0 success, 1 the operation failed
@@ -8,10 +9,27 @@ struct Honectl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "honectl",
         abstract: "Operate Hone: migrate the database, inspect and manage the queue, train and try adapters.",
-        subcommands: [Migrate.self, Generate.self, Tokenize.self, Train.self])
+        subcommands: [Status.self, Adapters.self, Versions.self, Rollback.self, Pin.self, Unpin.self, Pause.self, Resume.self,
+                      Jobs.self, Feedback.self, Export.self, Migrate.self, Generate.self, Tokenize.self, Train.self])
 
+    /// Exit codes scripts can trust: 0 done, 1 the operation failed (database error,
+    /// refused change, missing object), 2 bad usage (ArgumentParser's 64 is mapped to 2).
     static func main() async {
         OpenBLASEnvironment.ensureCoreType()
-        await main(nil)
+        do {
+            var command = try parseAsRoot(nil)
+            if var async = command as? AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            let code = exitCode(for: error)
+            if code.rawValue == 64 {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
     }
 }

@@ -70,7 +70,7 @@ struct Train: ParsableCommand {
     func targetList() throws -> [LoRATarget] {
         if targets == "all" { return LoRATarget.allCases }
         return try targets.split(separator: ",").map { name in
-            guard let t = LoRATarget(rawValue: String(name)) else {
+            guard let t = LoRATarget.named(String(name)) else {
                 throw ValidationError("unknown target \(name); choose among \(LoRATarget.allCases.map(\.rawValue).joined(separator: ","))")
             }
             return t

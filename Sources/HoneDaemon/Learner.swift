@@ -1,0 +1,241 @@
+import Foundation
+import Generation
+import JSON
+import Learning
+import Llama
+import Logging
+import Postgres
+import Queue
+import Registry
+import Server
+import ServiceLifecycle
+import Tensor
+import Tokenizer
+
+/// The learner: for each adapter with work, on one replica at a time (a session advisory
+/// lock per adapter), claims a micro-batch of jobs, turns them into verified examples,
+/// trains a copy of that adapter, gates it, and records the candidate — in the same
+/// transaction that completes the jobs, so a crash anywhere before the commit leaves the
+/// jobs to run again and no half-written version behind.
+struct LearnerService: Service {
+    struct Configuration: Sendable {
+        /// How long to wait for a `hone_jobs` notification before looking for work anyway.
+        var pollInterval: Duration = .seconds(2)
+        /// Lease of claimed jobs, renewed every third of it while the update runs.
+        var lease: Duration = .seconds(300)
+        /// Jobs per update at most.
+        var batchSize = 8
+    }
+
+    static let kinds = ["feedback", "task", "document"]
+
+    let queue: JobQueue
+    let registry: Registry
+    let catalogue: JobCatalogue
+    let holder: SnapshotHolder
+    let scheduler: BatchScheduler
+    let wake: WakeSignal
+    let replica: ReplicaIdentity
+    let configuration: Configuration
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while holder.snapshot == nil && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
+            guard let snapshot = holder.snapshot else { return }
+            var anchors: AnchorSet?
+            while !Task.isCancelled {
+                var worked = false
+                do {
+                    for adapter in try await adaptersWithWork() {
+                        if anchors == nil {
+                            anchors = try await AnchorSet.make(sampler: SchedulerSampler(scheduler: scheduler, snapshot: snapshot),
+                                                               tokenizer: snapshot.tokenizer)
+                        }
+                        if try await update(adapter, anchors: anchors!) { worked = true }
+                        if Task.isCancelled { return }
+                    }
+                } catch is CancellationError {
+                    return
+                } catch {
+                    logger.error("learner pass failed; retrying after the poll interval", metadata: ["error": "\(error)"])
+                }
+                if !worked { await wake.wait(timeout: configuration.pollInterval) }
+            }
+        }
+    }
+
+    /// Adapters, not paused, with claimable learning jobs.
+    func adaptersWithWork() async throws -> [String] {
+        try await queue.pool.query("""
+            SELECT DISTINCT j.adapter FROM hone.jobs j JOIN hone.adapters a ON a.name = j.adapter
+            WHERE j.state = 'available' AND j.scheduled_at <= now() AND j.kind = ANY(\(Self.kinds)::text[]) AND NOT a.paused
+            ORDER BY 1
+            """).map { try $0.decode("adapter") }
+    }
+
+    /// One update of `adapter` if this replica gets its lock; true when jobs were handled.
+    func update(_ adapter: String, anchors: AnchorSet) async throws -> Bool {
+        try await queue.pool.withConnection { connection in
+            let key = "hone learner \(adapter)"
+            let locked: Bool = try await connection.query("SELECT pg_try_advisory_lock(hashtextextended(\(key), 0)) AS locked")[0].decode("locked")
+            guard locked else { return false }
+            func unlock() async { _ = try? await connection.query("SELECT pg_advisory_unlock(hashtextextended(\(key), 0))") }
+            do {
+                let worked = try await updateLocked(adapter, anchors: anchors, connection: connection)
+                await unlock()
+                return worked
+            } catch {
+                await unlock()
+                throw error
+            }
+        }
+    }
+
+    private func updateLocked(_ adapter: String, anchors: AnchorSet, connection: PostgresConnection) async throws -> Bool {
+        guard let record = try await registry.adapter(adapter, on: connection), !record.paused else { return false }
+        let jobs = try await queue.claim(limit: configuration.batchSize, worker: replica.id, kinds: Self.kinds, adapter: adapter,
+                                         lease: configuration.lease)
+        guard !jobs.isEmpty else { return false }
+        var log = logger
+        log[metadataKey: "adapter.name"] = "\(adapter)"
+        log.info("learning update started", metadata: ["jobs": "\(jobs.map(\.id))"])
+        var valid: [Job] = []
+        for job in jobs {
+            if let reason = catalogue.rejection(kind: job.kind, payload: job.args) {
+                try await queue.discard(job.lease, reason: reason)
+            } else {
+                valid.append(job)
+            }
+        }
+        guard !valid.isEmpty else { return true }
+        let settings: LearningSettings
+        do { settings = try LearningSettings(json: record.settings) } catch {
+            for job in valid { try await queue.fail(job.lease, error: "adapter \(adapter)'s settings are invalid: \(error)") }
+            return true
+        }
+        // Renew every lease while the update runs; a lost lease abandons the update.
+        let claimed = valid, updateLogger = log
+        return try await withThrowingTaskGroup(of: Bool?.self) { group in
+            group.addTask {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: configuration.lease / 3)
+                    for job in claimed where try await !queue.heartbeat(job.lease, lease: configuration.lease) {
+                        throw LearnerError("job \(job.id)'s lease was lost (cancelled or rescued); abandoning the update")
+                    }
+                }
+                return nil
+            }
+            group.addTask {
+                try await learn(record, settings: settings, jobs: claimed, anchors: anchors, connection: connection, logger: updateLogger)
+                return true
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let result { return result }
+            }
+            return true
+        }
+    }
+
+    private func learn(_ record: AdapterRecord, settings: LearningSettings, jobs: [Job], anchors: AnchorSet,
+                       connection: PostgresConnection, logger: Logger) async throws {
+        guard let snapshot = holder.snapshot else { throw LearnerError("no model is loaded") }
+        let model = snapshot.model
+        let parent: LoRAAdapter?
+        if let version = record.activeVersion {
+            let id = VersionRecord.id(adapter: record.name, version: version)
+            if let served = snapshot.adapters[record.name], served.version == id, let weights = served.weights {
+                parent = weights
+            } else {
+                guard let blob = try await registry.blob(record.name, version) else { throw LearnerError("\(id) has no blob") }
+                parent = try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: model, source: id)
+            }
+        } else {
+            parent = nil
+        }
+        let sampler = SchedulerSampler(scheduler: scheduler, snapshot: snapshot)
+        let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: parent)
+        var plans: [ItemPlan] = []
+        for job in jobs { plans.append(try await builder.plan(WorkItem(jobID: job.id, kind: job.kind, args: job.args))) }
+        let buffer: [[ChatMessage]] = try await queue.pool.query("""
+            SELECT e.messages FROM hone.training_examples e
+            WHERE e.adapter = \(record.name) AND e.version <= \(record.activeVersion ?? 0)
+            ORDER BY random() LIMIT 64
+            """).map { try Self.messages(JSONValue(parsing: $0.decode("messages", as: JSONText.self).text)) }
+
+        let leases = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0.lease) })
+        let trainable = plans.filter { $0.skipped == nil }
+        guard !trainable.isEmpty else {
+            try await finish(plans, leases: leases, version: nil, outcome: nil, connection: connection)
+            logger.info("learning update: nothing to train", metadata: ["jobs": "\(jobs.count)"])
+            return
+        }
+        let update = LearningUpdate(model: model, tokenizer: snapshot.tokenizer, sampler: sampler, settings: settings, anchors: anchors)
+        let outcome = try await update.run(parent: parent, plans: plans, buffer: buffer) { report in
+            logger.debug("learning step", metadata: ["step": "\(report.step)", "loss": "\(report.loss)", "seconds": "\(report.seconds)"])
+        }
+        let candidate = VersionCandidate(
+            adapter: record.name, parentVersion: record.activeVersion, accepted: outcome.accepted,
+            baseModelSHA256: model.file.sha256, blob: outcome.adapter.map { AdapterBlob.encode($0, model: model) },
+            metrics: .object(outcome.metrics), jobIDs: trainable.map(\.jobID), examples: outcome.examples.count,
+            reason: outcome.reason)
+        let version = try await connection.transaction { tx in
+            let (version, activated) = try await registry.record(candidate, actor: replica.id, on: tx)
+            if outcome.accepted {
+                for plan in trainable {
+                    for example in plan.examples {
+                        try await tx.query("""
+                            INSERT INTO hone.training_examples (adapter, version, job_id, messages)
+                            VALUES (\(record.name), \(version), \(plan.jobID), \(JSONText(Self.json(example).jsonText))::jsonb)
+                            """)
+                    }
+                }
+            }
+            try await finish(plans, leases: leases, version: version, outcome: outcome, connection: tx)
+            return (version, activated)
+        }
+        logger.info("learning update recorded", metadata: [
+            "adapter.version": "\(VersionRecord.id(adapter: record.name, version: version.0))",
+            "accepted": "\(outcome.accepted)", "activated": "\(version.1)", "reason": "\(outcome.reason ?? "")",
+            "metrics": "\(JSONValue.object(outcome.metrics).jsonText)"])
+    }
+
+    /// Completes every job with its item's outcome; throws (rolling the caller's transaction
+    /// back) when any lease was lost, so a job's effect commits only with its completion.
+    private func finish(_ plans: [ItemPlan], leases: [Int64: JobLease], version: Int?, outcome: UpdateOutcome?,
+                        connection: PostgresConnection) async throws {
+        let results: [(lease: JobLease, result: JSONValue?)] = plans.map { plan in
+            var result: [String: JSONValue] = ["notes": .object(plan.notes)]
+            if let (what, why) = plan.skipped {
+                result["outcome"] = .string(what)
+                result["reason"] = .string(why)
+            } else if let outcome, let version {
+                result["outcome"] = .string(outcome.accepted ? "trained" : "rejected")
+                result["version"] = .int(version)
+                if let reason = outcome.reason { result["reason"] = .string("rejected by the gate: \(reason)") }
+            }
+            return (leases[plan.jobID]!, .object(result))
+        }
+        let held = try await queue.complete(results, on: connection)
+        guard held.count == results.count else {
+            throw LearnerError("\(results.count - held.count) job lease(s) were lost before the commit; nothing is recorded")
+        }
+    }
+
+    static func messages(_ json: JSONValue) -> [ChatMessage] {
+        (json.arrayValue ?? []).compactMap { m in
+            guard let role = m["role"]?.stringValue, let content = m["content"]?.stringValue else { return nil }
+            return ChatMessage(role: role, content: content)
+        }
+    }
+
+    static func json(_ messages: [ChatMessage]) -> JSONValue {
+        .array(messages.map { .object(["role": .string($0.role), "content": .string($0.content)]) })
+    }
+}
+
+struct LearnerError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import Generation
+import JSON
+import Logging
+import Postgres
+import Queue
+import Registry
+import Server
+import ServiceLifecycle
+import Tensor
+
+/// Keeps this replica serving every adapter's active version: on a `hone_versions`
+/// notification (and every poll interval, in case one was missed) it compares the registry
+/// with the snapshot, fetches changed versions' blobs, checks their SHA-256, shapes and
+/// base model, and swaps them in. Also writes this replica's heartbeat row.
+struct VersionWatcher: Service {
+    let registry: Registry
+    let holder: SnapshotHolder
+    let wake: WakeSignal
+    /// Adapters served from directories (`--adapter`); the registry does not manage them.
+    let localAdapters: Set<String>
+    let replica: ReplicaIdentity
+    let pollInterval: Duration
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var lastHeartbeat = ContinuousClock.now - .seconds(3600)
+            while !Task.isCancelled {
+                if holder.snapshot != nil {
+                    await reconcile()
+                    if ContinuousClock.now - lastHeartbeat >= .seconds(5) {
+                        await heartbeat()
+                        lastHeartbeat = .now
+                    }
+                }
+                await wake.wait(timeout: holder.snapshot == nil ? .milliseconds(100) : pollInterval)
+            }
+        }
+        _ = try? await registry.pool.query("DELETE FROM hone.replicas WHERE id = \(replica.id)")
+    }
+
+    /// Installs what the registry says each adapter should serve, where it differs.
+    func reconcile() async {
+        guard let snapshot = holder.snapshot else { return }
+        let adapters: [AdapterRecord]
+        do { adapters = try await registry.adapters() } catch {
+            logger.warning("version watcher cannot read the registry; serving what it has", metadata: ["error": "\(error)"])
+            return
+        }
+        for record in adapters where !localAdapters.contains(record.name) {
+            let wanted = record.activeVersion.map { VersionRecord.id(adapter: record.name, version: $0) } ?? "\(record.name)@base"
+            if holder.snapshot?.adapters[record.name]?.version == wanted { continue }
+            do {
+                let served: ServedAdapter
+                if let version = record.activeVersion {
+                    guard let blob = try await registry.blob(record.name, version) else {
+                        throw SnapshotError("version \(wanted) has no blob")
+                    }
+                    let model = snapshot.model
+                    let weights = try await Parallel.onThread {
+                        try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: model, source: wanted)
+                    }
+                    served = ServedAdapter(name: record.name, version: wanted, weights: weights, baseModelSHA256: model.file.sha256)
+                } else {
+                    served = ServedAdapter(name: record.name, version: wanted, weights: nil, baseModelSHA256: nil)
+                }
+                try await Parallel.onThread { [holder] in try holder.install(served) }
+                logger.info("adapter version installed", metadata: ["adapter.name": "\(record.name)", "adapter.version": "\(wanted)"])
+            } catch {
+                logger.error("cannot serve adapter version; keeping the one served", metadata: [
+                    "adapter.name": "\(record.name)", "adapter.version": "\(wanted)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Upserts this replica's row: alive, and what it serves.
+    func heartbeat() async {
+        guard let snapshot = holder.snapshot else { return }
+        var versions: [String: JSONValue] = [:]
+        for id in snapshot.servedModelIDs { versions[id] = snapshot.resolve(id).map { .string($0.version) } }
+        let served = JSONText(JSONValue.object(versions).jsonText)
+        do {
+            try await registry.pool.query("""
+                INSERT INTO hone.replicas (id, host, pid, base_model_sha256, served, started_at, heartbeat_at)
+                VALUES (\(replica.id), \(replica.host), \(Int(replica.pid)), \(snapshot.model.file.sha256), \(served)::jsonb, now(), now())
+                ON CONFLICT (id) DO UPDATE SET served = EXCLUDED.served, heartbeat_at = now()
+                """)
+        } catch {
+            logger.warning("replica heartbeat failed", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Who this process is, in `hone.replicas`, job `attempted_by` and audit rows.
+struct ReplicaIdentity: Sendable {
+    let id: String
+    let host: String
+    let pid: Int32
+
+    static func current() -> ReplicaIdentity {
+        let host = ProcessInfo.processInfo.hostName
+        let pid = ProcessInfo.processInfo.processIdentifier
+        return ReplicaIdentity(id: "\(host):\(pid)", host: host, pid: pid)
+    }
+}

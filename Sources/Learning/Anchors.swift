@@ -1,0 +1,94 @@
+import Foundation
+import Llama
+import Tokenizer
+import Training
+
+/// General prompts whose targets are the base model's own answers: half are replayed in
+/// every update (so the adapter keeps answering them as the base does), the other half
+/// only measure drift at the gate, so the gate judges text the update never trained on.
+public struct AnchorSet: Sendable {
+    /// Conversations replayed in training.
+    public let replay: [[ChatMessage]]
+    /// Sequences the gate measures NLL and KL on (loss mask: the base's answer).
+    public let gate: [TrainingSequence]
+
+    /// Fixed prompts: everyday knowledge, instructions and small reasoning, the kind of
+    /// general ability an adapter must not lose.
+    public static let prompts = [
+        "What is the capital of France?",
+        "Give me three tips for staying healthy.",
+        "What does a thermometer measure?",
+        "Translate 'good morning' into Spanish.",
+        "Explain what photosynthesis is in one sentence.",
+        "Write a short greeting for a birthday card.",
+        "How many days are there in a week?",
+        "What is the opposite of hot?",
+        "Name a primary colour.",
+        "Why do we need sleep?",
+        "What is 12 plus 7?",
+        "Describe the ocean in one sentence.",
+        "What is the largest planet in our solar system?",
+        "Suggest a name for a pet cat.",
+        "What do bees make?",
+        "How do you say thank you in French?",
+    ]
+
+    /// Asks the base model (no adapter) for its greedy answers.
+    public static func make(sampler: TextSampler, tokenizer: Tokenizer, maxTokens: Int = 40) async throws -> AnchorSet {
+        let asked = prompts.map { [ChatMessage(role: "user", content: $0)] }
+        let answers = try await sampler.complete(asked.map { SampleRequest(messages: $0, maxTokens: maxTokens) }, adapter: nil)
+        let conversations = zip(asked, answers).map { $0 + [ChatMessage(role: "assistant", content: $1)] }
+        let half = conversations.count / 2
+        return AnchorSet(replay: Array(conversations[..<half]),
+                         gate: conversations[half...].map { ChatExamples.sequence($0, tokenizer: tokenizer) })
+    }
+
+    public init(replay: [[ChatMessage]], gate: [TrainingSequence]) {
+        self.replay = replay
+        self.gate = gate
+    }
+}
+
+/// How far an adapter moved the model's general behaviour, on the anchor answers.
+public struct Drift: Sendable, Equatable {
+    /// Mean NLL of the anchor answers, bits per token, for the base and with the adapter.
+    public var baseNLL: Double
+    public var adapterNLL: Double
+    /// Mean KL(base ‖ adapter) over the answer positions, bits per token.
+    public var kl: Double
+    public var nllRise: Double { adapterNLL - baseNLL }
+
+    /// Measures `adapter` against the base on `sequences` (one forward pass each per model).
+    public static func measure(model: LlamaModel, sequences: [TrainingSequence], adapter: LoRAAdapter?) throws -> Drift {
+        var baseSum = 0.0, adapterSum = 0.0, klSum = 0.0, count = 0
+        for seq in sequences {
+            let inputs = seq.tokens.dropLast()
+            guard !inputs.isEmpty else { continue }
+            func logits(_ a: LoRAAdapter?) throws -> [[Float]] {
+                try model.forward([SequenceInput(tokens: Array(inputs), cache: model.makeCache(capacity: inputs.count),
+                                                 allLogits: true, adapter: a)], mode: .exact)[0]
+            }
+            let base = try logits(nil), tuned = try adapter.map(logits) ?? base
+            for t in 0..<inputs.count where seq.lossMask[t + 1] {
+                let p = logSoftmax(base[t]), q = logSoftmax(tuned[t])
+                let target = seq.tokens[t + 1]
+                baseSum -= Double(p[target])
+                adapterSum -= Double(q[target])
+                var kl = 0.0
+                for i in p.indices where p[i] > -30 { kl += exp(Double(p[i])) * Double(p[i] - q[i]) }
+                klSum += kl
+                count += 1
+            }
+        }
+        let bits = 1 / log(2.0), n = Double(max(count, 1))
+        return Drift(baseNLL: baseSum / n * bits, adapterNLL: adapterSum / n * bits, kl: max(klSum / n * bits, 0))
+    }
+
+    static func logSoftmax(_ x: [Float]) -> [Float] {
+        let m = x.max() ?? 0
+        var sum = 0.0
+        for v in x { sum += exp(Double(v - m)) }
+        let lse = m + Float(log(sum))
+        return x.map { $0 - lse }
+    }
+}

@@ -1,0 +1,234 @@
+import JSON
+import Llama
+import Tokenizer
+
+/// A prompt whose answer an external verifier judges: a held-out variant of a correction,
+/// a task, or an adapter's canary. The gate counts how many pass before and after training.
+public struct Probe: Sendable, Equatable {
+    public var messages: [ChatMessage]
+    public var verifier: Verifier
+    public init(messages: [ChatMessage], verifier: Verifier) {
+        self.messages = messages
+        self.verifier = verifier
+    }
+}
+
+/// A claimed job, as the learner sees it.
+public struct WorkItem: Sendable {
+    public let jobID: Int64
+    /// `feedback`, `task` or `document`.
+    public let kind: String
+    public let args: JSONValue
+    public init(jobID: Int64, kind: String, args: JSONValue) {
+        self.jobID = jobID
+        self.kind = kind
+        self.args = args
+    }
+}
+
+/// What the self-verification loop made of one item: verified training conversations and
+/// probes for the gate, or why nothing is trained (kept on the item's row).
+public struct ItemPlan: Sendable {
+    public let jobID: Int64
+    /// Conversations ending with the assistant's target answer.
+    public var examples: [[ChatMessage]] = []
+    public var probes: [Probe] = []
+    /// `dropped` or `blocked` with the reason, when nothing is trained.
+    public var skipped: (outcome: String, reason: String)?
+    /// How the examples were found (samples that passed, revision rounds, …), for the item's result.
+    public var notes: [String: JSONValue] = [:]
+
+    init(jobID: Int64) { self.jobID = jobID }
+}
+
+/// Turns jobs into verified examples (DESIGN.md, "The learning loop"): generate, check with
+/// an external verifier, revise with the verifier's message, rationalize from a reference.
+/// The model's own judgement never accepts an example.
+public struct ExampleBuilder: Sendable {
+    let sampler: TextSampler
+    let settings: LearningSettings
+    /// The adapter serving now: tasks are sampled from it.
+    let adapter: LoRAAdapter?
+
+    public init(sampler: TextSampler, settings: LearningSettings, adapter: LoRAAdapter?) {
+        self.sampler = sampler
+        self.settings = settings
+        self.adapter = adapter
+    }
+
+    public func plan(_ item: WorkItem) async throws -> ItemPlan {
+        var plan = ItemPlan(jobID: item.jobID)
+        switch item.kind {
+        case "feedback": try await feedback(item.args, into: &plan)
+        case "task": try await task(item.args, into: &plan)
+        case "document": try await document(item.args, into: &plan)
+        default: plan.skipped = ("dropped", "the learner does not handle job kind \(item.kind)")
+        }
+        if plan.skipped == nil && plan.examples.isEmpty {
+            plan.skipped = ("dropped", "no verified example could be made")
+        }
+        return plan
+    }
+
+    // MARK: feedback
+
+    func feedback(_ args: JSONValue, into plan: inout ItemPlan) async throws {
+        let messages = (args["messages"]?.arrayValue ?? []).compactMap { m -> ChatMessage? in
+            guard let role = m["role"]?.stringValue, let content = m["content"]?.stringValue else { return nil }
+            return ChatMessage(role: role, content: content)
+        }
+        // The conversation up to the last user turn; the answer after it is what is judged.
+        var context = messages
+        var served = args["response"]?.stringValue
+        if context.last?.role == "assistant" {
+            served = served ?? context.last?.content
+            context.removeLast()
+        }
+        if context.isEmpty, let prompt = args["prompt"]?.stringValue { context = [ChatMessage(role: "user", content: prompt)] }
+        guard let question = context.last, question.role == "user" else {
+            plan.skipped = ("dropped", args["completion_id"] != nil && messages.isEmpty
+                ? "completion \(args["completion_id"]?.stringValue ?? "") was not found in hone.completions; give prompt or messages"
+                : "the feedback has no user question to answer")
+            return
+        }
+        let before = Array(context.dropLast())
+        if let target = args["correction"]?.stringValue {
+            try await correction(target, question: question.content, before: before, into: &plan)
+        } else if args["rating"]?.intValue == 1 {
+            guard let served, !served.isEmpty else {
+                plan.skipped = ("dropped", "thumbs-up without the served response (completion not logged)")
+                return
+            }
+            plan.examples = [context + [ChatMessage(role: "assistant", content: served)]]
+            plan.notes["source"] = .string("thumbs-up response")
+        } else {
+            plan.skipped = ("blocked", "thumbs-down without a correction: the response is blocked, nothing is trained")
+        }
+    }
+
+    /// The correction is the target for the question and its paraphrases; some paraphrases
+    /// are held out, and pass when the answer names the correction's new words.
+    func correction(_ correction: String, question: String, before: [ChatMessage], into plan: inout ItemPlan) async throws {
+        let keys = Paraphrases.keyWords(answer: correction, question: question)
+        var variants = Array(Paraphrases.templates(question).prefix(settings.variants))
+        // Model-written paraphrases join when they read as a question and do not give the answer away.
+        let rewrites = try await sampler.complete((0..<2).map { i in
+            SampleRequest(messages: [ChatMessage(role: "user", content: "Rewrite this question in different words. Reply with the new question only.\n\n\(question)")],
+                          temperature: settings.temperature, seed: settings.seed &+ UInt64(i), maxTokens: 40)
+        }, adapter: nil)
+        var modelWritten = 0
+        for rewrite in rewrites {
+            let q = rewrite.trimmingCharacters(in: .whitespacesAndNewlines)
+            let lower = Set(Verifier.words(q))
+            guard q.hasSuffix("?"), q.count <= 200, !variants.contains(q), !keys.contains(where: lower.contains) else { continue }
+            variants.append(q)
+            modelWritten += 1
+        }
+        // Held out: the last template variants (never the original question, index 0).
+        let templateCount = min(settings.variants, Paraphrases.templates(question).count)
+        let heldIndices = Set((1..<max(templateCount, 1)).suffix(settings.heldOut))
+        for (i, variant) in variants.enumerated() {
+            let asked = before + [ChatMessage(role: "user", content: variant)]
+            if heldIndices.contains(i) {
+                plan.probes.append(Probe(messages: asked, verifier: .containsAll(keys)))
+            } else {
+                plan.examples.append(asked + [ChatMessage(role: "assistant", content: correction)])
+            }
+        }
+        plan.notes["variants"] = .int(variants.count)
+        plan.notes["model_paraphrases"] = .int(modelWritten)
+        plan.notes["held_out"] = .int(plan.probes.count)
+    }
+
+    // MARK: task
+
+    func task(_ args: JSONValue, into plan: inout ItemPlan) async throws {
+        guard let prompt = args["prompt"]?.stringValue, let spec = args["verifier"] else {
+            plan.skipped = ("dropped", "the task has no prompt or verifier")
+            return
+        }
+        let verifier: Verifier
+        do { verifier = try Verifier(spec) } catch {
+            plan.skipped = ("dropped", "the verifier is not usable: \(error)")
+            return
+        }
+        let asked = [ChatMessage(role: "user", content: prompt)]
+        plan.probes = [Probe(messages: asked, verifier: verifier)]
+        func keep(_ outputs: [String]) -> Bool {
+            var kept: [String] = []
+            for o in outputs where verifier.check(o).passed && !kept.contains(o) && kept.count < 2 { kept.append(o) }
+            plan.examples = kept.map { asked + [ChatMessage(role: "assistant", content: $0)] }
+            return !kept.isEmpty
+        }
+        func sample(_ messages: [ChatMessage], round: Int) async throws -> [String] {
+            try await sampler.complete((0..<settings.samples).map { i in
+                SampleRequest(messages: messages, temperature: settings.temperature,
+                              seed: settings.seed &+ UInt64(round * 100 + i), maxTokens: 128)
+            }, adapter: adapter)
+        }
+        var outputs = try await sample(asked, round: 0)
+        plan.notes["samples_passed"] = .int(outputs.filter { verifier.check($0).passed }.count)
+        if keep(outputs) { plan.notes["source"] = .string("sample"); return }
+        // Revise: show the model its answer and the verifier's message.
+        for round in 1...max(settings.revisionRounds, 1) where round <= settings.revisionRounds {
+            let failed = outputs.first ?? ""
+            let message = verifier.check(failed).message
+            outputs = try await sample(asked + [ChatMessage(role: "assistant", content: failed),
+                                                ChatMessage(role: "user", content: "That answer was not accepted: \(message) Answer the original request again.")],
+                                       round: round)
+            if keep(outputs) { plan.notes["source"] = .string("revision \(round)"); return }
+        }
+        // Rationalize: the reference as a hint; the example is trained without the hint.
+        if let reference = args["reference"]?.stringValue {
+            outputs = try await sample([ChatMessage(role: "user", content: "\(prompt)\n\n(Hint: a correct answer is: \(reference))")], round: 9)
+            if keep(outputs) { plan.notes["source"] = .string("rationalization"); return }
+            if verifier.check(reference).passed {
+                plan.examples = [asked + [ChatMessage(role: "assistant", content: reference)]]
+                plan.notes["source"] = .string("reference")
+                return
+            }
+            plan.skipped = ("dropped", "no sample, revision or rationalization passed the verifier, and the reference fails it too: \(verifier.check(reference).message)")
+            return
+        }
+        plan.skipped = ("dropped", "no sample or revision passed the verifier (\(message(for: verifier, outputs))) and there is no reference")
+    }
+
+    private func message(for verifier: Verifier, _ outputs: [String]) -> String {
+        outputs.first.map { verifier.check($0).message } ?? "no output"
+    }
+
+    // MARK: document
+
+    /// Statements become question→answer pairs: the model writes a question each sentence
+    /// answers (kept when it is a question that does not contain the answer); never raw text alone.
+    func document(_ args: JSONValue, into plan: inout ItemPlan) async throws {
+        let text = args["text"]?.stringValue ?? ""
+        let sentences = Paraphrases.sentences(text).prefix(16)
+        guard !sentences.isEmpty else {
+            plan.skipped = ("dropped", "the document has no complete sentence to learn from")
+            return
+        }
+        let questions = try await sampler.complete(sentences.map { s in
+            SampleRequest(messages: [ChatMessage(role: "user", content: "Write one question that this sentence answers. Reply with the question only.\n\nSentence: \(s)")],
+                          maxTokens: 40)
+        }, adapter: nil)
+        var pairs: [(String, String, [String])] = []
+        for (sentence, raw) in zip(sentences, questions) {
+            let q = raw.trimmingCharacters(in: .whitespacesAndNewlines)
+            let keys = Paraphrases.keyWords(answer: sentence, question: q)
+            guard q.hasSuffix("?"), q.count <= 200, !keys.isEmpty else { continue }
+            pairs.append((q, sentence, keys))
+        }
+        for (i, (q, sentence, keys)) in pairs.enumerated() {
+            let asked = [ChatMessage(role: "user", content: q)]
+            if pairs.count > 2 && i == pairs.count - 1 {
+                plan.probes.append(Probe(messages: asked, verifier: .containsAll(keys)))
+            } else {
+                plan.examples.append(asked + [ChatMessage(role: "assistant", content: sentence)])
+            }
+        }
+        plan.notes["sentences"] = .int(sentences.count)
+        plan.notes["pairs"] = .int(pairs.count)
+        if pairs.isEmpty { plan.skipped = ("dropped", "no question-answer pair could be extracted from the document") }
+    }
+}

@@ -1,0 +1,87 @@
+import JSON
+import Llama
+
+/// An adapter's learning settings: stored as a JSON object in `hone.adapters.settings`;
+/// every key is optional and falls back to DESIGN.md's default.
+public struct LearningSettings: Sendable, Equatable {
+    /// LoRA shape of the adapter's first version (later versions keep their parent's).
+    public var lora = LoRAConfig()
+    /// AdamW learning rate.
+    public var learningRate: Float = 5e-4
+    /// Optimizer steps of one update at least (before early stopping may end it) and at most.
+    public var minSteps = 10
+    public var maxSteps = 50
+    /// New examples per step; as many replay examples join them.
+    public var batchSize = 8
+    /// Samples per task prompt, and their temperature.
+    public var samples = 8
+    public var temperature: Float = 0.8
+    /// Revision rounds when no sample verifies.
+    public var revisionRounds = 2
+    /// Paraphrased variants per correction, and how many of them the gate holds out.
+    public var variants = 6
+    public var heldOut = 1
+    /// Gate: the most the anchor NLL may rise (bits/token) and the most KL(base‖candidate) (bits/token).
+    public var maxNLLRise = 0.08
+    public var maxKL = 0.7
+    /// Prompts with verifiers that must not regress: `[{"prompt": …, "verifier": {…}}]`.
+    public var canaries: [Probe] = []
+    /// Seed of the adapter's initialization and of sampling.
+    public var seed: UInt64 = 1
+
+    public init() {}
+
+    /// Reads `settings`; unknown keys and bad values are errors (with the key named), so a
+    /// typo in `honectl adapters create` is caught instead of silently ignored.
+    public init(json: JSONValue) throws {
+        guard case .object(let object) = json else { throw JSONError(message: "adapter settings must be a JSON object") }
+        for (key, value) in object {
+            func number() throws -> Double {
+                guard let d = value.doubleValue, d.isFinite else { throw JSONError(message: "setting \(key) must be a number") }
+                return d
+            }
+            func count(_ range: ClosedRange<Int>) throws -> Int {
+                guard let i = value.intValue, range.contains(i) else {
+                    throw JSONError(message: "setting \(key) must be an integer in \(range.lowerBound)...\(range.upperBound)")
+                }
+                return i
+            }
+            switch key {
+            case "rank": lora.rank = try count(1...256)
+            case "alpha": lora.alpha = Float(try number())
+            case "targets":
+                guard let names = value.arrayValue?.compactMap(\.stringValue), !names.isEmpty else {
+                    throw JSONError(message: "setting targets must be a non-empty list of q, k, v, o, gate, up, down")
+                }
+                lora.targets = try names.map { name in
+                    guard let t = LoRATarget.named(name) else { throw JSONError(message: "unknown LoRA target \(name)") }
+                    return t
+                }.sorted()
+            case "lr": learningRate = Float(try number())
+            case "min_steps": minSteps = try count(0...1000)
+            case "max_steps": maxSteps = try count(1...1000)
+            case "batch_size": batchSize = try count(1...64)
+            case "samples": samples = try count(1...32)
+            case "temperature": temperature = Float(try number())
+            case "revision_rounds": revisionRounds = try count(0...4)
+            case "variants": variants = try count(1...16)
+            case "held_out": heldOut = try count(0...4)
+            case "max_nll_rise": maxNLLRise = try number()
+            case "max_kl": maxKL = try number()
+            case "seed": seed = UInt64(try count(0...Int.max))
+            case "canaries":
+                guard let items = value.arrayValue else { throw JSONError(message: "setting canaries must be a list") }
+                canaries = try items.map { item in
+                    guard let prompt = item["prompt"]?.stringValue, let v = item["verifier"] else {
+                        throw JSONError(message: "each canary needs a prompt and a verifier")
+                    }
+                    return Probe(messages: [.init(role: "user", content: prompt)], verifier: try Verifier(v))
+                }
+            default:
+                throw JSONError(message: "unknown setting \(key)")
+            }
+        }
+        guard minSteps <= maxSteps else { throw JSONError(message: "min_steps must not exceed max_steps") }
+        guard heldOut < variants else { throw JSONError(message: "held_out must be smaller than variants") }
+    }
+}
