@@ -106,13 +106,16 @@ let package = Package(
             name: "honebench",
             dependencies: [
                 "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Llama", "Tokenizer", "Tensor", "Training", "Server", "Generation",
+                "Learning",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue", "CKernels", "GGUF", "Tokenizer", "Llama", "Generation", "Tensor", "Learning"]),
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "ModelTests",
             dependencies: [
+                "TestSupport",
                 "GGUF", "Tokenizer", "Llama", "Generation", "CKernels", "JSON", "Server", "Tensor", "Training",
                 "HoneDaemon", "Postgres", "Learning", "Registry", "Queue",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -123,7 +126,8 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON", "Server", "Tokenizer",
+                "TestSupport",
+                "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON", "Server", "Tokenizer", "Registry",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

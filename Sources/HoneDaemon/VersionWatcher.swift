@@ -7,6 +7,7 @@ import Queue
 import Registry
 import Server
 import ServiceLifecycle
+import Synchronization
 import Tensor
 
 /// Keeps this replica serving every adapter's active version: on a `hone_versions`
@@ -22,6 +23,10 @@ struct VersionWatcher: Service {
     let replica: ReplicaIdentity
     let pollInterval: Duration
     let logger: Logger
+
+    /// Recently served versions' checked weights, so a rollback to one of them swaps at once
+    /// (no blob fetch or decode), as TF Serving keeps recent versions loaded.
+    private let recent = RecentAdapters(capacity: 4)
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
@@ -54,18 +59,23 @@ struct VersionWatcher: Service {
             do {
                 let served: ServedAdapter
                 if let version = record.activeVersion {
-                    guard let blob = try await registry.blob(record.name, version) else {
-                        throw SnapshotError("version \(wanted) has no blob")
-                    }
                     let model = snapshot.model
-                    let weights = try await Parallel.onThread {
-                        try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: model, source: wanted)
+                    if let cached = recent.get(wanted) {
+                        served = cached
+                    } else {
+                        guard let blob = try await registry.blob(record.name, version) else {
+                            throw SnapshotError("version \(wanted) has no blob")
+                        }
+                        let weights = try await Parallel.onThread {
+                            try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: model, source: wanted)
+                        }
+                        served = ServedAdapter(name: record.name, version: wanted, weights: weights, baseModelSHA256: model.file.sha256)
                     }
-                    served = ServedAdapter(name: record.name, version: wanted, weights: weights, baseModelSHA256: model.file.sha256)
                 } else {
                     served = ServedAdapter(name: record.name, version: wanted, weights: nil, baseModelSHA256: nil)
                 }
                 try await Parallel.onThread { [holder] in try holder.install(served) }
+                if served.weights != nil { recent.put(served) }
                 logger.info("adapter version installed", metadata: ["adapter.name": "\(record.name)", "adapter.version": "\(wanted)"])
             } catch {
                 logger.error("cannot serve adapter version; keeping the one served", metadata: [
@@ -88,6 +98,26 @@ struct VersionWatcher: Service {
                 """)
         } catch {
             logger.warning("replica heartbeat failed", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// The last few installed adapter versions, by version id, most recent last.
+final class RecentAdapters: Sendable {
+    private let entries = Mutex<[ServedAdapter]>([])
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    func get(_ version: String) -> ServedAdapter? {
+        entries.withLock { list in list.first { $0.version == version } }
+    }
+
+    func put(_ adapter: ServedAdapter) {
+        entries.withLock { list in
+            list.removeAll { $0.version == adapter.version }
+            list.append(adapter)
+            if list.count > capacity { list.removeFirst(list.count - capacity) }
         }
     }
 }

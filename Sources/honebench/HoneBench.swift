@@ -16,7 +16,7 @@ struct HoneBench {
         var logger = Logger(label: "honebench")
         logger.logLevel = .warning
         let names = CommandLine.arguments.dropFirst()
-        let known = ["queue", "decode", "prefill", "train", "serve", "swap"]
+        let known = ["queue", "decode", "prefill", "train", "serve", "swap", "learn"]
         let selected = names.isEmpty ? known : Array(names)
         for name in selected {
             switch name {
@@ -24,6 +24,7 @@ struct HoneBench {
             case "decode", "prefill": try EngineBench.run(name)
             case "train": try TrainBench.run()
             case "serve", "swap": try await ServeBench.run(name, logger: logger)
+            case "learn": try await LearnBench.run()
             default:
                 FileHandle.standardError.write(Data("honebench: unknown benchmark \(name) (known: \(known.joined(separator: ", ")))\n".utf8))
                 exit(2)

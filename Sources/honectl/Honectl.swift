@@ -9,6 +9,14 @@ struct Honectl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "honectl",
         abstract: "Operate Hone: migrate the database, inspect and manage the queue, train and try adapters.",
+        discussion: """
+            Database commands take --database-url or $HONE_DATABASE_URL; the hone_operator role suffices. \
+            Tables by default, --json for scripts.
+
+            Exit codes: 0 success; 1 the operation failed or was refused (database error, missing adapter, \
+            version or job, a rollback to a rejected or other-base version); 2 bad usage (unknown command \
+            or option, invalid value, no database given).
+            """,
         subcommands: [Status.self, Adapters.self, Versions.self, Rollback.self, Pin.self, Unpin.self, Pause.self, Resume.self,
                       Jobs.self, Feedback.self, Export.self, Migrate.self, Generate.self, Tokenize.self, Train.self])
 

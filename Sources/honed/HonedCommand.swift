@@ -65,6 +65,9 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("adapter"), help: "Serve a PEFT LoRA adapter directory as MODEL:NAME (NAME=DIR, repeatable).")
     var adapters: [String] = []
 
+    @Flag(name: .customLong("no-learner"), help: "Serve only: do not run the learner on this replica (another one learns).")
+    var noLearner = false
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -108,6 +111,7 @@ struct Serve: AsyncParsableCommand {
         server.maxBodyBytes = maxBodyBytes
         try server.validate()
         var configuration = DaemonConfiguration(databaseURL: url, paths: paths, modelPath: modelPath, server: server, maxBatch: maxBatch)
+        configuration.learner = !noLearner
         for spec in adapters {
             let parts = spec.split(separator: "=", maxSplits: 1)
             configuration.adapterDirectories[String(parts[0])] = String(parts[1])

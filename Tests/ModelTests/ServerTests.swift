@@ -295,7 +295,7 @@ struct AdapterServingTests {
             #expect(try await client.post("/v1/chat/completions", ServerTests.chatBody(Self.prompt, model: "smollm2:nope")).0 == 404)
 
             // Broken adapters: NaN weights, another base model, another shape.
-            var nan = Self.adapters[1].weights
+            var nan = Self.adapters[1].weights!
             nan.weights[LoRAKey(layer: 3, target: .up)]!.b[0] = .nan
             let other = LoRAAdapter.zeros(config: LoRAConfig(rank: 4), model: { var c = RealModel.model.config; c.layers = 2; return c }())
             for broken in [ServedAdapter(name: "swap", version: "swap@nan", weights: nan, baseModelSHA256: nil),

@@ -1,0 +1,73 @@
+import Foundation
+import Generation
+import JSON
+import Learning
+import Llama
+import Tokenizer
+
+/// `honebench learn`: one learning update on the facts of `ops/facts.json` (corrections),
+/// without a database: how long it takes, what the gate measured, and how many facts the
+/// candidate answers when asked in words it never saw. `HONE_BENCH_FACTS` (default 8) and
+/// `HONE_BENCH_LEARN_SETTINGS` (an adapter settings object) vary the run.
+enum LearnBench {
+    static func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let path = environment["HONE_MODEL"] else { throw BenchError(message: "HONE_MODEL is not set (ops/bench sets it)") }
+        let model = try LlamaModel(path: path)
+        let tokenizer = try Tokenizer(gguf: model.file)
+        let snapshot = ModelSnapshot(model: model, tokenizer: tokenizer, modelID: "smollm2", version: "base")
+        let settings = try LearningSettings(json: try JSONValue(parsing: environment["HONE_BENCH_LEARN_SETTINGS"] ?? "{}"))
+        let facts = try Facts.load().prefix(Int(environment["HONE_BENCH_FACTS"] ?? "8") ?? 8)
+        let scheduler = BatchScheduler(maxBatch: 16)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await scheduler.run() }
+            let sampler = SchedulerSampler(scheduler: scheduler, snapshot: snapshot)
+            let clock = ContinuousClock()
+            let started = clock.now
+            let anchors = try await AnchorSet.make(sampler: sampler, tokenizer: tokenizer)
+            let anchorSeconds = (clock.now - started) / .seconds(1)
+            let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: nil)
+            var plans: [ItemPlan] = []
+            for (i, fact) in facts.enumerated() {
+                plans.append(try await builder.plan(WorkItem(jobID: Int64(i + 1), kind: "feedback", args: .object([
+                    "feedback_id": .int(i + 1), "adapter": .string("bench"), "prompt": .string(fact.question),
+                    "correction": .string(fact.correction)]))))
+            }
+            let planned = clock.now
+            let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors)
+            let outcome = try await update.run(parent: nil, plans: plans, buffer: [])
+            let trained = clock.now
+            var correct = 0
+            if let adapter = outcome.adapter {
+                let answers = try await sampler.complete(facts.map {
+                    SampleRequest(messages: [ChatMessage(role: "user", content: $0.heldOut)], maxTokens: 48)
+                }, adapter: adapter)
+                correct = zip(facts, answers).filter { $1.lowercased().contains($0.key.lowercased()) }.count
+            }
+            let m = outcome.metrics
+            emit(["bench": "learn", "facts": facts.count, "accepted": outcome.accepted,
+                  "steps": m["steps"]?.intValue ?? 0, "anchors_s": anchorSeconds,
+                  "plan_s": (planned - started) / .seconds(1) - anchorSeconds, "update_s": (trained - planned) / .seconds(1),
+                  "held_out_correct": correct, "nll_rise_bits": m["anchor_nll_rise_bits"]?.doubleValue ?? .nan,
+                  "kl_bits": m["kl_bits"]?.doubleValue ?? .nan, "loss_last": m["loss_last"]?.doubleValue ?? .nan,
+                  "reason": outcome.reason ?? ""])
+            group.cancelAll()
+        }
+    }
+}
+
+/// The fictional facts of `ops/facts.json`.
+struct Facts: Decodable {
+    let question: String
+    let correction: String
+    let key: String
+    let heldOut: String
+
+    enum CodingKeys: String, CodingKey { case question, correction, key, heldOut = "held_out" }
+
+    static func load() throws -> [Facts] {
+        struct File: Decodable { let facts: [Facts] }
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/facts.json")
+        return try JSONDecoder().decode(File.self, from: Data(contentsOf: url)).facts
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import JSON
+import Llama
+import Logging
+import Postgres
+import Registry
+import Synchronization
+import Tensor
+import TestSupport
+import Testing
+
+/// Two `honed` processes (the built binaries) on one PostgreSQL, as an operator runs them.
+@Suite("Replicas: versions propagate", .enabled(if: RealModel.path != nil && BuiltTool("honed") != nil && BuiltTool("honectl") != nil),
+       .serialized, .timeLimit(.minutes(5)))
+struct ReplicaTests {
+    /// A running honed and where its output goes.
+    struct Replica {
+        let pid: pid_t
+        let server: ServerTests.LiveServer
+        let log: String
+
+        static func start(port: Int, dataDir: String, databaseURL: String?) throws -> Replica {
+            var args = ["--model", RealModel.path!, "--port", "\(port)", "--data-dir", dataDir, "--no-learner",
+                        "--log-level", "info", "--threads", "1"]
+            if let databaseURL { args += ["--database-url", databaseURL] }
+            let log = dataDir + ".log"
+            let pid = try BuiltTool("honed")!.spawn(args, stdout: log, stderr: log + ".err")
+            return Replica(pid: pid, server: .init(port: port), log: log)
+        }
+
+        /// Waits for /readyz, failing with the log when the process died.
+        func ready() async throws {
+            for _ in 0..<600 {
+                if let (status, _, _) = try? await server.get("/readyz"), status == 200 { return }
+                var status: Int32 = 0
+                if waitpid(pid, &status, WNOHANG) == pid {
+                    throw SnapshotTestError("honed exited: \((try? String(contentsOfFile: log + ".err", encoding: .utf8)) ?? "")")
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            throw SnapshotTestError("honed on port \(server.port) did not become ready")
+        }
+
+        /// The version a one-token request on `model` reports.
+        func fingerprint(_ model: String) async throws -> String? {
+            let (status, body, _) = try await server.post("/v1/chat/completions", ServerTests.chatBody("Hi", maxTokens: 1, model: model))
+            guard status == 200 else { return nil }
+            return try JSONValue(parsing: body)["system_fingerprint"]?.stringValue
+        }
+
+        func stop() {
+            kill(pid, SIGTERM)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        }
+    }
+
+    /// Shared by the client tasks (Atomic and Mutex cannot be captured by escaping closures).
+    final class Tally: Sendable {
+        let stop = Atomic<Bool>(false)
+        let outcomes = Mutex<(ok: Int, failed: [String], versions: Set<String>)>((0, [], []))
+    }
+
+    struct SnapshotTestError: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// A small random adapter: distinct outputs per seed, cheap to train-free publish.
+    static func weights(seed: UInt64) -> LoRAAdapter {
+        var adapter = LoRAAdapter.initialized(config: LoRAConfig(rank: 4, alpha: 8), model: RealModel.model.config, seed: seed)
+        var random = SeededRandom(seed: seed &+ 99)
+        for key in adapter.keys {
+            for i in adapter.weights[key]!.b.indices { adapter.weights[key]!.b[i] = (random.unit() * 2 - 1) * 0.02 }
+        }
+        return adapter
+    }
+
+    @Test("after honectl rollback both replicas serve the rolled-back version within 2 s, with no failed request while streaming")
+    func rollbackReachesEveryReplica() async throws {
+        let dir = (ProcessInfo.processInfo.environment["HONE_TEST_TMP"] ?? NSTemporaryDirectory()) + "/replicas-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(dir, 0o755)
+        let base = 20000 + Int(getpid() % 10000)
+        // Replica A runs the embedded default; B joins A's database.
+        let a = try Replica.start(port: base, dataDir: dir + "/a", databaseURL: nil)
+        defer { a.stop() }
+        try await a.ready()
+        let url = "postgresql://postgres@/hone?host=\(dir)/a/pg"
+        let b = try Replica.start(port: base + 1, dataDir: dir + "/b", databaseURL: url)
+        defer { b.stop() }
+        try await b.ready()
+
+        var logger = Logger(label: "replica-test")
+        logger.logLevel = .warning
+        let pool = PostgresPool(conninfo: url, size: 2, logger: logger)
+        let registry = Registry(pool: pool)
+        let ctl = BuiltTool("honectl")!
+        let created = try ctl.run(["adapters", "create", "support", "--rank", "4"], environment: ["HONE_DATABASE_URL": url])
+        #expect(created.status == 0, "\(created.err)")
+        for seed in [1, 2] as [UInt64] {
+            let blob = AdapterBlob.encode(Self.weights(seed: seed), model: RealModel.model)
+            _ = try await pool.transaction { tx in
+                try await registry.record(VersionCandidate(adapter: "support", parentVersion: seed == 1 ? nil : 1, accepted: true,
+                                                           baseModelSHA256: RealModel.model.file.sha256, blob: blob, metrics: .object([:]),
+                                                           jobIDs: [], examples: 0, reason: nil), actor: "test", on: tx)
+            }
+        }
+        for replica in [a, b] {
+            var seen: String?
+            for _ in 0..<100 where seen != "support@v2" {
+                seen = try await replica.fingerprint("smollm2:support")
+                if seen != "support@v2" { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(seen == "support@v2", "replica on \(replica.server.port) serves \(seen ?? "nothing")")
+        }
+
+        // Clients stream from both replicas throughout the rollback.
+        let tally = Tally()
+                let clients = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for (i, replica) in [a, b, a, b].enumerated() {
+                    group.addTask {
+                        while !tally.stop.load(ordering: .relaxed) {
+                            let body = ServerTests.chatBody("Tell me about replica \(i).", maxTokens: 12, model: "smollm2:support", extra: #","stream":true"#)
+                            do {
+                                let (status, text, _) = try await replica.server.post("/v1/chat/completions", body)
+                                let events = try ServerTests.events(text)
+                                let version = events.chunks.first?["system_fingerprint"]?.stringValue ?? "?"
+                                tally.outcomes.withLock {
+                                    if status == 200 && events.done { $0.ok += 1; $0.versions.insert(version) } else { $0.failed.append("\(status): \(text.prefix(200))") }
+                                }
+                            } catch {
+                                tally.outcomes.withLock { $0.failed.append("\(error)") }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        try await Task.sleep(for: .seconds(2))
+        let rolled = try ctl.run(["rollback", "support", "--reason", "v2 regressed"], environment: ["HONE_DATABASE_URL": url])
+        let rolledAt = ContinuousClock.now
+        #expect(rolled.status == 0 && rolled.out == "rolled back support from v2 to v1\n", "\(rolled.err)")
+        // The swap is seen on /metrics (no generation queued behind the streaming clients).
+        var delays: [Double] = []
+        for replica in [a, b] {
+            var swapped = false
+            while !swapped && ContinuousClock.now - rolledAt < .seconds(30) {
+                let (_, metrics, _) = try await replica.server.get("/metrics")
+                swapped = metrics.contains(#"hone_active_version{model="smollm2:support",version="support@v1"} 1"#)
+                if !swapped { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            delays.append((ContinuousClock.now - rolledAt) / .seconds(1))
+            #expect(swapped)
+        }
+        // Streams go on until each replica has answered on the rolled-back version.
+        for _ in 0..<600 where tally.outcomes.withLock({ !$0.versions.contains("support@v1") }) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        for replica in [a, b] { #expect(try await replica.fingerprint("smollm2:support") == "support@v1") }
+        try await Task.sleep(for: .seconds(2))
+        tally.stop.store(true, ordering: .relaxed)
+        await clients.value
+        let result = tally.outcomes.withLock { $0 }
+        print("replica rollback: visible after \(delays.map { String(format: "%.2f s", $0) }), streamed \(result.ok) responses, failed \(result.failed.count), versions \(result.versions.sorted())")
+        #expect(delays.allSatisfy { $0 <= 2 }, "rollback took \(delays) s to reach the replicas")
+        #expect(result.failed.isEmpty, "\(result.failed.prefix(3))")
+        #expect(result.ok >= 4)
+        #expect(result.versions.isSuperset(of: ["support@v1", "support@v2"]))
+        let replicas = try await pool.query("SELECT count(*) AS n FROM hone.replicas WHERE heartbeat_at > now() - interval '30 seconds'")
+        #expect(try replicas[0].decode("n", as: Int.self) == 2)
+        await pool.close()
+    }
+}
