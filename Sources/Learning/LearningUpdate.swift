@@ -51,6 +51,8 @@ public struct LearningUpdate: Sendable {
         var metrics: [String: JSONValue] = ["items": .int(trained.count), "examples": .int(examples.count)]
 
         let before = try await passes(probes.flatMap { $0 } + settings.canaries, adapter: parent)
+        let newSequences = examples.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
+        let lossBefore = try await Parallel.onThread { [model] in try model.loss(newSequences, adapter: parent).mean }
         let start = parent ?? LoRAAdapter.initialized(config: settings.lora, model: model.config, seed: settings.seed)
         var options = TrainingOptions()
         options.learningRate = settings.learningRate
@@ -60,7 +62,6 @@ public struct LearningUpdate: Sendable {
         let order = examples.indices.shuffled(using: &random)
         var firstLoss: Double?, lastLoss = 0.0, steps = 0
         var probesAfter: [Bool]?
-        let newSequences = examples.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         let anchorSequences = anchors.replay.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         let bufferSequences = buffer.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         do {
@@ -111,12 +112,15 @@ public struct LearningUpdate: Sendable {
             itemsWithProbes += 1
             if results.allSatisfy({ $0 }) { learnedItems += 1 }
         }
+        let lossAfter = try await Parallel.onThread { [model] in try model.loss(newSequences, adapter: candidate).mean }
         let drift = try await Parallel.onThread { [model, anchors] in
             try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
         }
         metrics["steps"] = .int(steps)
         metrics["loss_first"] = .double(firstLoss ?? 0)
         metrics["loss_last"] = .double(lastLoss)
+        metrics["examples_loss_before"] = .double(lossBefore)
+        metrics["examples_loss_after"] = .double(lossAfter)
         metrics["probes"] = .int(flat.count)
         metrics["probes_passed_before"] = .int(probesBefore.filter { $0 }.count)
         metrics["probes_passed_after"] = .int(probePasses.filter { $0 }.count)
@@ -142,8 +146,8 @@ public struct LearningUpdate: Sendable {
             } else if passedAfter <= passedBefore && passedBefore < flat.count {
                 failures.append("not learned: held-out checks pass \(passedAfter) of \(flat.count) times, \(passedBefore) before")
             }
-        } else if let firstLoss, !(lastLoss < firstLoss) {
-            failures.append("not learned: the training loss did not fall (\(firstLoss) → \(lastLoss))")
+        } else if !(lossAfter < lossBefore) {
+            failures.append(String(format: "not learned: the loss on the new examples did not fall (%.3f → %.3f)", lossBefore, lossAfter))
         }
         if canaryRegressions > 0 { failures.append("\(canaryRegressions) canary check(s) regressed") }
         if drift.nllRise > settings.maxNLLRise {

@@ -7,6 +7,7 @@ import Registry
 import Synchronization
 import Tensor
 import TestSupport
+import Training
 import Testing
 
 /// Two `honed` processes (the built binaries) on one PostgreSQL, as an operator runs them.
@@ -19,9 +20,10 @@ struct ReplicaTests {
         let server: ServerTests.LiveServer
         let log: String
 
-        static func start(port: Int, dataDir: String, databaseURL: String?) throws -> Replica {
-            var args = ["--model", RealModel.path!, "--port", "\(port)", "--data-dir", dataDir, "--no-learner",
-                        "--log-level", "info", "--threads", "1"]
+        static func start(port: Int, dataDir: String, databaseURL: String?, learner: Bool = false) throws -> Replica {
+            var args = ["--model", RealModel.path!, "--port", "\(port)", "--data-dir", dataDir,
+                        "--log-level", "info", "--threads", learner ? "2" : "1"]
+            if !learner { args.append("--no-learner") }
             if let databaseURL { args += ["--database-url", databaseURL] }
             let log = dataDir + ".log"
             let pid = try BuiltTool("honed")!.spawn(args, stdout: log, stderr: log + ".err")
@@ -172,5 +174,100 @@ struct ReplicaTests {
         let replicas = try await pool.query("SELECT count(*) AS n FROM hone.replicas WHERE heartbeat_at > now() - interval '30 seconds'")
         #expect(try replicas[0].decode("n", as: Int.self) == 2)
         await pool.close()
+    }
+
+    @Test("a pinned adapter gets candidate versions from new feedback but keeps serving its version until unpinned; bad rollbacks change nothing")
+    func pinHolds() async throws {
+        let dir = (ProcessInfo.processInfo.environment["HONE_TEST_TMP"] ?? NSTemporaryDirectory()) + "/pin-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(dir, 0o755)
+        let replica = try Replica.start(port: 20000 + Int((getpid() + 5000) % 10000), dataDir: dir + "/a", databaseURL: nil, learner: true)
+        defer { replica.stop() }
+        try await replica.ready()
+        let url = "postgresql://postgres@/hone?host=\(dir)/a/pg"
+        var logger = Logger(label: "pin-test")
+        logger.logLevel = .warning
+        let pool = PostgresPool(conninfo: url, size: 2, logger: logger)
+        defer { Task { await pool.close() } }
+        let registry = Registry(pool: pool)
+        let ctl = BuiltTool("honectl")!
+        func honectl(_ args: String...) throws -> (status: Int32, out: String, err: String) {
+            try ctl.run(args, environment: ["HONE_DATABASE_URL": url])
+        }
+        // Small, quick updates; a thumbs-up has no held-out probe, so the gate asks that the loss fell.
+        let settings = #"{"rank": 4, "alpha": 8, "lr": 0.001, "min_steps": 3, "max_steps": 3, "max_nll_rise": 100, "max_kl": 100}"#
+        #expect(try honectl("adapters", "create", "support", "--settings", settings).status == 0)
+        func thumbsUp(_ i: Int) async throws {
+            try await pool.query("""
+                INSERT INTO hone.feedback (adapter, prompt, response, rating)
+                VALUES ('support', \("What is code word \(i)?"), \("Code word \(i) is Marigold-\(i)."), 1)
+                """)
+        }
+        func waitForVersion(_ n: Int) async throws -> VersionRecord {
+            for _ in 0..<1200 {
+                if let v = try await registry.version("support", n) { return v }
+                try await Task.sleep(for: .milliseconds(250))
+            }
+            throw SnapshotTestError("no version \(n) within 5 minutes; log: \((try? String(contentsOfFile: replica.log + ".err", encoding: .utf8))?.suffix(2000) ?? "")")
+        }
+        func waitForServing(_ version: String) async throws -> String? {
+            var seen: String?
+            for _ in 0..<100 where seen != version {
+                seen = try await replica.fingerprint("smollm2:support")
+                if seen != version { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            return seen
+        }
+
+        try await thumbsUp(1)
+        let v1 = try await waitForVersion(1)
+        #expect(v1.status == "accepted", "\(v1.reason ?? "")")
+        #expect(try await waitForServing("support@v1") == "support@v1")
+
+        #expect(try honectl("pin", "support", "--reason", "release freeze").out == "pinned support at v1\n")
+        try await thumbsUp(2)
+        let v2 = try await waitForVersion(2)
+        #expect(v2.status == "accepted", "\(v2.reason ?? "")")
+        #expect(try await registry.adapter("support")?.activeVersion == 1)
+        #expect(try await replica.fingerprint("smollm2:support") == "support@v1")
+        let history = try JSONValue(parsing: try honectl("versions", "list", "support", "--json").out)
+        #expect(history.arrayValue?.map { $0["active"] } == [.bool(false), .bool(true)])
+
+        // A version of another base model, and a missing one, are refused with no change.
+        let other = [UInt8]("other".utf8)
+        _ = try await pool.transaction { tx in
+            try await registry.record(VersionCandidate(adapter: "support", parentVersion: 1, accepted: true,
+                                                       baseModelSHA256: String(repeating: "0", count: 64), blob: (other, AdapterBlob.sha256(other)),
+                                                       metrics: .object([:]), jobIDs: [], examples: 0, reason: nil), actor: "test", on: tx)
+        }
+        let otherBase = try honectl("rollback", "support", "--to", "3")
+        #expect(otherBase.status == 1 && otherBase.err.contains("was trained on base model 000000000000"), "\(otherBase.err)")
+        let missing = try honectl("rollback", "support", "--to", "v40")
+        #expect(missing.status == 1 && missing.err == "honectl: adapter \"support\" has no version 40\n")
+        #expect(try await registry.adapter("support")?.activeVersion == 1)
+
+        // Unpinned, the next accepted candidate becomes active and is served.
+        #expect(try honectl("unpin", "support").status == 0)
+        try await thumbsUp(3)
+        let v4 = try await waitForVersion(4)
+        #expect(v4.status == "accepted")
+        #expect(try await waitForServing("support@v4") == "support@v4")
+        // diff and export read the stored versions with the model for shapes.
+        let diff = try JSONValue(parsing: try honectl("versions", "diff", "support", "1", "2", "--model", RealModel.path!, "--json").out)
+        #expect(diff["tensors"]?.arrayValue?.count == RealModel.model.config.layers * 7)
+        #expect(diff["metrics"]?["examples_loss_after"]?["to"]?.doubleValue != nil)
+        let exported = dir + "/export-v2"
+        #expect(try honectl("export", "support", "--version", "2", "--format", "peft", "--out", exported, "--model", RealModel.path!).status == 0)
+        let blob = try #require(try await registry.blob("support", 2))
+        #expect(try PEFTAdapter.read(from: exported, model: RealModel.model)
+                == AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: RealModel.model, source: "v2"))
+        #expect(try honectl("export", "support", "--format", "gguf-lora", "--out", dir + "/v4.gguf", "--model", RealModel.path!).status == 0)
+        #expect(FileManager.default.fileExists(atPath: dir + "/v4.gguf"))
+        let stats = try JSONValue(parsing: try honectl("feedback", "stats", "--json").out)
+        #expect(stats.arrayValue?.first?["trained"] == .int(3) && stats.arrayValue?.first?["thumbs_up"] == .int(3))
+
+        let outcomes = try await pool.query("SELECT id, status, version FROM hone.submission_status WHERE kind = 'feedback' ORDER BY id")
+        #expect(try outcomes.map { "\(try $0.decode("status", as: String.self))@\(try $0.decode("version", as: Int.self))" } == ["trained@1", "trained@2", "trained@4"])
     }
 }
