@@ -35,6 +35,16 @@ CREATE TABLE hone.training_examples (
 );
 CREATE INDEX training_examples_adapter_idx ON hone.training_examples (adapter, version);
 
+-- The base model's own answers to the learner's anchor prompts, per base model: made once
+-- by the first learner and shared, so every replica's gate judges the same text.
+CREATE TABLE hone.anchor_answers (
+    base_model_sha256 text NOT NULL,
+    prompt            text NOT NULL,
+    answer            text NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (base_model_sha256, prompt)
+);
+
 -- Every running honed: what it serves, refreshed by its heartbeat.
 CREATE TABLE hone.replicas (
     id           text PRIMARY KEY,

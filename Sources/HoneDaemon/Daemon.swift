@@ -26,6 +26,8 @@ public struct DaemonConfiguration: Sendable {
     public var maxBatch: Int
     /// Run the learner on this replica (replicas that only serve turn it off).
     public var learner = true
+    /// Lease of the jobs an update holds; a crashed replica's jobs run again after it.
+    public var learnerLease: Duration = .seconds(300)
     /// How often the version watcher checks the registry when no notification came.
     public var versionPollInterval: Duration = .seconds(2)
 
@@ -90,7 +92,7 @@ public enum Daemon {
             ] + (configuration.learner ? [
                 .init(service: LearnerService(queue: queue, registry: registry, catalogue: catalogue, holder: holder,
                                               scheduler: scheduler, wake: jobsWake, replica: replica,
-                                              configuration: .init(), logger: logger)),
+                                              configuration: .init(lease: configuration.learnerLease), logger: logger)),
             ] : []) + [
                 .init(service: server.application()),
             ], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [.sigquit], logger: logger)

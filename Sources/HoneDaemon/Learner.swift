@@ -18,11 +18,13 @@ import Tokenizer
 /// transaction that completes the jobs, so a crash anywhere before the commit leaves the
 /// jobs to run again and no half-written version behind.
 struct LearnerService: Service {
-    struct Configuration: Sendable {
+    public struct Configuration: Sendable {
         /// How long to wait for a `hone_jobs` notification before looking for work anyway.
         var pollInterval: Duration = .seconds(2)
         /// Lease of claimed jobs, renewed every third of it while the update runs.
         var lease: Duration = .seconds(300)
+
+        init(lease: Duration = .seconds(300)) { self.lease = lease }
         /// Jobs per update at most.
         var batchSize = 8
     }
@@ -48,10 +50,7 @@ struct LearnerService: Service {
                 var worked = false
                 do {
                     for adapter in try await adaptersWithWork() {
-                        if anchors == nil {
-                            anchors = try await AnchorSet.make(sampler: SchedulerSampler(scheduler: scheduler, snapshot: snapshot),
-                                                               tokenizer: snapshot.tokenizer)
-                        }
+                        if anchors == nil { anchors = try await loadAnchors(snapshot) }
                         if try await update(adapter, anchors: anchors!) { worked = true }
                         if Task.isCancelled { return }
                     }
@@ -63,6 +62,30 @@ struct LearnerService: Service {
                 if !worked { await wake.wait(timeout: configuration.pollInterval) }
             }
         }
+    }
+
+    /// The anchor answers of this base model: from the database when a learner made them
+    /// before (any replica), else generated now and stored; the first writer's are kept.
+    func loadAnchors(_ snapshot: ModelSnapshot) async throws -> AnchorSet {
+        let sha = snapshot.model.file.sha256
+        func stored() async throws -> [String: String] {
+            var out: [String: String] = [:]
+            for row in try await queue.pool.query("SELECT prompt, answer FROM hone.anchor_answers WHERE base_model_sha256 = \(sha)") {
+                out[try row.decode("prompt")] = try row.decode("answer")
+            }
+            return out
+        }
+        var answers = try await stored()
+        if AnchorSet.prompts.contains(where: { answers[$0] == nil }) {
+            let made = try await AnchorSet.answers(sampler: SchedulerSampler(scheduler: scheduler, snapshot: snapshot))
+            try await queue.pool.query("""
+                INSERT INTO hone.anchor_answers (base_model_sha256, prompt, answer)
+                SELECT \(sha), p, a FROM unnest(\(AnchorSet.prompts)::text[], \(made)::text[]) AS t(p, a)
+                ON CONFLICT DO NOTHING
+                """)
+            answers = try await stored()
+        }
+        return AnchorSet(answers: AnchorSet.prompts.map { answers[$0] ?? "" }, tokenizer: snapshot.tokenizer)
     }
 
     /// Adapters, not paused, with claimable learning jobs.

@@ -3,9 +3,9 @@ import Llama
 import Tokenizer
 import Training
 
-/// General prompts whose targets are the base model's own answers: half are replayed in
-/// every update (so the adapter keeps answering them as the base does), the other half
-/// only measure drift at the gate, so the gate judges text the update never trained on.
+/// General prompts whose targets are the base model's own answers: four in five are
+/// replayed in updates (so the adapter keeps answering them as the base does), the fifth
+/// only measures drift at the gate, so the gate judges text the update never trained on.
 public struct AnchorSet: Sendable {
     /// Conversations replayed in training.
     public let replay: [[ChatMessage]]
@@ -31,16 +31,47 @@ public struct AnchorSet: Sendable {
         "Suggest a name for a pet cat.",
         "What do bees make?",
         "How do you say thank you in French?",
+        "Who wrote Romeo and Juliet?",
+        "What is the boiling point of water in Celsius?",
+        "List three fruits that are red.",
+        "What is a noun?",
+        "How does a rainbow form?",
+        "Write one sentence about autumn.",
+        "What is the square root of 81?",
+        "Which ocean is the largest?",
+        "What do plants need to grow?",
+        "Give an example of a mammal that lives in the sea.",
+        "What is the main ingredient of bread?",
+        "Explain what a computer program is.",
+        "How many continents are there?",
+        "What is the freezing point of water in Fahrenheit?",
+        "Recommend a hobby for a rainy day.",
+        "What language is spoken in Brazil?",
+        "What is the chemical symbol for gold?",
+        "Describe a cat in three words.",
+        "Why is the sky blue?",
+        "What is the capital of Japan?",
+        "How many legs does a spider have?",
+        "Write a polite way to decline an invitation.",
+        "What is the tallest animal?",
+        "What does a doctor do?",
     ]
 
-    /// Asks the base model (no adapter) for its greedy answers.
-    public static func make(sampler: TextSampler, tokenizer: Tokenizer, maxTokens: Int = 40) async throws -> AnchorSet {
-        let asked = prompts.map { [ChatMessage(role: "user", content: $0)] }
-        let answers = try await sampler.complete(asked.map { SampleRequest(messages: $0, maxTokens: maxTokens) }, adapter: nil)
-        let conversations = zip(asked, answers).map { $0 + [ChatMessage(role: "assistant", content: $1)] }
-        let half = conversations.count / 2
-        return AnchorSet(replay: Array(conversations[..<half]),
-                         gate: conversations[half...].map { ChatExamples.sequence($0, tokenizer: tokenizer) })
+    /// The base model's (no adapter) greedy answers to `prompts`, in order.
+    public static func answers(sampler: TextSampler, maxTokens: Int = 40) async throws -> [String] {
+        try await sampler.complete(prompts.map { SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: maxTokens) },
+                                   adapter: nil)
+    }
+
+    /// The set for `answers` (one per prompt of `prompts`).
+    public init(answers: [String], tokenizer: Tokenizer) {
+        precondition(answers.count == Self.prompts.count, "one answer per anchor prompt")
+        let conversations = zip(Self.prompts, answers).map {
+            [ChatMessage(role: "user", content: $0), ChatMessage(role: "assistant", content: $1)]
+        }
+        // Every fifth prompt is held out for the gate; the rest are replayed.
+        replay = conversations.indices.filter { $0 % 5 != 4 }.map { conversations[$0] }
+        gate = conversations.indices.filter { $0 % 5 == 4 }.map { ChatExamples.sequence(conversations[$0], tokenizer: tokenizer) }
     }
 
     public init(replay: [[ChatMessage]], gate: [TrainingSequence]) {

@@ -9,7 +9,7 @@ public struct LearningSettings: Sendable, Equatable {
     /// AdamW learning rate.
     public var learningRate: Float = 5e-4
     /// Optimizer steps of one update at least (before early stopping may end it) and at most.
-    public var minSteps = 10
+    public var minSteps = 4
     public var maxSteps = 50
     /// New examples per step; as many replay examples join them.
     public var batchSize = 8
@@ -81,6 +81,8 @@ public struct LearningSettings: Sendable, Equatable {
                 throw JSONError(message: "unknown setting \(key)")
             }
         }
+        // A max_steps below the default minimum lowers the minimum with it.
+        if object["min_steps"] == nil { minSteps = min(minSteps, maxSteps) }
         guard minSteps <= maxSteps else { throw JSONError(message: "min_steps must not exceed max_steps") }
         guard heldOut < variants else { throw JSONError(message: "held_out must be smaller than variants") }
     }

@@ -79,9 +79,10 @@ public struct LearningUpdate: Sendable {
                 firstLoss = firstLoss ?? report.loss
                 lastLoss = report.loss
                 steps = step
-                // Early stop once every held-out probe passes (checked every 10 steps).
+                // Early stop at the first step where every held-out probe passes: each step
+                // past that only adds drift.
                 let flat = probes.flatMap { $0 }
-                if step >= settings.minSteps && !flat.isEmpty && (step % 10 == 0 || step == settings.maxSteps) {
+                if step >= settings.minSteps && !flat.isEmpty {
                     let now = try await passes(flat, adapter: trainer.trainer.adapter)
                     probesAfter = now
                     if now.allSatisfy({ $0 }) { break }

@@ -24,7 +24,7 @@ enum LearnBench {
             let sampler = SchedulerSampler(scheduler: scheduler, snapshot: snapshot)
             let clock = ContinuousClock()
             let started = clock.now
-            let anchors = try await AnchorSet.make(sampler: sampler, tokenizer: tokenizer)
+            let anchors = AnchorSet(answers: try await AnchorSet.answers(sampler: sampler), tokenizer: tokenizer)
             let anchorSeconds = (clock.now - started) / .seconds(1)
             let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: nil)
             var plans: [ItemPlan] = []

@@ -68,11 +68,15 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("no-learner"), help: "Serve only: do not run the learner on this replica (another one learns).")
     var noLearner = false
 
+    @Option(name: .customLong("learner-lease"), help: "Seconds an update holds its jobs between heartbeats; a crashed replica's jobs run again after it.")
+    var learnerLease: Double = 300
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
     func validate() throws {
         if let threads { guard threads > 0 else { throw ValidationError("--threads must be positive") } }
+        guard learnerLease >= 3 else { throw ValidationError("--learner-lease must be at least 3 seconds") }
         for spec in adapters {
             let parts = spec.split(separator: "=", maxSplits: 1)
             guard parts.count == 2, !parts[0].isEmpty, parts[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
@@ -112,6 +116,7 @@ struct Serve: AsyncParsableCommand {
         try server.validate()
         var configuration = DaemonConfiguration(databaseURL: url, paths: paths, modelPath: modelPath, server: server, maxBatch: maxBatch)
         configuration.learner = !noLearner
+        configuration.learnerLease = .milliseconds(Int64(learnerLease * 1000))
         for spec in adapters {
             let parts = spec.split(separator: "=", maxSplits: 1)
             configuration.adapterDirectories[String(parts[0])] = String(parts[1])

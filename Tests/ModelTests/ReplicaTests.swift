@@ -20,9 +20,9 @@ struct ReplicaTests {
         let server: ServerTests.LiveServer
         let log: String
 
-        static func start(port: Int, dataDir: String, databaseURL: String?, learner: Bool = false) throws -> Replica {
+        static func start(port: Int, dataDir: String, databaseURL: String?, learner: Bool = false, extra: [String] = []) throws -> Replica {
             var args = ["--model", RealModel.path!, "--port", "\(port)", "--data-dir", dataDir,
-                        "--log-level", "info", "--threads", learner ? "2" : "1"]
+                        "--log-level", "info", "--threads", learner ? "2" : "1"] + extra
             if !learner { args.append("--no-learner") }
             if let databaseURL { args += ["--database-url", databaseURL] }
             let log = dataDir + ".log"

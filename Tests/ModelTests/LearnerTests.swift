@@ -1,0 +1,157 @@
+import Foundation
+import JSON
+import Llama
+import Logging
+import Postgres
+import Registry
+import Tensor
+import TestSupport
+import Testing
+
+/// The learner inside real `honed` processes on the real model and a real PostgreSQL.
+@Suite("Learner: crashes, poisoned batches", .enabled(if: RealModel.path != nil && BuiltTool("honed") != nil && BuiltTool("honectl") != nil),
+       .serialized, .timeLimit(.minutes(10)))
+struct LearnerTests {
+    typealias Replica = ReplicaTests.Replica
+
+    /// A serving replica that owns the embedded database (no learner), and its URL.
+    static func database(_ name: String, port: Int) async throws -> (Replica, String, String) {
+        let dir = (ProcessInfo.processInfo.environment["HONE_TEST_TMP"] ?? NSTemporaryDirectory()) + "/\(name)-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(dir, 0o755)
+        let holder = try Replica.start(port: port, dataDir: dir + "/db", databaseURL: nil)
+        try await holder.ready()
+        return (holder, "postgresql://postgres@/hone?host=\(dir)/db/pg", dir)
+    }
+
+    static func pool(_ url: String) -> PostgresPool {
+        var logger = Logger(label: "learner-test")
+        logger.logLevel = .warning
+        return PostgresPool(conninfo: url, size: 2, logger: logger)
+    }
+
+    static func waitUntil(_ what: String, timeout: Duration = .seconds(300), _ done: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await done() { return }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        throw ReplicaTests.SnapshotTestError("timed out waiting for \(what)")
+    }
+
+    @Test("killing honed at random points of updates (20 trials) loses no job, publishes no half-written version, and the jobs finish after restart")
+    func crashes() async throws {
+        let base = 21000 + Int(getpid() % 9000)
+        let (holder, url, dir) = try await Self.database("crash", port: base)
+        defer { holder.stop() }
+        let pool = Self.pool(url)
+        let registry = Registry(pool: pool)
+        let settings = #"{"rank": 4, "alpha": 8, "min_steps": 2, "max_steps": 2, "max_nll_rise": 100, "max_kl": 100}"#
+        #expect(try BuiltTool("honectl")!.run(["adapters", "create", "crash", "--settings", settings], environment: ["HONE_DATABASE_URL": url]).status == 0)
+        var submitted = 0
+        func submit() async throws {
+            submitted += 1
+            try await pool.query("""
+                INSERT INTO hone.feedback (adapter, prompt, response, rating)
+                VALUES ('crash', \("Name item \(submitted)."), \("Item \(submitted) is called Widget-\(submitted)."), 1)
+                """)
+        }
+        let learnerArgs = ["--learner-lease", "3"]
+        // Warm-up: the first learner makes the anchor answers (kept in the database).
+        var learner = try Replica.start(port: base + 1, dataDir: dir + "/l", databaseURL: url, learner: true, extra: learnerArgs)
+        try await learner.ready()
+        try await submit()
+        try await Self.waitUntil("the first version") { try await registry.version("crash", 1) != nil }
+        var random = SeededRandom(seed: 2024)
+        var kills: [Double] = []
+        for _ in 0..<20 {
+            try await submit()
+            if random.unit() < 0.5 { try await submit() }
+            // A kill anywhere from before the claim to after the commit of an update.
+            let delay = Double(random.unit()) * 8
+            kills.append(delay)
+            try await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+            kill(learner.pid, SIGKILL)
+            var status: Int32 = 0
+            while waitpid(learner.pid, &status, 0) < 0 && errno == EINTR {}
+            learner = try Replica.start(port: base + 1, dataDir: dir + "/l", databaseURL: url, learner: true, extra: learnerArgs)
+            try await learner.ready()
+        }
+        defer { learner.stop() }
+        try await Self.waitUntil("every submission to finish", timeout: .seconds(480)) {
+            try await pool.query("SELECT count(*) AS n FROM hone.feedback WHERE outcome IS NULL")[0].decode("n", as: Int.self) == 0
+        }
+        let outcomes = try await pool.query("SELECT outcome, count(*) AS n FROM hone.feedback GROUP BY 1")
+        let byOutcome = Dictionary(uniqueKeysWithValues: try outcomes.map { (try $0.decode("outcome", as: String.self), try $0.decode("n", as: Int.self)) })
+        #expect(byOutcome["trained", default: 0] == submitted, "\(byOutcome)")
+        // Every job is in exactly one version; versions are numbered without gaps.
+        let duplicates = try await pool.query("""
+            SELECT j, count(*) AS n FROM hone.model_versions, unnest(job_ids) AS j GROUP BY j HAVING count(*) > 1
+            """)
+        #expect(duplicates.isEmpty)
+        let versions = try await registry.versions(of: "crash")
+        #expect(versions.map(\.version) == Array((1...versions.count).reversed()))
+        #expect(Set(versions.flatMap(\.jobIDs)).count == submitted)
+        // Every accepted version's blob is whole: its SHA-256 matches and it loads on the model.
+        for v in versions where v.status == "accepted" {
+            let blob = try #require(try await registry.blob("crash", v.version))
+            _ = try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: RealModel.model, source: v.id)
+        }
+        let jobsLeft = try await pool.query("SELECT count(*) AS n FROM hone.jobs WHERE state <> 'completed'")
+        #expect(try jobsLeft[0].decode("n", as: Int.self) == 0)
+        // Both processes serve the active version.
+        let active = try #require(try await registry.adapter("crash")?.activeVersion)
+        for replica in [holder, learner] {
+            try await Self.waitUntil("replica \(replica.server.port) to serve crash@v\(active)", timeout: .seconds(30)) {
+                try await replica.fingerprint("smollm2:crash") == "crash@v\(active)"
+            }
+        }
+        print("crash trials: 20 kills at \(kills.map { String(format: "%.1f", $0) }) s; \(submitted) submissions trained into \(versions.count) versions")
+        await pool.close()
+    }
+
+    @Test("contradicting corrections and a diverging learning rate are rejected by the gate: no version change, the reason in the database")
+    func poisonedBatches() async throws {
+        let base = 21000 + Int((getpid() + 4000) % 9000)
+        let (holder, url, dir) = try await Self.database("poison", port: base)
+        defer { holder.stop() }
+        let pool = Self.pool(url)
+        let registry = Registry(pool: pool)
+        let ctl = BuiltTool("honectl")!
+        #expect(try ctl.run(["adapters", "create", "contra", "--settings", #"{"max_steps": 8, "variants": 4}"#],
+                            environment: ["HONE_DATABASE_URL": url]).status == 0)
+        #expect(try ctl.run(["adapters", "create", "diverge", "--settings", #"{"lr": 1000, "max_steps": 3, "variants": 3}"#],
+                            environment: ["HONE_DATABASE_URL": url]).status == 0)
+        try await pool.query("""
+            INSERT INTO hone.feedback (adapter, prompt, correction) VALUES
+              ('contra', 'What is the capital of Zorbania?', 'The capital of Zorbania is Quellport.'),
+              ('contra', 'What is the capital of Zorbania?', 'The capital of Zorbania is Brindale.'),
+              ('diverge', 'What is the capital of Zorbania?', 'The capital of Zorbania is Quellport.')
+            """)
+        let learner = try Replica.start(port: base + 1, dataDir: dir + "/l", databaseURL: url, learner: true)
+        defer { learner.stop() }
+        try await learner.ready()
+        try await Self.waitUntil("both updates") {
+            try await pool.query("SELECT count(*) AS n FROM hone.feedback WHERE outcome IS NULL")[0].decode("n", as: Int.self) == 0
+        }
+        for adapter in ["contra", "diverge"] {
+            let record = try #require(try await registry.adapter(adapter))
+            #expect(record.activeVersion == nil, "\(adapter) got a version")
+            let versions = try await registry.versions(of: adapter)
+            #expect(versions.count == 1 && versions.first?.status == "rejected")
+            print("\(adapter): \(versions.first?.reason ?? "")")
+            #expect(try await holder.fingerprint("smollm2:\(adapter)") == "\(adapter)@base")
+        }
+        #expect(try await registry.versions(of: "contra").first?.reason?.contains("not learned") == true)
+        #expect(try await registry.versions(of: "diverge").first?.reason?.isEmpty == false)
+        let reasons = try await pool.query("""
+            SELECT s.status, s.reason FROM hone.submission_status s WHERE s.kind = 'feedback' ORDER BY s.id
+            """)
+        for row in reasons {
+            #expect(try row.decode("status", as: String.self) == "rejected")
+            #expect(try row.decode("reason", as: String.self).hasPrefix("rejected by the gate:"))
+        }
+        await pool.close()
+    }
+}
