@@ -108,7 +108,7 @@ let package = Package(
             name: "honebench",
             dependencies: [
                 "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Llama", "Tokenizer", "Tensor", "Training", "Server", "Generation",
-                "Learning",
+                "Learning", "Registry", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

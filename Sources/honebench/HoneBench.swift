@@ -16,7 +16,7 @@ struct HoneBench {
         var logger = Logger(label: "honebench")
         logger.logLevel = .warning
         let names = CommandLine.arguments.dropFirst()
-        let known = ["queue", "decode", "prefill", "train", "serve", "swap", "learn"]
+        let known = ["queue", "decode", "prefill", "train", "serve", "swap", "learn", "freshness"]
         let selected = names.isEmpty ? known : Array(names)
         for name in selected {
             switch name {
@@ -25,6 +25,7 @@ struct HoneBench {
             case "train": try TrainBench.run()
             case "serve", "swap": try await ServeBench.run(name, logger: logger)
             case "learn": try await LearnBench.run()
+            case "freshness": try await FreshnessBench.run(logger: logger)
             default:
                 FileHandle.standardError.write(Data("honebench: unknown benchmark \(name) (known: \(known.joined(separator: ", ")))\n".utf8))
                 exit(2)

@@ -1,13 +1,14 @@
 import Foundation
 
-/// A debug executable built beside the tests (`honectl`, `honed`), run as a user runs it.
+/// An executable built beside the tests (`honectl`, `honed`), run as a user runs it; also
+/// used by `honebench` to run the release `honed`.
 public struct BuiltTool: Sendable {
     public let path: String
 
-    /// The tool in `.build/debug`, or nil when it was not built.
-    public init?(_ name: String) {
+    /// The tool in `.build/debug` (or another configuration's folder), or nil when it was not built.
+    public init?(_ name: String, configuration: String = "debug") {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let path = root.appendingPathComponent(".build/debug/\(name)").path
+        let path = root.appendingPathComponent(".build/\(configuration)/\(name)").path
         guard FileManager.default.isExecutableFile(atPath: path) else { return nil }
         self.path = path
     }
