@@ -11,8 +11,10 @@ public struct LearningSettings: Sendable, Equatable {
     /// Optimizer steps of one update at least (before early stopping may end it) and at most.
     public var minSteps = 4
     public var maxSteps = 50
-    /// New examples per step; as many replay examples join them.
+    /// New examples per step.
     public var batchSize = 8
+    /// Replay examples per new example in a step (DESIGN.md: as many as new ones).
+    public var replayRatio = 1.0
     /// Samples per task prompt, and their temperature.
     public var samples = 8
     public var temperature: Float = 0.8
@@ -61,6 +63,9 @@ public struct LearningSettings: Sendable, Equatable {
             case "min_steps": minSteps = try count(0...1000)
             case "max_steps": maxSteps = try count(1...1000)
             case "batch_size": batchSize = try count(1...64)
+            case "replay_ratio":
+                replayRatio = try number()
+                guard (0...8).contains(replayRatio) else { throw JSONError(message: "setting replay_ratio must be in 0...8") }
             case "samples": samples = try count(1...32)
             case "temperature": temperature = Float(try number())
             case "revision_rounds": revisionRounds = try count(0...4)

@@ -70,7 +70,7 @@ public struct LearningUpdate: Sendable {
                 for i in 0..<min(settings.batchSize, order.count) {
                     batch.append(newSequences[order[((step - 1) * settings.batchSize + i) % order.count]])
                 }
-                let replayCount = batch.count
+                let replayCount = Int((Double(batch.count) * settings.replayRatio).rounded())
                 let fromBuffer = bufferSequences.isEmpty ? 0 : replayCount / 2
                 for _ in 0..<fromBuffer { batch.append(bufferSequences[Int(random.next() % UInt64(bufferSequences.count))]) }
                 for _ in fromBuffer..<replayCount { batch.append(anchorSequences[Int(random.next() % UInt64(anchorSequences.count))]) }

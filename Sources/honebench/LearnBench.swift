@@ -27,6 +27,11 @@ enum LearnBench {
             let anchors = AnchorSet(answers: try await AnchorSet.answers(sampler: sampler), tokenizer: tokenizer)
             let anchorSeconds = (clock.now - started) / .seconds(1)
             let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: nil)
+            if environment["HONE_BENCH_KIND"] == "skill" {
+                try await skill(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors, builder: builder)
+                group.cancelAll()
+                return
+            }
             var plans: [ItemPlan] = []
             for (i, fact) in facts.enumerated() {
                 plans.append(try await builder.plan(WorkItem(jobID: Int64(i + 1), kind: "feedback", args: .object([
@@ -56,6 +61,57 @@ enum LearnBench {
     }
 }
 
+extension LearnBench {
+    /// The JSON-format skill of `ops/facts.json`, taught with tasks: pass rates on held-out
+    /// cities before (base model) and after the update.
+    static func skill(model: LlamaModel, tokenizer: Tokenizer, sampler: SchedulerSampler, settings: LearningSettings,
+                      anchors: AnchorSet, builder: ExampleBuilder) async throws {
+        let skill = try Skill.load()
+        let verifier = try Verifier(.object(["type": .string("json_schema"), "schema": skill.schema]))
+        func prompt(_ city: String) -> String { skill.prompt.replacingOccurrences(of: "{city}", with: city) }
+        func passRate(_ adapter: LoRAAdapter?) async throws -> Double {
+            let answers = try await sampler.complete(skill.heldOut.map {
+                SampleRequest(messages: [ChatMessage(role: "user", content: prompt($0))], maxTokens: 48)
+            }, adapter: adapter)
+            return Double(answers.filter { verifier.check($0).passed }.count) / Double(answers.count)
+        }
+        let before = try await passRate(nil)
+        let clock = ContinuousClock(), started = clock.now
+        var plans: [ItemPlan] = []
+        for (i, pair) in skill.train.enumerated() {
+            let reference = JSONValue.object(["city": .string(pair[0]), "country": .string(pair[1])]).jsonText
+            plans.append(try await builder.plan(WorkItem(jobID: Int64(i + 1), kind: "task", args: .object([
+                "task_id": .int(i + 1), "adapter": .string("bench"), "prompt": .string(prompt(pair[0])),
+                "verifier": .object(["type": .string("json_schema"), "schema": skill.schema]), "reference": .string(reference)]))))
+        }
+        let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors)
+        let outcome = try await update.run(parent: nil, plans: plans, buffer: [])
+        var after = Double.nan
+        if let adapter = outcome.adapter { after = try await passRate(adapter) }
+        let m = outcome.metrics
+        emit(["bench": "skill", "tasks": plans.count, "sources": plans.map { $0.notes["source"]?.stringValue ?? $0.skipped?.reason ?? "?" }.joined(separator: ","),
+              "accepted": outcome.accepted, "steps": m["steps"]?.intValue ?? 0, "seconds": (clock.now - started) / .seconds(1),
+              "held_out_pass_before": before, "held_out_pass_after": after,
+              "nll_rise_bits": m["anchor_nll_rise_bits"]?.doubleValue ?? .nan, "kl_bits": m["kl_bits"]?.doubleValue ?? .nan,
+              "reason": outcome.reason ?? ""])
+    }
+}
+
+/// The JSON-format skill of `ops/facts.json`.
+struct Skill: Decodable {
+    let prompt: String
+    let schema: JSONValue
+    let train: [[String]]
+    let heldOut: [String]
+
+    enum CodingKeys: String, CodingKey { case prompt, schema, train, heldOut = "held_out" }
+
+    static func load() throws -> Skill {
+        struct File: Decodable { let skill: Skill }
+        return try JSONDecoder().decode(File.self, from: Data(contentsOf: Facts.url)).skill
+    }
+}
+
 /// The fictional facts of `ops/facts.json`.
 struct Facts: Decodable {
     let question: String
@@ -67,7 +123,10 @@ struct Facts: Decodable {
 
     static func load() throws -> [Facts] {
         struct File: Decodable { let facts: [Facts] }
-        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/facts.json")
         return try JSONDecoder().decode(File.self, from: Data(contentsOf: url)).facts
+    }
+
+    static var url: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/facts.json")
     }
 }

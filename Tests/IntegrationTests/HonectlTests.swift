@@ -79,7 +79,19 @@ struct HonectlTests {
             try expectSnapshot("versions-list-json", try ctl("versions", "list", "support", "--json").out)
             try expectSnapshot("versions-show", try ctl("versions", "show", "support", "v2").out)
 
-            let rollback = try ctl("rollback", "support", "--reason", "v2 is worse")
+            // The operator role suffices for status, history, rollback and pin.
+            try await queue.pool.query("""
+                DO $$ BEGIN CREATE ROLE hone_ops_test LOGIN IN ROLE hone_operator;
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$
+                """)
+            let operatorEnv = ["HONE_DATABASE_URL": url.replacingOccurrences(of: "://postgres@", with: "://hone_ops_test@"), "COLUMNS": "100"]
+            #expect(operatorEnv["HONE_DATABASE_URL"] != url)
+            func op(_ args: String...) throws -> (status: Int32, out: String, err: String) {
+                try Self.tool!.run(args, environment: operatorEnv)
+            }
+            #expect(try op("status", "--json").status == 0)
+            #expect(try op("versions", "list", "support").status == 0)
+            let rollback = try op("rollback", "support", "--reason", "v2 is worse")
             #expect(rollback.status == 0 && rollback.out == "rolled back support from v2 to v1\n")
             let refused = try ctl("rollback", "support", "--to", "3")
             #expect(refused.status == 1 && refused.err.contains("rejected by the gate") && refused.out.isEmpty)
@@ -87,7 +99,10 @@ struct HonectlTests {
             #expect(missing.status == 1 && missing.err == "honectl: adapter \"support\" has no version 9\n")
             #expect(try await registry.adapter("support")?.activeVersion == 1)
 
-            #expect(try ctl("pin", "support", "2", "--reason", "known good").out == "pinned support at v2\n")
+            let pinned = try op("pin", "support", "2", "--reason", "known good")
+            #expect(pinned.out == "pinned support at v2\n", "\(pinned.err)")
+            let events = try await registry.events(of: "support")
+            #expect(events.suffix(3).map(\.actor) == ["hone_ops_test", "hone_ops_test", "hone_ops_test"])
             let pinnedTwice = try ctl("pin", "support")
             #expect(pinnedTwice.status == 1 && pinnedTwice.err.contains("already pinned"))
             #expect(try ctl("pause", "support").status == 0)

@@ -1,0 +1,142 @@
+import JSON
+import Learning
+import Llama
+import Synchronization
+import Testing
+import Tokenizer
+
+@Suite("Verifiers")
+struct VerifierTests {
+    func verifier(_ json: String) throws -> Verifier { try Verifier(try JSONValue(parsing: json)) }
+
+    @Test("each verifier type accepts the right answer and rejects a wrong one with a message")
+    func types() throws {
+        let cases: [(String, String, String)] = [
+            (#"{"type": "exact", "answer": "Paris"}"#, " Paris\n", "paris"),
+            (#"{"type": "normalized", "answer": "New York!"}"#, "new   york", "York"),
+            (#"{"type": "regex", "pattern": "^TCK-[0-9]{4}$"}"#, "TCK-0042", "TCK-42"),
+            (#"{"type": "contains", "answer": "quellport"}"#, "It is Quellport.", "It is Brindale."),
+            (#"{"type": "numeric", "answer": 3.5, "tolerance": 0.1}"#, "About 3.45 metres", "About 4 metres"),
+            (#"{"type": "json_schema", "schema": {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}}"#,
+             #"Sure: {"n": 3} done"#, #"{"n": "three"}"#),
+            (#"{"type": "choice", "options": ["red", "green", "blue"], "answer": "green"}"#, "Green.", "red or green"),
+        ]
+        for (spec, good, bad) in cases {
+            let v = try verifier(spec)
+            #expect(v.check(good).passed, "\(spec) should accept \(good)")
+            let verdict = v.check(bad)
+            #expect(!verdict.passed, "\(spec) should reject \(bad)")
+            #expect(!verdict.message.isEmpty)
+        }
+        #expect(Verifier.containsAll(["quellport", "zorbania"]).check("Zorbania's capital: QUELLPORT").passed)
+        #expect(Verifier.containsAll(["quellport"]).check("Quell port").message == "The answer must mention quellport.")
+    }
+
+    @Test("malformed verifiers are refused with the reason")
+    func malformed() {
+        #expect(throws: JSONError.self) { try verifier(#"{"type": "regex", "pattern": "(("}"#) }
+        #expect(throws: JSONError.self) { try verifier(#"{"type": "choice", "options": ["a", "b"], "answer": "c"}"#) }
+        #expect(throws: JSONError.self) { try verifier(#"{"type": "vibes"}"#) }
+    }
+}
+
+@Suite("Learning settings and paraphrases")
+struct LearningSettingsTests {
+    @Test("settings take DESIGN.md's defaults, read every key, and name the bad one")
+    func settings() throws {
+        let defaults = try LearningSettings(json: .object([:]))
+        #expect(defaults == LearningSettings())
+        #expect(defaults.lora.rank == 16 && defaults.learningRate == 5e-4 && defaults.maxNLLRise == 0.08 && defaults.maxKL == 0.7)
+        let custom = try LearningSettings(json: try JSONValue(parsing: #"{"rank": 4, "targets": ["q", "v_proj"], "lr": 0.001, "max_steps": 3}"#))
+        #expect(custom.lora.rank == 4 && custom.lora.targets == [.q, .v] && custom.maxSteps == 3 && custom.minSteps == 3)
+        for bad in [#"{"rnak": 4}"#, #"{"rank": 0}"#, #"{"targets": ["qq"]}"#, #"{"min_steps": 9, "max_steps": 3}"#, "[]"] {
+            #expect(throws: JSONError.self) { try LearningSettings(json: try JSONValue(parsing: bad)) }
+        }
+    }
+
+    @Test("key words are what the answer adds to the question")
+    func keyWords() {
+        #expect(Paraphrases.keyWords(answer: "The capital of Zorbania is Quellport.", question: "What is the capital of Zorbania?") == ["quellport"])
+        #expect(Paraphrases.keyWords(answer: "Seven.", question: "How many moons?") == ["seven"])
+        #expect(Paraphrases.templates("Who wrote it?").first == "Who wrote it?")
+        #expect(Set(Paraphrases.templates("Who wrote it?")).count == Paraphrases.templates("Who wrote it?").count)
+        #expect(Paraphrases.sentences("Refunds take 14 days. Yes. Shipping is free over 50 euros!") ==
+                ["Refunds take 14 days.", "Shipping is free over 50 euros!"])
+    }
+}
+
+/// Answers from a script instead of a model: the example builder's decisions are the point.
+final class ScriptedSampler: TextSampler, Sendable {
+    let answer: @Sendable (SampleRequest) -> String
+    let calls = Mutex<[SampleRequest]>([])
+    init(_ answer: @escaping @Sendable (SampleRequest) -> String) { self.answer = answer }
+    func complete(_ requests: [SampleRequest], adapter: LoRAAdapter?) async throws -> [String] {
+        calls.withLock { $0 += requests }
+        return requests.map(answer)
+    }
+}
+
+@Suite("Example builder: the self-verification loop")
+struct ExampleBuilderTests {
+    func task(_ sampler: ScriptedSampler, reference: String? = nil) async throws -> ItemPlan {
+        var args: [String: JSONValue] = ["task_id": .int(1), "adapter": .string("a"), "prompt": .string("Ticket id?"),
+                                         "verifier": .object(["type": .string("regex"), "pattern": .string("^TCK-[0-9]{4}$")])]
+        if let reference { args["reference"] = .string(reference) }
+        return try await ExampleBuilder(sampler: sampler, settings: LearningSettings(), adapter: nil)
+            .plan(WorkItem(jobID: 7, kind: "task", args: .object(args)))
+    }
+
+    @Test("passing samples become at most two distinct examples")
+    func samples() async throws {
+        let plan = try await task(ScriptedSampler { r in r.seed % 3 == 0 ? "TCK-0001" : (r.seed % 3 == 1 ? "TCK-0002" : "no idea") })
+        #expect(plan.skipped == nil && plan.examples.count == 2)
+        #expect(Set(plan.examples.map { $0.last!.content }) == ["TCK-0001", "TCK-0002"])
+        #expect(plan.probes.count == 1 && plan.notes["source"] == .string("sample"))
+    }
+
+    @Test("a failing sample is revised with the verifier's message; the hint of a rationalization is not trained")
+    func reviseAndRationalize() async throws {
+        let revised = ScriptedSampler { r in r.messages.count > 1 ? "TCK-1234" : "ticket 1234" }
+        let plan = try await task(revised)
+        #expect(plan.notes["source"] == .string("revision 1"))
+        let revisionPrompt = revised.calls.withLock { $0.first { $0.messages.count > 1 }?.messages.last?.content } ?? ""
+        #expect(revisionPrompt.contains("must match the pattern"))
+
+        let hinted = try await task(ScriptedSampler { r in r.messages[0].content.contains("Hint") ? "TCK-7777" : "no" }, reference: "TCK-7777")
+        #expect(hinted.notes["source"] == .string("rationalization"))
+        #expect(hinted.examples.first?.first?.content == "Ticket id?")
+    }
+
+    @Test("with nothing verified the reference is trained when it passes, else the task is dropped with the reason")
+    func referenceOrDrop() async throws {
+        let never = ScriptedSampler { _ in "no" }
+        #expect(try await task(never, reference: "TCK-9999").notes["source"] == .string("reference"))
+        let badReference = try await task(never, reference: "nine")
+        #expect(badReference.skipped?.outcome == "dropped" && badReference.skipped?.reason.contains("reference fails") == true)
+        let none = try await task(never)
+        #expect(none.skipped?.reason.contains("no reference") == true)
+    }
+
+    @Test("feedback: a correction is trained on its paraphrases with one held out; thumbs-down alone is blocked")
+    func feedback() async throws {
+        let builder = ExampleBuilder(sampler: ScriptedSampler { _ in "Which city is Zorbania's capital?" }, settings: LearningSettings(), adapter: nil)
+        let correction = try await builder.plan(WorkItem(jobID: 1, kind: "feedback", args: .object([
+            "feedback_id": .int(1), "adapter": .string("a"), "prompt": .string("What is the capital of Zorbania?"),
+            "correction": .string("The capital of Zorbania is Quellport.")])))
+        #expect(correction.skipped == nil)
+        #expect(correction.probes.count == 1 && correction.probes[0].verifier == .containsAll(["quellport"]))
+        #expect(correction.examples.count == 6)   // 6 template variants − 1 held out + 1 model-written
+        #expect(correction.examples.allSatisfy { $0.last!.content == "The capital of Zorbania is Quellport." })
+        #expect(correction.examples.contains { $0.first!.content == "What is the capital of Zorbania?" })
+
+        let blocked = try await builder.plan(WorkItem(jobID: 2, kind: "feedback", args: .object([
+            "feedback_id": .int(2), "adapter": .string("a"), "prompt": .string("Hi"), "response": .string("Go away"), "rating": .int(-1)])))
+        #expect(blocked.skipped?.outcome == "blocked")
+        let up = try await builder.plan(WorkItem(jobID: 3, kind: "feedback", args: .object([
+            "feedback_id": .int(3), "adapter": .string("a"), "messages": .array([
+                .object(["role": .string("user"), "content": .string("Hi")]),
+                .object(["role": .string("assistant"), "content": .string("Hello! How can I help?")])]),
+            "rating": .int(1)])))
+        #expect(up.examples == [[ChatMessage(role: "user", content: "Hi"), ChatMessage(role: "assistant", content: "Hello! How can I help?")]])
+    }
+}
