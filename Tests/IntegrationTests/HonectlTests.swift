@@ -117,8 +117,20 @@ struct HonectlTests {
             #expect(try ctl("jobs", "list", "--state", "sleeping").status == 2)
             #expect(try Self.tool!.run(["status"], environment: ["HONE_DATABASE_URL": ""]).status == 2)
 
-            let jobs = try JSONValue(parsing: try ctl("jobs", "list", "--json").out)
-            #expect(jobs.arrayValue?.isEmpty == true)
+            #expect(try JSONValue(parsing: try ctl("jobs", "list", "--json").out).arrayValue?.isEmpty == true)
+            try await queue.pool.query("""
+                INSERT INTO hone.feedback (adapter, prompt, correction, rating) VALUES
+                  ('support', 'What is the capital of Zorbania?', 'Quellport.', NULL),
+                  ('support', 'Say hi.', NULL, -1)
+                """)
+            let first = try #require(try await queue.jobs(limit: 10).last)
+            #expect(try ctl("jobs", "cancel", "\(first.id)", "--reason", "duplicate of a ticket").status == 0)
+            try expectSnapshot("jobs-list", try ctl("jobs", "list").out)
+            try expectSnapshot("jobs-list-cancelled-json", try ctl("jobs", "list", "--state", "cancelled", "--json").out)
+            try expectSnapshot("feedback-stats", try ctl("feedback", "stats").out)
+            let jobs = try JSONValue(parsing: try ctl("jobs", "list", "--kind", "feedback", "--adapter", "support", "--json").out)
+            #expect(jobs.arrayValue?.count == 2)
+            #expect(try JSONValue(parsing: try ctl("jobs", "list", "--older-than", "1h", "--json").out).arrayValue?.isEmpty == true)
             let noJob = try ctl("jobs", "cancel", "42")
             #expect(noJob.status == 1 && noJob.err == "honectl: job 42 does not exist\n")
         }
