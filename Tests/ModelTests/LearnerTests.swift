@@ -3,6 +3,7 @@ import JSON
 import Llama
 import Logging
 import Postgres
+import Learning
 import Registry
 import Tensor
 import TestSupport
@@ -152,6 +153,69 @@ struct LearnerTests {
             #expect(try row.decode("status", as: String.self) == "rejected")
             #expect(try row.decode("reason", as: String.self).hasPrefix("rejected by the gate:"))
         }
+        await pool.close()
+    }
+
+    @Test("a JSON answer format taught with tasks through SQL goes from its base pass rate to ≥ 80% on held-out prompts; the base and another adapter answer exactly as before")
+    func skillFromTasks() async throws {
+        let base = 21000 + Int((getpid() + 2000) % 9000)
+        let (holder, url, dir) = try await Self.database("skill", port: base)
+        defer { holder.stop() }
+        let pool = Self.pool(url)
+        let registry = Registry(pool: pool)
+        struct File: Decodable {
+            struct Skill: Decodable { let prompt: String; let schema: JSONValue; let train: [[String]]; let held_out: [String] }
+            let skill: Skill
+        }
+        let facts = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/facts.json")
+        let skill = try JSONDecoder().decode(File.self, from: Data(contentsOf: facts)).skill
+        let verifier = try Verifier(.object(["type": .string("json_schema"), "schema": skill.schema]))
+        func prompt(_ city: String) -> String { skill.prompt.replacingOccurrences(of: "{city}", with: city) }
+        func answers(_ model: String) async throws -> [String] {
+            var out: [String] = []
+            for city in skill.held_out {
+                let (status, body, _) = try await holder.server.post("/v1/chat/completions", ServerTests.chatBody(prompt(city), maxTokens: 40, model: model))
+                #expect(status == 200)
+                out.append(try JSONValue(parsing: body)["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? "")
+            }
+            return out
+        }
+        let ctl = BuiltTool("honectl")!
+        #expect(try ctl.run(["adapters", "create", "json", "--settings", #"{"samples": 4, "revision_rounds": 1}"#],
+                            environment: ["HONE_DATABASE_URL": url]).status == 0)
+        #expect(try ctl.run(["adapters", "create", "other", "--rank", "4"], environment: ["HONE_DATABASE_URL": url]).status == 0)
+        let otherBlob = AdapterBlob.encode(ReplicaTests.weights(seed: 7), model: RealModel.model)
+        _ = try await pool.transaction { tx in
+            try await registry.record(VersionCandidate(adapter: "other", parentVersion: nil, accepted: true, baseModelSHA256: RealModel.model.file.sha256,
+                                                       blob: otherBlob, metrics: .object([:]), jobIDs: [], examples: 0, reason: nil), actor: "test", on: tx)
+        }
+        try await Self.waitUntil("other@v1 to serve", timeout: .seconds(30)) { try await holder.fingerprint("smollm2:other") == "other@v1" }
+        let baseBefore = try await answers("smollm2"), otherBefore = try await answers("smollm2:other")
+        let before = try await answers("smollm2:json").filter { verifier.check($0).passed }.count
+
+        for pair in skill.train {
+            let reference = JSONValue.object(["city": .string(pair[0]), "country": .string(pair[1])]).jsonText
+            try await pool.query("""
+                SELECT hone.submit_task('json', \(prompt(pair[0])), \(JSONText(JSONValue.object(["type": .string("json_schema"), "schema": skill.schema]).jsonText))::jsonb, \(reference))
+                """)
+        }
+        let learner = try Replica.start(port: base + 1, dataDir: dir + "/l", databaseURL: url, learner: true)
+        defer { learner.stop() }
+        try await learner.ready()
+        try await Self.waitUntil("the tasks to finish", timeout: .seconds(540)) {
+            try await pool.query("SELECT count(*) AS n FROM hone.tasks WHERE outcome IS NULL")[0].decode("n", as: Int.self) == 0
+        }
+        let version = try #require(try await registry.versions(of: "json").first)
+        #expect(version.status == "accepted", "\(version.reason ?? "")")
+        try await Self.waitUntil("json@v1 to serve", timeout: .seconds(30)) { try await holder.fingerprint("smollm2:json") == version.id }
+        let after = try await answers("smollm2:json").filter { verifier.check($0).passed }.count
+        print("skill: held-out JSON pass \(before)/\(skill.held_out.count) before, \(after)/\(skill.held_out.count) after \(version.id); metrics \(version.metrics.jsonText)")
+        #expect(Double(after) >= 0.8 * Double(skill.held_out.count))
+        #expect(after > before)
+        #expect(try await answers("smollm2") == baseBefore)
+        #expect(try await answers("smollm2:other") == otherBefore)
+        let outcomes = try await pool.query("SELECT status, version FROM hone.submission_status WHERE kind = 'task'")
+        #expect(try outcomes.allSatisfy { try $0.decode("status", as: String.self) == "trained" && $0.decode("version", as: Int.self) == version.version })
         await pool.close()
     }
 }
