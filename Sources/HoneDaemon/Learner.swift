@@ -85,7 +85,13 @@ struct LearnerService: Service {
                 """)
             answers = try await stored()
         }
-        return AnchorSet(answers: AnchorSet.prompts.map { answers[$0] ?? "" }, tokenizer: snapshot.tokenizer)
+        let anchors = AnchorSet(answers: AnchorSet.prompts.map { answers[$0] ?? "" }, tokenizer: snapshot.tokenizer)
+        let model = snapshot.model
+        return try await Parallel.onThread { [anchors] in
+            var distilled = anchors
+            try distilled.distill(model: model)
+            return distilled
+        }
     }
 
     /// Adapters, not paused, with claimable learning jobs.
@@ -139,7 +145,22 @@ struct LearnerService: Service {
         }
         // Renew every lease while the update runs; a lost lease abandons the update.
         let claimed = valid, updateLogger = log
-        return try await withThrowingTaskGroup(of: Bool?.self) { group in
+        do {
+            return try await runUpdate(record, settings: settings, jobs: claimed, anchors: anchors, connection: connection, logger: updateLogger)
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            // The attempt failed before its commit: record why and let the backoff retry it
+            // (fenced, so jobs whose lease was lost are untouched).
+            for job in claimed { _ = try? await queue.fail(job.lease, error: "learning update failed: \(error)") }
+            throw error
+        }
+    }
+
+    /// The update with its leases renewed every third of their length.
+    private func runUpdate(_ record: AdapterRecord, settings: LearningSettings, jobs claimed: [Job], anchors: AnchorSet,
+                           connection: PostgresConnection, logger updateLogger: Logger) async throws -> Bool {
+        try await withThrowingTaskGroup(of: Bool?.self) { group in
             group.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: configuration.lease / 3)
@@ -181,10 +202,12 @@ struct LearnerService: Service {
         let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: parent)
         var plans: [ItemPlan] = []
         for job in jobs { plans.append(try await builder.plan(WorkItem(jobID: job.id, kind: job.kind, args: job.args))) }
+        // The most recent verified examples; the update samples among them with its seed,
+        // so the same jobs on the same parent train the same candidate.
         let buffer: [[ChatMessage]] = try await queue.pool.query("""
             SELECT e.messages FROM hone.training_examples e
             WHERE e.adapter = \(record.name) AND e.version <= \(record.activeVersion ?? 0)
-            ORDER BY random() LIMIT 64
+            ORDER BY e.id DESC LIMIT 64
             """).map { try Self.messages(JSONValue(parsing: $0.decode("messages", as: JSONText.self).text)) }
 
         let leases = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0.lease) })

@@ -1,6 +1,7 @@
 import Foundation
 import Llama
 import Tokenizer
+import Tensor
 import Training
 
 /// General prompts whose targets are the base model's own answers: four in five are
@@ -11,6 +12,9 @@ public struct AnchorSet: Sendable {
     public let replay: [[ChatMessage]]
     /// Sequences the gate measures NLL and KL on (loss mask: the base's answer).
     public let gate: [TrainingSequence]
+    /// `replay` as training sequences; after `distill(model:)` their targets are the base
+    /// model's whole next-token distributions.
+    public private(set) var replaySequences: [TrainingSequence]
 
     /// Fixed prompts: everyday knowledge, instructions and small reasoning, the kind of
     /// general ability an adapter must not lose.
@@ -72,11 +76,28 @@ public struct AnchorSet: Sendable {
         // Every fifth prompt is held out for the gate; the rest are replayed.
         replay = conversations.indices.filter { $0 % 5 != 4 }.map { conversations[$0] }
         gate = conversations.indices.filter { $0 % 5 == 4 }.map { ChatExamples.sequence(conversations[$0], tokenizer: tokenizer) }
+        replaySequences = replay.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
     }
 
-    public init(replay: [[ChatMessage]], gate: [TrainingSequence]) {
-        self.replay = replay
-        self.gate = gate
+    /// Gives every replayed answer position the base model's distribution (its `topK`
+    /// most likely tokens, renormalized) as its target: replay then holds the adapter to
+    /// the base's whole distribution, which is what the gate's KL measures, rather than
+    /// only to its greedy tokens. One forward pass per replay sequence.
+    public mutating func distill(model: LlamaModel, topK: Int = 32) throws {
+        for s in replaySequences.indices {
+            var seq = replaySequences[s]
+            let inputs = Array(seq.tokens.dropLast())
+            let logits = try model.forward([SequenceInput(tokens: inputs, cache: model.makeCache(capacity: inputs.count),
+                                                          allLogits: true)], mode: .exact)[0]
+            for t in inputs.indices where seq.lossMask[t + 1] {
+                let p = Drift.logSoftmax(logits[t]).map { exp($0) }
+                // Candidates above a small floor first: sorting all 49152 per position is slow.
+                let top = p.indices.filter { p[$0] > 1e-5 }.sorted { p[$0] > p[$1] }.prefix(topK)
+                let total = top.reduce(Float(0)) { $0 + p[$1] }
+                seq.softTargets[t + 1] = SoftTarget(tokens: Array(top), probabilities: top.map { p[$0] / total })
+            }
+            replaySequences[s] = seq
+        }
     }
 }
 

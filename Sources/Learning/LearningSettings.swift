@@ -11,6 +11,8 @@ public struct LearningSettings: Sendable, Equatable {
     /// Optimizer steps of one update at least (before early stopping may end it) and at most.
     public var minSteps = 4
     public var maxSteps = 50
+    /// Steps trained after every held-out probe first passes, before stopping.
+    public var settleSteps = 4
     /// New examples per step.
     public var batchSize = 8
     /// Replay examples per new example in a step (DESIGN.md: as many as new ones).
@@ -62,6 +64,7 @@ public struct LearningSettings: Sendable, Equatable {
             case "lr": learningRate = Float(try number())
             case "min_steps": minSteps = try count(0...1000)
             case "max_steps": maxSteps = try count(1...1000)
+            case "settle_steps": settleSteps = try count(0...100)
             case "batch_size": batchSize = try count(1...64)
             case "replay_ratio":
                 replayRatio = try number()

@@ -62,7 +62,8 @@ public struct LearningUpdate: Sendable {
         let order = examples.indices.shuffled(using: &random)
         var firstLoss: Double?, lastLoss = 0.0, steps = 0
         var probesAfter: [Bool]?
-        let anchorSequences = anchors.replay.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
+        var passedAt: Int?
+        let anchorSequences = anchors.replaySequences
         let bufferSequences = buffer.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         do {
             for step in 1...settings.maxSteps {
@@ -79,13 +80,20 @@ public struct LearningUpdate: Sendable {
                 firstLoss = firstLoss ?? report.loss
                 lastLoss = report.loss
                 steps = step
-                // Early stop at the first step where every held-out probe passes: each step
-                // past that only adds drift.
+                // Early stop: `settleSteps` after the first step where every held-out probe
+                // passes. Template probes pass before genuinely reworded questions do; the few
+                // extra steps buy that generalization for little drift (replay is distilled).
                 let flat = probes.flatMap { $0 }
-                if step >= settings.minSteps && !flat.isEmpty {
+                if let passedAt {
+                    if step >= passedAt + settings.settleSteps { break }
+                } else if step >= settings.minSteps && !flat.isEmpty {
                     let now = try await passes(flat, adapter: trainer.trainer.adapter)
                     probesAfter = now
-                    if now.allSatisfy({ $0 }) { break }
+                    if now.allSatisfy({ $0 }) {
+                        passedAt = step
+                        if settings.settleSteps == 0 { break }
+                        probesAfter = nil   // re-checked by the gate after the extra steps
+                    }
                 } else if step >= settings.minSteps && flat.isEmpty {
                     break
                 }
@@ -118,6 +126,7 @@ public struct LearningUpdate: Sendable {
             try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
         }
         metrics["steps"] = .int(steps)
+        metrics["probes_all_passed_at_step"] = passedAt.map { .int($0) } ?? .null
         metrics["loss_first"] = .double(firstLoss ?? 0)
         metrics["loss_last"] = .double(lastLoss)
         metrics["examples_loss_before"] = .double(lossBefore)

@@ -7,6 +7,9 @@ public struct TrainingSequence: Sendable, Equatable {
     /// lossMask[i]: token i is a target, predicted from the tokens before it (for chat
     /// data, the assistant's tokens). lossMask[0] never counts: nothing predicts it.
     public var lossMask: [Bool]
+    /// Distillation targets by token index: where present, the loss at target i is the
+    /// cross-entropy against this distribution instead of against token i alone.
+    public var softTargets: [Int: SoftTarget] = [:]
 
     public init(tokens: [Int], lossMask: [Bool]) {
         precondition(tokens.count == lossMask.count)
@@ -61,9 +64,12 @@ struct PackedBatch {
     /// Rows whose next token is a target, and those targets.
     let lossRows: [Int]
     let targets: [Int]
+    /// Per target: the teacher distribution to distill, if any.
+    let softTargets: [SoftTarget?]
 
     init(_ batch: [TrainingSequence], vocab: Int, context: Int) throws {
         var tokens: [Int] = [], positions: [Int] = [], lossRows: [Int] = [], targets: [Int] = []
+        var softTargets: [SoftTarget?] = []
         for (s, seq) in batch.enumerated() {
             guard !seq.tokens.isEmpty else { throw ModelError("training sequence \(s) is empty") }
             guard seq.tokens.count <= context else {
@@ -75,6 +81,7 @@ struct PackedBatch {
             for i in 1..<max(seq.tokens.count, 1) where seq.lossMask[i] {
                 lossRows.append(tokens.count + i - 1)
                 targets.append(seq.tokens[i])
+                softTargets.append(seq.softTargets[i])
             }
             tokens += seq.tokens
             positions += Array(0..<seq.tokens.count)
@@ -84,6 +91,7 @@ struct PackedBatch {
         lengths = batch.map(\.tokens.count)
         self.lossRows = lossRows
         self.targets = targets
+        self.softTargets = softTargets
     }
 }
 
@@ -280,7 +288,8 @@ extension LlamaModel {
                         let l = lp.baseAddress!
                         gemm(transB: true, m: rows, n: v, k: c, np.baseAddress! + start * c, lda: c, wp, ldb: c, l, ldc: v)
                         let targets = Array(p.targets[start..<(start + rows)])
-                        let part = crossEntropy(logits: l, targets: targets, vocab: v,
+                        let soft = p.softTargets.contains { $0 != nil } ? Array(p.softTargets[start..<(start + rows)]) : nil
+                        let part = crossEntropy(logits: l, targets: targets, soft: soft, vocab: v,
                                                 dlogits: gradScale == nil ? nil : l, gradScale: gradScale ?? 0)
                         loss += part.loss
                         correct += part.correct

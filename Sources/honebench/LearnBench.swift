@@ -24,7 +24,8 @@ enum LearnBench {
             let sampler = SchedulerSampler(scheduler: scheduler, snapshot: snapshot)
             let clock = ContinuousClock()
             let started = clock.now
-            let anchors = AnchorSet(answers: try await AnchorSet.answers(sampler: sampler), tokenizer: tokenizer)
+            var anchors = AnchorSet(answers: try await AnchorSet.answers(sampler: sampler), tokenizer: tokenizer)
+            if environment["HONE_BENCH_DISTILL"] != "0" { try anchors.distill(model: model) }
             let anchorSeconds = (clock.now - started) / .seconds(1)
             let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: nil)
             if environment["HONE_BENCH_KIND"] == "skill" {

@@ -218,4 +218,67 @@ struct LearnerTests {
         #expect(try outcomes.allSatisfy { try $0.decode("status", as: String.self) == "trained" && $0.decode("version", as: Int.self) == version.version })
         await pool.close()
     }
+
+    @Test("ten fictional facts submitted as corrections are answered when asked in other words (≥ 8 of 10), anchor NLL rises ≤ 0.08 bits; base and another adapter unchanged")
+    func factsFromCorrections() async throws {
+        let base = 21000 + Int((getpid() + 6000) % 9000)
+        let (holder, url, dir) = try await Self.database("facts", port: base)
+        defer { holder.stop() }
+        let pool = Self.pool(url)
+        let registry = Registry(pool: pool)
+        struct File: Decodable {
+            struct Fact: Decodable { let question: String; let correction: String; let key: String; let held_out: String }
+            let facts: [Fact]
+        }
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/facts.json")
+        let facts = try JSONDecoder().decode(File.self, from: Data(contentsOf: path)).facts
+        #expect(facts.count == 10)
+        func answers(_ model: String) async throws -> [String] {
+            var out: [String] = []
+            for fact in facts {
+                let (status, body, _) = try await holder.server.post("/v1/chat/completions", ServerTests.chatBody(fact.held_out, maxTokens: 40, model: model))
+                #expect(status == 200)
+                out.append(try JSONValue(parsing: body)["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? "")
+            }
+            return out
+        }
+        func correct(_ answers: [String]) -> Int { zip(facts, answers).filter { $1.lowercased().contains($0.key.lowercased()) }.count }
+        let ctl = BuiltTool("honectl")!
+        #expect(try ctl.run(["adapters", "create", "facts", "--settings", #"{"max_steps": 30}"#], environment: ["HONE_DATABASE_URL": url]).status == 0)
+        #expect(try ctl.run(["adapters", "create", "other", "--rank", "4"], environment: ["HONE_DATABASE_URL": url]).status == 0)
+        let otherBlob = AdapterBlob.encode(ReplicaTests.weights(seed: 11), model: RealModel.model)
+        _ = try await pool.transaction { tx in
+            try await registry.record(VersionCandidate(adapter: "other", parentVersion: nil, accepted: true, baseModelSHA256: RealModel.model.file.sha256,
+                                                       blob: otherBlob, metrics: .object([:]), jobIDs: [], examples: 0, reason: nil), actor: "test", on: tx)
+        }
+        try await Self.waitUntil("other@v1 to serve", timeout: .seconds(30)) { try await holder.fingerprint("smollm2:other") == "other@v1" }
+        let baseBefore = try await answers("smollm2"), otherBefore = try await answers("smollm2:other")
+        let before = correct(try await answers("smollm2:facts"))
+
+        try await pool.query("""
+            INSERT INTO hone.feedback (adapter, prompt, correction)
+            SELECT 'facts', q, c FROM unnest(\(facts.map(\.question))::text[], \(facts.map(\.correction))::text[]) AS t(q, c)
+            """)
+        let learner = try Replica.start(port: base + 1, dataDir: dir + "/l", databaseURL: url, learner: true)
+        defer { learner.stop() }
+        try await learner.ready()
+        try await Self.waitUntil("the corrections to finish", timeout: .seconds(840)) {
+            try await pool.query("SELECT count(*) AS n FROM hone.feedback WHERE outcome IS NULL")[0].decode("n", as: Int.self) == 0
+        }
+        let versions = try await registry.versions(of: "facts")
+        for v in versions { print("facts: \(v.id) \(v.status) \(v.reason ?? "") \(v.metrics.jsonText)") }
+        let active = try #require(try await registry.adapter("facts")?.activeVersion, "no version of facts was accepted")
+        try await Self.waitUntil("facts@v\(active) to serve", timeout: .seconds(30)) { try await holder.fingerprint("smollm2:facts") == "facts@v\(active)" }
+        let after = try await answers("smollm2:facts")
+        print("facts: held-out correct \(before)/10 before, \(correct(after))/10 after on facts@v\(active)")
+        #expect(correct(after) >= 8)
+        for v in versions where v.status == "accepted" {
+            #expect((v.metrics["anchor_nll_rise_bits"]?.doubleValue ?? 1) <= 0.08)
+        }
+        #expect(try await answers("smollm2") == baseBefore)
+        #expect(try await answers("smollm2:other") == otherBefore)
+        let outcomes = try await pool.query("SELECT status FROM hone.submission_status WHERE kind = 'feedback'")
+        #expect(try outcomes.allSatisfy { try $0.decode("status", as: String.self) == "trained" })
+        await pool.close()
+    }
 }

@@ -150,6 +150,27 @@ struct OpGradientTests {
         }
     }
 
+    @Test("softmax cross-entropy against a teacher's distribution (distillation): loss and logits")
+    func softCrossEntropyGradient() {
+        let v = 7, targets = [2, 0, 6]
+        let soft: [SoftTarget?] = [SoftTarget(tokens: [2, 5, 1], probabilities: [0.6, 0.3, 0.1]), nil,
+                                   SoftTarget(tokens: [6], probabilities: [1])]
+        let logits = Self.values(targets.count * v, seed: 24, scale: 3)
+        var d = [Float](repeating: 0, count: logits.count)
+        let loss = crossEntropy(logits: logits, targets: targets, soft: soft, vocab: v, dlogits: &d, gradScale: 0.5).loss
+        // −Σ p log softmax: a one-token teacher equals the hard target.
+        let direct = targets.indices.reduce(0.0) { sum, r in
+            let row = logits[(r * v)..<((r + 1) * v)].map(Double.init)
+            let lse = log(row.map(exp).reduce(0, +))
+            let teacher = soft[r].map { zip($0.tokens, $0.probabilities.map(Double.init)) }.map(Array.init) ?? [(targets[r], 1.0)]
+            return sum + teacher.reduce(0.0) { $0 + $1.1 * (lse - row[$1.0]) }
+        }
+        #expect(abs(loss - direct) < 1e-5)
+        Self.check("dlogits", logits, analytic: d, step: 1e-3) {
+            0.5 * crossEntropy(logits: $0, targets: targets, soft: soft, vocab: v, dlogits: nil, gradScale: 0).loss
+        }
+    }
+
     @Test("embedding lookup: repeated tokens accumulate")
     func embedding() {
         let v = 5, c = 4, tokens = [1, 3, 1]
