@@ -208,7 +208,7 @@ struct LearnerService: Service {
             SELECT e.messages FROM hone.training_examples e
             WHERE e.adapter = \(record.name) AND e.version <= \(record.activeVersion ?? 0)
             ORDER BY e.id DESC LIMIT 64
-            """).map { try Self.messages(JSONValue(parsing: $0.decode("messages", as: JSONText.self).text)) }
+            """).map { try ChatMessage.list(from: JSONValue(parsing: $0.decode("messages", as: JSONText.self).text)) }
 
         let leases = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0.lease) })
         let trainable = plans.filter { $0.skipped == nil }
@@ -233,7 +233,7 @@ struct LearnerService: Service {
                     for example in plan.examples {
                         try await tx.query("""
                             INSERT INTO hone.training_examples (adapter, version, job_id, messages)
-                            VALUES (\(record.name), \(version), \(plan.jobID), \(JSONText(Self.json(example).jsonText))::jsonb)
+                            VALUES (\(record.name), \(version), \(plan.jobID), \(JSONText(ChatMessage.json(example).jsonText))::jsonb)
                             """)
                     }
                 }
@@ -269,16 +269,6 @@ struct LearnerService: Service {
         }
     }
 
-    static func messages(_ json: JSONValue) -> [ChatMessage] {
-        (json.arrayValue ?? []).compactMap { m in
-            guard let role = m["role"]?.stringValue, let content = m["content"]?.stringValue else { return nil }
-            return ChatMessage(role: role, content: content)
-        }
-    }
-
-    static func json(_ messages: [ChatMessage]) -> JSONValue {
-        .array(messages.map { .object(["role": .string($0.role), "content": .string($0.content)]) })
-    }
 }
 
 struct LearnerError: Error, CustomStringConvertible {

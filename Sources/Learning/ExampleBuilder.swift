@@ -73,10 +73,7 @@ public struct ExampleBuilder: Sendable {
     // MARK: feedback
 
     func feedback(_ args: JSONValue, into plan: inout ItemPlan) async throws {
-        let messages = (args["messages"]?.arrayValue ?? []).compactMap { m -> ChatMessage? in
-            guard let role = m["role"]?.stringValue, let content = m["content"]?.stringValue else { return nil }
-            return ChatMessage(role: role, content: content)
-        }
+        let messages = ChatMessage.list(from: args["messages"] ?? .null)
         // The conversation up to the last user turn; the answer after it is what is judged.
         var context = messages
         var served = args["response"]?.stringValue
@@ -230,5 +227,21 @@ public struct ExampleBuilder: Sendable {
         plan.notes["sentences"] = .int(sentences.count)
         plan.notes["pairs"] = .int(pairs.count)
         if pairs.isEmpty { plan.skipped = ("dropped", "no question-answer pair could be extracted from the document") }
+    }
+}
+
+extension ChatMessage {
+    /// Messages from a JSON array of `{"role", "content"}` objects (job payloads, the
+    /// replay buffer); entries without both strings are skipped.
+    public static func list(from json: JSONValue) -> [ChatMessage] {
+        (json.arrayValue ?? []).compactMap { m in
+            guard let role = m["role"]?.stringValue, let content = m["content"]?.stringValue else { return nil }
+            return ChatMessage(role: role, content: content)
+        }
+    }
+
+    /// The JSON array form of `messages`, as `list(from:)` reads it.
+    public static func json(_ messages: [ChatMessage]) -> JSONValue {
+        .array(messages.map { .object(["role": .string($0.role), "content": .string($0.content)]) })
     }
 }
