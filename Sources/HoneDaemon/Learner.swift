@@ -200,8 +200,8 @@ struct LearnerService: Service {
         }
         let sampler = SchedulerSampler(scheduler: scheduler, snapshot: snapshot)
         let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: parent)
-        var plans: [ItemPlan] = []
-        for job in jobs { plans.append(try await builder.plan(WorkItem(jobID: job.id, kind: job.kind, args: job.args))) }
+        let planning = ContinuousClock.now
+        let plans = try await builder.plans(jobs.map { WorkItem(jobID: $0.id, kind: $0.kind, args: $0.args) })
         // The most recent verified examples; the update samples among them with its seed,
         // so the same jobs on the same parent train the same candidate.
         let buffer: [[ChatMessage]] = try await queue.pool.query("""
@@ -218,9 +218,11 @@ struct LearnerService: Service {
             return
         }
         let update = LearningUpdate(model: model, tokenizer: snapshot.tokenizer, sampler: sampler, settings: settings, anchors: anchors)
-        let outcome = try await update.run(parent: parent, plans: plans, buffer: buffer) { report in
+        let examplesSeconds = (ContinuousClock.now - planning) / .seconds(1)
+        var outcome = try await update.run(parent: parent, plans: plans, buffer: buffer) { report in
             logger.debug("learning step", metadata: ["step": "\(report.step)", "loss": "\(report.loss)", "seconds": "\(report.seconds)"])
         }
+        outcome.metrics["seconds_examples"] = .double(examplesSeconds)
         let candidate = VersionCandidate(
             adapter: record.name, parentVersion: record.activeVersion, accepted: outcome.accepted,
             baseModelSHA256: model.file.sha256, blob: outcome.adapter.map { AdapterBlob.encode($0, model: model) },

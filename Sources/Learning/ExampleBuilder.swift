@@ -56,6 +56,19 @@ public struct ExampleBuilder: Sendable {
         self.adapter = adapter
     }
 
+    /// The plans of `items`, in order. The items are worked on concurrently, so their
+    /// generations share the scheduler's batches instead of waiting for each other.
+    public func plans(_ items: [WorkItem]) async throws -> [ItemPlan] {
+        try await withThrowingTaskGroup(of: (Int, ItemPlan).self) { group in
+            for (i, item) in items.enumerated() {
+                group.addTask { (i, try await plan(item)) }
+            }
+            var out = [ItemPlan?](repeating: nil, count: items.count)
+            for try await (i, plan) in group { out[i] = plan }
+            return out.map { $0! }
+        }
+    }
+
     public func plan(_ item: WorkItem) async throws -> ItemPlan {
         var plan = ItemPlan(jobID: item.jobID)
         switch item.kind {

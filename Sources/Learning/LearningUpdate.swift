@@ -50,7 +50,14 @@ public struct LearningUpdate: Sendable {
         let probes = trained.map(\.probes)
         var metrics: [String: JSONValue] = ["items": .int(trained.count), "examples": .int(examples.count)]
 
-        let before = try await passes(probes.flatMap { $0 } + settings.canaries, adapter: parent)
+        // Where the update's time goes, stored with the version (freshness is their sum).
+        var checking = Duration.zero, training = Duration.zero
+        func timed<T>(_ total: inout Duration, _ work: () async throws -> T) async rethrows -> T {
+            let start = ContinuousClock.now
+            defer { total += ContinuousClock.now - start }
+            return try await work()
+        }
+        let before = try await timed(&checking) { try await passes(probes.flatMap { $0 } + settings.canaries, adapter: parent) }
         let newSequences = examples.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         let lossBefore = try await Parallel.onThread { [model] in try model.loss(newSequences, adapter: parent).mean }
         let start = parent ?? LoRAAdapter.initialized(config: settings.lora, model: model.config, seed: settings.seed)
@@ -75,7 +82,7 @@ public struct LearningUpdate: Sendable {
                 let fromBuffer = bufferSequences.isEmpty ? 0 : replayCount / 2
                 for _ in 0..<fromBuffer { batch.append(bufferSequences[Int(random.next() % UInt64(bufferSequences.count))]) }
                 for _ in fromBuffer..<replayCount { batch.append(anchorSequences[Int(random.next() % UInt64(anchorSequences.count))]) }
-                let report = try await Parallel.onThread { [batch] in try trainer.trainer.step(batch) }
+                let report = try await timed(&training) { try await Parallel.onThread { [batch] in try trainer.trainer.step(batch) } }
                 progress(report)
                 firstLoss = firstLoss ?? report.loss
                 lastLoss = report.loss
@@ -87,7 +94,7 @@ public struct LearningUpdate: Sendable {
                 if let passedAt {
                     if step >= passedAt + settings.settleSteps { break }
                 } else if step >= settings.minSteps && !flat.isEmpty {
-                    let now = try await passes(flat, adapter: trainer.trainer.adapter)
+                    let now = try await timed(&checking) { try await passes(flat, adapter: trainer.trainer.adapter) }
                     probesAfter = now
                     if now.allSatisfy({ $0 }) {
                         passedAt = step
@@ -107,6 +114,7 @@ public struct LearningUpdate: Sendable {
         let candidate = trainer.trainer.adapter
 
         // The gate.
+        let gateStarted = ContinuousClock.now
         let flat = probes.flatMap { $0 }
         let after = try await passes(settings.canaries, adapter: candidate)
         let probePasses = probesAfter?.count == flat.count ? probesAfter! : try await passes(flat, adapter: candidate)
@@ -125,6 +133,9 @@ public struct LearningUpdate: Sendable {
         let drift = try await Parallel.onThread { [model, anchors] in
             try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
         }
+        metrics["seconds_training"] = .double(training / .seconds(1))
+        metrics["seconds_checks"] = .double(checking / .seconds(1))
+        metrics["seconds_gate"] = .double((ContinuousClock.now - gateStarted) / .seconds(1))
         metrics["steps"] = .int(steps)
         metrics["probes_all_passed_at_step"] = passedAt.map { .int($0) } ?? .null
         metrics["loss_first"] = .double(firstLoss ?? 0)

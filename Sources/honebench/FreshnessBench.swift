@@ -68,6 +68,10 @@ enum FreshnessBench {
         emit(["bench": "freshness", "corrections": facts.count, "median_s": seconds, "max_s": seconds, "outcome": outcome,
               "version": update?.id ?? "-", "steps": update?.metrics["steps"]?.intValue ?? 0,
               "update_s": update?.metrics["seconds"]?.doubleValue ?? .nan,
+              "examples_s": update?.metrics["seconds_examples"]?.doubleValue ?? .nan,
+              "training_s": update?.metrics["seconds_training"]?.doubleValue ?? .nan,
+              "checks_s": update?.metrics["seconds_checks"]?.doubleValue ?? .nan,
+              "gate_s": update?.metrics["seconds_gate"]?.doubleValue ?? .nan,
               "serving_ok": load.ok, "serving_failed": load.failed, "settings": "lr 1e-3, ≤30 steps, drift limits relaxed to 1.0 bits NLL / 2.0 bits KL"])
         await pool.close()
     }

@@ -33,12 +33,11 @@ enum LearnBench {
                 group.cancelAll()
                 return
             }
-            var plans: [ItemPlan] = []
-            for (i, fact) in facts.enumerated() {
-                plans.append(try await builder.plan(WorkItem(jobID: Int64(i + 1), kind: "feedback", args: .object([
+            let plans = try await builder.plans(facts.enumerated().map { i, fact in
+                WorkItem(jobID: Int64(i + 1), kind: "feedback", args: .object([
                     "feedback_id": .int(i + 1), "adapter": .string("bench"), "prompt": .string(fact.question),
-                    "correction": .string(fact.correction)]))))
-            }
+                    "correction": .string(fact.correction)]))
+            })
             let planned = clock.now
             let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors)
             let outcome = try await update.run(parent: nil, plans: plans, buffer: [])
@@ -78,13 +77,12 @@ extension LearnBench {
         }
         let before = try await passRate(nil)
         let clock = ContinuousClock(), started = clock.now
-        var plans: [ItemPlan] = []
-        for (i, pair) in skill.train.enumerated() {
+        let plans = try await builder.plans(skill.train.enumerated().map { i, pair in
             let reference = JSONValue.object(["city": .string(pair[0]), "country": .string(pair[1])]).jsonText
-            plans.append(try await builder.plan(WorkItem(jobID: Int64(i + 1), kind: "task", args: .object([
+            return WorkItem(jobID: Int64(i + 1), kind: "task", args: .object([
                 "task_id": .int(i + 1), "adapter": .string("bench"), "prompt": .string(prompt(pair[0])),
-                "verifier": .object(["type": .string("json_schema"), "schema": skill.schema]), "reference": .string(reference)]))))
-        }
+                "verifier": .object(["type": .string("json_schema"), "schema": skill.schema]), "reference": .string(reference)]))
+        })
         let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors)
         let outcome = try await update.run(parent: nil, plans: plans, buffer: [])
         var after = Double.nan

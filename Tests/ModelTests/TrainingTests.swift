@@ -1,6 +1,6 @@
 import Foundation
 import GGUF
-import Llama
+@testable import Llama
 import Tensor
 import Testing
 import Tokenizer
@@ -52,6 +52,34 @@ struct TrainingTests {
                             "layer \(key.layer) \(key.target) \(part)[\(index)]: numeric \(numeric), analytic \(analytic)")
                 }
             }
+        }
+    }
+
+    @Test("sequences that begin alike are packed with their common start once: the loss and gradients of packing each whole")
+    func sharedPrefixPacking() throws {
+        try Self.withTinyModel { model in
+            let adapter = Self.seeded(model)
+            // A common start of 4 tokens (the 5th differs in one sequence); targets after it.
+            let batch = [
+                TrainingSequence(tokens: [5, 17, 99, 3, 42, 150, 7, 8], lossMask: [false, false, false, false, false, true, true, true]),
+                TrainingSequence(tokens: [5, 17, 99, 3, 42, 61, 62], lossMask: [false, false, false, false, false, false, true]),
+                TrainingSequence(tokens: [5, 17, 99, 3, 11, 12, 13, 14, 15], lossMask: [false, false, false, false, false, true, true, false, true]),
+            ]
+            #expect(PackedBatch.sharedPrefix(batch) == 4)
+            #expect(PackedBatch.sharedPrefix(Self.sequences()) == 0)
+            var together = LoRAAdapter.zeros(config: adapter.config, model: model.config), apart = together
+            let loss = try model.accumulateGradients(batch, adapter: adapter, gradScale: 1, checkpointing: false, into: &together)
+            var separate = LossSum()
+            for seq in batch {
+                let part = try model.accumulateGradients([seq], adapter: adapter, gradScale: 1, checkpointing: false, into: &apart)
+                separate.sum += part.sum
+                separate.tokens += part.tokens
+                separate.correct += part.correct
+            }
+            #expect(loss.tokens == separate.tokens && loss.correct == separate.correct)
+            #expect(abs(loss.sum - separate.sum) < 1e-5 * abs(separate.sum))
+            #expect(abs(try model.loss(batch, adapter: adapter).sum - separate.sum) < 1e-5 * abs(separate.sum))
+            #expect(TrainingParityTests.worstRelativeError(together, apart).0 < 1e-4)
         }
     }
 

@@ -82,6 +82,34 @@ struct OpGradientTests {
         Self.check("dv", v, analytic: dv) { forward(q, k, $0) }
     }
 
+    @Test("attention with a prefix shared by two sequences: q, k and v; each sequence sees what packing it whole gives")
+    func sharedPrefixAttention() {
+        let att = CausalAttention(heads: 4, kvHeads: 2, headDim: 4)
+        let prefix = 3, lengths = [4, 2], n = 9, hd = 16, kvd = 8
+        let q = Self.values(n * hd, seed: 16), k = Self.values(n * kvd, seed: 17), v = Self.values(n * kvd, seed: 18)
+        let r = Self.values(n * hd, seed: 19)
+        func forward(_ q: [Float], _ k: [Float], _ v: [Float]) -> Double {
+            var out = [Float](repeating: 0, count: n * hd)
+            att.forward(q: q, k: k, v: v, prefix: prefix, lengths: lengths, out: &out)
+            return Self.dot(out, r)
+        }
+        var dq = [Float](repeating: 0, count: n * hd), dk = [Float](repeating: 0, count: n * kvd), dv = dk
+        att.backward(r, q: q, k: k, v: v, prefix: prefix, lengths: lengths, dq: &dq, dk: &dk, dv: &dv)
+        Self.check("dq", q, analytic: dq) { forward($0, k, v) }
+        Self.check("dk", k, analytic: dk) { forward(q, $0, v) }
+        Self.check("dv", v, analytic: dv) { forward(q, k, $0) }
+
+        // The second sequence packed whole: the prefix's rows, then its own.
+        let rows = Array(0..<prefix) + Array((prefix + lengths[0])..<n)
+        func pick(_ x: [Float], _ width: Int) -> [Float] { rows.flatMap { x[($0 * width)..<(($0 + 1) * width)] } }
+        var whole = [Float](repeating: 0, count: rows.count * hd), shared = [Float](repeating: 0, count: n * hd)
+        att.forward(q: pick(q, hd), k: pick(k, kvd), v: pick(v, kvd), lengths: [rows.count], out: &whole)
+        att.forward(q: q, k: k, v: v, prefix: prefix, lengths: lengths, out: &shared)
+        for (i, row) in rows.enumerated() {
+            for e in 0..<hd { #expect(abs(whole[i * hd + e] - shared[row * hd + e]) < 1e-6) }
+        }
+    }
+
     @Test("the causal mask: a row never depends on later rows")
     func causality() {
         let att = CausalAttention(heads: 2, kvHeads: 1, headDim: 4)
