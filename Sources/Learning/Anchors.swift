@@ -110,17 +110,18 @@ public struct Drift: Sendable, Equatable {
     public var kl: Double
     public var nllRise: Double { adapterNLL - baseNLL }
 
-    /// Measures `adapter` against the base on `sequences` (one forward pass each per model).
+    /// Measures `adapter` against the base on `sequences`: one forward pass per sequence
+    /// that runs it with the base and with the adapter side by side.
     public static func measure(model: LlamaModel, sequences: [TrainingSequence], adapter: LoRAAdapter?) throws -> Drift {
         var baseSum = 0.0, adapterSum = 0.0, klSum = 0.0, count = 0
         for seq in sequences {
-            let inputs = seq.tokens.dropLast()
+            let inputs = Array(seq.tokens.dropLast())
             guard !inputs.isEmpty else { continue }
-            func logits(_ a: LoRAAdapter?) throws -> [[Float]] {
-                try model.forward([SequenceInput(tokens: Array(inputs), cache: model.makeCache(capacity: inputs.count),
-                                                 allLogits: true, adapter: a)], mode: .exact)[0]
-            }
-            let base = try logits(nil), tuned = try adapter.map(logits) ?? base
+            let runs = [nil] + (adapter.map { [$0] } ?? [])
+            let logits = try model.forward(runs.map {
+                SequenceInput(tokens: inputs, cache: model.makeCache(capacity: inputs.count), allLogits: true, adapter: $0)
+            }, mode: .exact)
+            let base = logits[0], tuned = logits.last!
             for t in 0..<inputs.count where seq.lossMask[t + 1] {
                 let p = logSoftmax(base[t]), q = logSoftmax(tuned[t])
                 let target = seq.tokens[t + 1]

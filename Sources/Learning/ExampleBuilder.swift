@@ -7,9 +7,21 @@ import Tokenizer
 public struct Probe: Sendable, Equatable {
     public var messages: [ChatMessage]
     public var verifier: Verifier
-    public init(messages: [ChatMessage], verifier: Verifier) {
+    /// The most tokens the answer may take. The gate checks probes after every step once
+    /// `min_steps` is reached, so a short budget where the answer is known keeps that cheap.
+    public var maxTokens: Int
+
+    public init(messages: [ChatMessage], verifier: Verifier, maxTokens: Int = 48) {
         self.messages = messages
         self.verifier = verifier
+        self.maxTokens = maxTokens
+    }
+
+    /// A probe whose passing answer names the key words of `answer`: room for twice its
+    /// words (a word is ~1.3 tokens) and a short preamble, at most 48 tokens.
+    static func naming(_ keys: [String], of answer: String, asked: [ChatMessage]) -> Probe {
+        let words = answer.split(whereSeparator: \.isWhitespace).count
+        return Probe(messages: asked, verifier: .containsAll(keys), maxTokens: min(48, max(16, 2 * words + 8)))
     }
 }
 
@@ -140,7 +152,7 @@ public struct ExampleBuilder: Sendable {
         for (i, variant) in variants.enumerated() {
             let asked = before + [ChatMessage(role: "user", content: variant)]
             if heldIndices.contains(i) {
-                plan.probes.append(Probe(messages: asked, verifier: .containsAll(keys)))
+                plan.probes.append(.naming(keys, of: correction, asked: asked))
             } else {
                 plan.examples.append(asked + [ChatMessage(role: "assistant", content: correction)])
             }
@@ -232,7 +244,7 @@ public struct ExampleBuilder: Sendable {
         for (i, (q, sentence, keys)) in pairs.enumerated() {
             let asked = [ChatMessage(role: "user", content: q)]
             if pairs.count > 2 && i == pairs.count - 1 {
-                plan.probes.append(Probe(messages: asked, verifier: .containsAll(keys)))
+                plan.probes.append(.naming(keys, of: sentence, asked: asked))
             } else {
                 plan.examples.append(asked + [ChatMessage(role: "assistant", content: sentence)])
             }

@@ -57,9 +57,19 @@ public struct LearningUpdate: Sendable {
             defer { total += ContinuousClock.now - start }
             return try await work()
         }
-        let before = try await timed(&checking) { try await passes(probes.flatMap { $0 } + settings.canaries, adapter: parent) }
+        let flat = probes.flatMap { $0 }
+        // The probes and canaries on the parent, for the gate: checked while training runs.
+        let beforeChecks = Task { try await passes(flat + settings.canaries, adapter: parent) }
+        defer { beforeChecks.cancel() }
         let newSequences = examples.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
-        let lossBefore = try await Parallel.onThread { [model] in try model.loss(newSequences, adapter: parent).mean }
+        // The loss on the new examples judges a batch without held-out probes (thumbs-ups);
+        // two passes over every example, so only measured for such a batch.
+        let judgedByLoss = trained.allSatisfy { $0.probes.isEmpty }
+        @Sendable func exampleLoss(_ adapter: LoRAAdapter?) async throws -> Double? {
+            guard judgedByLoss else { return nil }
+            return try await Parallel.onThread { [model] in try model.loss(newSequences, adapter: adapter).mean }
+        }
+        let lossBefore = try await exampleLoss(parent)
         let start = parent ?? LoRAAdapter.initialized(config: settings.lora, model: model.config, seed: settings.seed)
         var options = TrainingOptions()
         options.learningRate = settings.learningRate
@@ -68,8 +78,10 @@ public struct LearningUpdate: Sendable {
         var random = SeededRandom(seed: settings.seed &+ UInt64(examples.count))
         let order = examples.indices.shuffled(using: &random)
         var firstLoss: Double?, lastLoss = 0.0, steps = 0
-        var probesAfter: [Bool]?
         var passedAt: Int?
+        // The held-out check of step k, running while step k + 1 trains.
+        var pending: (step: Int, check: Task<[Bool], Error>)?
+        defer { pending?.check.cancel() }
         let anchorSequences = anchors.replaySequences
         let bufferSequences = buffer.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         do {
@@ -87,22 +99,29 @@ public struct LearningUpdate: Sendable {
                 firstLoss = firstLoss ?? report.loss
                 lastLoss = report.loss
                 steps = step
-                // Early stop: `settleSteps` after the first step where every held-out probe
-                // passes. Template probes pass before genuinely reworded questions do; the few
-                // extra steps buy that generalization for little drift (replay is distilled).
-                let flat = probes.flatMap { $0 }
+                // Early stop: `settleSteps` after the first step whose adapter passes every
+                // held-out probe. Template probes pass before genuinely reworded questions do;
+                // the few extra steps buy that generalization for little drift (replay is
+                // distilled). A step's check runs while the next step trains, which changes
+                // nothing but the wall time: the stop is decided by the same checks.
+                if flat.isEmpty {
+                    if step >= settings.minSteps { break }
+                    continue
+                }
+                if passedAt == nil, let (checked, check) = pending {
+                    pending = nil
+                    if try await timed(&checking, { try await check.value }).allSatisfy({ $0 }) { passedAt = checked }
+                }
                 if let passedAt {
                     if step >= passedAt + settings.settleSteps { break }
-                } else if step >= settings.minSteps && !flat.isEmpty {
-                    let now = try await timed(&checking) { try await passes(flat, adapter: trainer.trainer.adapter) }
-                    probesAfter = now
-                    if now.allSatisfy({ $0 }) {
+                } else if step >= settings.minSteps {
+                    let adapter = trainer.trainer.adapter
+                    let check = Task { try await passes(flat, adapter: adapter) }
+                    guard settings.settleSteps == 0 else { pending = (step, check); continue }
+                    if try await timed(&checking, { try await check.value }).allSatisfy({ $0 }) {
                         passedAt = step
-                        if settings.settleSteps == 0 { break }
-                        probesAfter = nil   // re-checked by the gate after the extra steps
+                        break
                     }
-                } else if step >= settings.minSteps && flat.isEmpty {
-                    break
                 }
             }
         } catch let error as TrainingError {
@@ -111,13 +130,19 @@ public struct LearningUpdate: Sendable {
             return UpdateOutcome(adapter: nil, accepted: false, reason: "training diverged: \(error.description)",
                                  metrics: metrics, examples: examples)
         }
+        pending?.check.cancel()
         let candidate = trainer.trainer.adapter
 
-        // The gate.
+        // The gate: the candidate's checks run beside its drift measurement.
         let gateStarted = ContinuousClock.now
-        let flat = probes.flatMap { $0 }
-        let after = try await passes(settings.canaries, adapter: candidate)
-        let probePasses = probesAfter?.count == flat.count ? probesAfter! : try await passes(flat, adapter: candidate)
+        async let canaryChecks = passes(settings.canaries, adapter: candidate)
+        async let probeChecks = passes(flat, adapter: candidate)
+        async let lossAfterTask = exampleLoss(candidate)
+        let drift = try await Parallel.onThread { [model, anchors] in
+            try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
+        }
+        let after = try await canaryChecks, probePasses = try await probeChecks, lossAfter = try await lossAfterTask
+        let before = try await timed(&checking) { try await beforeChecks.value }
         let probesBefore = Array(before.prefix(flat.count)), canariesBefore = Array(before.dropFirst(flat.count))
         let newlyFailed = zip(probesBefore, probePasses).filter { $0 && !$1 }.count
         let canaryRegressions = zip(canariesBefore, after).filter { $0 && !$1 }.count
@@ -129,10 +154,6 @@ public struct LearningUpdate: Sendable {
             itemsWithProbes += 1
             if results.allSatisfy({ $0 }) { learnedItems += 1 }
         }
-        let lossAfter = try await Parallel.onThread { [model] in try model.loss(newSequences, adapter: candidate).mean }
-        let drift = try await Parallel.onThread { [model, anchors] in
-            try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
-        }
         metrics["seconds_training"] = .double(training / .seconds(1))
         metrics["seconds_checks"] = .double(checking / .seconds(1))
         metrics["seconds_gate"] = .double((ContinuousClock.now - gateStarted) / .seconds(1))
@@ -140,8 +161,10 @@ public struct LearningUpdate: Sendable {
         metrics["probes_all_passed_at_step"] = passedAt.map { .int($0) } ?? .null
         metrics["loss_first"] = .double(firstLoss ?? 0)
         metrics["loss_last"] = .double(lastLoss)
-        metrics["examples_loss_before"] = .double(lossBefore)
-        metrics["examples_loss_after"] = .double(lossAfter)
+        if let lossBefore, let lossAfter {
+            metrics["examples_loss_before"] = .double(lossBefore)
+            metrics["examples_loss_after"] = .double(lossAfter)
+        }
         metrics["probes"] = .int(flat.count)
         metrics["probes_passed_before"] = .int(probesBefore.filter { $0 }.count)
         metrics["probes_passed_after"] = .int(probePasses.filter { $0 }.count)
@@ -167,7 +190,7 @@ public struct LearningUpdate: Sendable {
             } else if passedAfter <= passedBefore && passedBefore < flat.count {
                 failures.append("not learned: held-out checks pass \(passedAfter) of \(flat.count) times, \(passedBefore) before")
             }
-        } else if !(lossAfter < lossBefore) {
+        } else if let lossBefore, let lossAfter, !(lossAfter < lossBefore) {
             failures.append(String(format: "not learned: the loss on the new examples did not fall (%.3f → %.3f)", lossBefore, lossAfter))
         }
         if canaryRegressions > 0 { failures.append("\(canaryRegressions) canary check(s) regressed") }
@@ -185,7 +208,7 @@ public struct LearningUpdate: Sendable {
     /// Whether each probe's greedy answer passes its verifier with `adapter`.
     func passes(_ probes: [Probe], adapter: LoRAAdapter?) async throws -> [Bool] {
         guard !probes.isEmpty else { return [] }
-        let answers = try await sampler.complete(probes.map { SampleRequest(messages: $0.messages, maxTokens: 48) }, adapter: adapter)
+        let answers = try await sampler.complete(probes.map { SampleRequest(messages: $0.messages, maxTokens: $0.maxTokens) }, adapter: adapter)
         return zip(probes, answers).map { $0.verifier.check($1).passed }
     }
 }

@@ -117,6 +117,20 @@ struct ExampleBuilderTests {
         #expect(none.skipped?.reason.contains("no reference") == true)
     }
 
+    @Test("a micro-batch's items are planned together and come back in the jobs' order")
+    func plansInOrder() async throws {
+        let builder = ExampleBuilder(sampler: ScriptedSampler { _ in "Which city is the capital?" }, settings: LearningSettings(), adapter: nil)
+        let items = (1...6).map { i in
+            WorkItem(jobID: Int64(i), kind: "feedback", args: i % 2 == 0
+                ? .object(["prompt": .string("Hi"), "response": .string("Go away"), "rating": .int(-1)])
+                : .object(["prompt": .string("What is the capital of Zorbania?"), "correction": .string("Quellport \(i).")]))
+        }
+        let plans = try await builder.plans(items)
+        #expect(plans.map(\.jobID) == [1, 2, 3, 4, 5, 6])
+        #expect(plans.map { $0.skipped?.outcome } == [nil, "blocked", nil, "blocked", nil, "blocked"])
+        #expect(plans[4].examples.first?.last?.content == "Quellport 5.")
+    }
+
     @Test("feedback: a correction is trained on its paraphrases with one held out; thumbs-down alone is blocked")
     func feedback() async throws {
         let builder = ExampleBuilder(sampler: ScriptedSampler { _ in "Which city is Zorbania's capital?" }, settings: LearningSettings(), adapter: nil)
@@ -125,6 +139,7 @@ struct ExampleBuilderTests {
             "correction": .string("The capital of Zorbania is Quellport.")])))
         #expect(correction.skipped == nil)
         #expect(correction.probes.count == 1 && correction.probes[0].verifier == .containsAll(["quellport"]))
+        #expect(correction.probes[0].maxTokens == 20)   // room for twice the correction's 6 words and a preamble
         #expect(correction.examples.count == 6)   // 6 template variants − 1 held out + 1 model-written
         #expect(correction.examples.allSatisfy { $0.last!.content == "The capital of Zorbania is Quellport." })
         #expect(correction.examples.contains { $0.first!.content == "What is the capital of Zorbania?" })
