@@ -70,7 +70,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Generation", "Tokenizer", "Llama", "JSON",
+                "Generation", "Tokenizer", "Llama", "JSON", "Tensor",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -90,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "honed",
             dependencies: [
-                "HoneDaemon", "Llama", "Server",
+                "HoneDaemon", "Llama", "Server", "Tensor",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import Tensor
 
 /// What `/metrics` reports, in Prometheus' text format (version 0.0.4): request counts by
 /// endpoint and status, tokens, latency and time-to-first-token histograms, the version each
@@ -29,6 +30,8 @@ public final class ServerMetrics: Sendable {
     }
 
     private let state = Mutex(State())
+    /// What the process computes on, for `hone_build_info`.
+    private let compute = CPUEnvironment.current
 
     public init() {}
 
@@ -84,6 +87,9 @@ public final class ServerMetrics: Sendable {
             sample(name + "_sum", labels, h.sum)
             sample(name + "_count", labels, Double(h.count))
         }
+        family("hone_build_info", "gauge", "1, labelled with the kernel level in use, the highest the CPU runs, OpenBLAS's core type and the CPU.")
+        sample("hone_build_info", [("kernels", compute.kernelLevel.description), ("cpu_kernels", compute.cpuLevel.description),
+                                   ("blas_core_type", compute.blasCoreType), ("cpu", compute.model)], 1)
         family("hone_requests_total", "counter", "HTTP requests answered, by endpoint and status.")
         for key in s.requests.keys.sorted() {
             let parts = key.split(separator: "\u{0}")

@@ -1,10 +1,10 @@
 import EmbeddedPostgres
 import Foundation
 import HoneDaemon
-import Llama
 import Logging
 import Postgres
 import Queue
+import Tensor
 
 /// `honebench NAME…` — Hone's benchmarks; one JSON object per line on stdout.
 /// Run through `ops/bench` (release build). `HONE_BENCH_DATABASE_URL` points the database
@@ -12,7 +12,7 @@ import Queue
 @main
 struct HoneBench {
     static func main() async throws {
-        OpenBLASEnvironment.ensureCoreType()
+        CPUEnvironment.prepareProcess()
         var logger = Logger(label: "honebench")
         logger.logLevel = .warning
         let names = CommandLine.arguments.dropFirst()
@@ -34,9 +34,13 @@ struct HoneBench {
     }
 }
 
-/// Prints one JSON line from ordered key-value pairs.
+/// Prints one JSON line from ordered key-value pairs, followed by what the figures were
+/// measured on (CPU model, kernel level, OpenBLAS core type), so lines from different
+/// machines are never compared blindly.
 func emit(_ fields: KeyValuePairs<String, Any>) {
-    let body = fields.map { key, value -> String in
+    let compute = CPUEnvironment.current
+    let machine: [(String, Any)] = [("cpu", compute.model), ("kernels", compute.kernelLevel.description), ("blas_core_type", compute.blasCoreType)]
+    let body = (fields.map { ($0.key, $0.value) } + machine).map { key, value -> String in
         let rendered: String
         switch value {
         case let s as String: rendered = "\"\(s)\""

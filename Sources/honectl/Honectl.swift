@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import Llama
+import Tensor
 
 /// `honectl` — Hone's operator CLI. Exit codes: 0 success, 1 the operation failed
 /// (database error, refused change), 2 bad usage.
@@ -18,12 +18,12 @@ struct Honectl: AsyncParsableCommand {
             or option, invalid value, no database given).
             """,
         subcommands: [Status.self, Adapters.self, Versions.self, Rollback.self, Pin.self, Unpin.self, Pause.self, Resume.self,
-                      Jobs.self, Feedback.self, Export.self, Migrate.self, Generate.self, Tokenize.self, Train.self])
+                      Jobs.self, Feedback.self, Export.self, Migrate.self, CPU.self, Generate.self, Tokenize.self, Train.self])
 
     /// Exit codes scripts can trust: 0 done, 1 the operation failed (database error,
     /// refused change, missing object), 2 bad usage (ArgumentParser's 64 is mapped to 2).
     static func main() async {
-        OpenBLASEnvironment.ensureCoreType()
+        CPUEnvironment.prepareProcess()
         do {
             var command = try parseAsRoot(nil)
             if var async = command as? AsyncParsableCommand {

@@ -3,6 +3,7 @@ import Foundation
 import HoneDaemon
 import Llama
 import Server
+import Tensor
 import Logging
 
 /// `honed` — the Hone daemon; `honed serve` (the default) runs it.
@@ -11,11 +12,12 @@ struct HonedCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "honed",
         abstract: "Hone's daemon: serves the OpenAI-compatible API and runs the queue's services.",
+        version: "honed: \(CPUEnvironment.current.summary)",
         subcommands: [Serve.self],
         defaultSubcommand: Serve.self)
 
     static func main() async {
-        OpenBLASEnvironment.ensureCoreType()
+        CPUEnvironment.prepareProcess()
         await main(nil)
     }
 }
@@ -96,6 +98,9 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "honed")
+        let compute = CPUEnvironment.current
+        logger.info("compute", metadata: ["compute.kernels": "\(compute.kernelLevel)", "compute.cpu_kernels": "\(compute.cpuLevel)",
+                                          "compute.blas_core_type": "\(compute.blasCoreType)", "compute.cpu": "\(compute.model)"])
         var paths = HonePaths.fromEnvironment()
         if let dataDirectory { paths.dataDirectory = URL(fileURLWithPath: dataDirectory) }
         let env = ProcessInfo.processInfo.environment

@@ -5,6 +5,7 @@ import FoundationNetworking
 import Generation
 import Hummingbird
 import Synchronization
+import Tensor
 import JSON
 import Llama
 import Logging
@@ -450,6 +451,10 @@ struct MetricsTests {
                          "hone_completion_log_rows_total{outcome=\"written\"} 0"] {
                 #expect(text.contains(line + "\n"), "missing: \(line)")
             }
+            // What the figures were computed on: the kernel level in use, which HONE_KERNELS may lower.
+            let info = text.split(separator: "\n").first { $0.hasPrefix("hone_build_info{") }.map(String.init) ?? ""
+            #expect(info.contains("kernels=\"\(KernelLevel.active)\"") && info.contains("cpu_kernels=\"\(KernelLevel.cpu)\"")
+                    && info.contains("blas_core_type=") && info.hasSuffix(" 1"), "hone_build_info: \(info)")
             let failures = text.split(separator: "\n").first { $0.hasPrefix("hone_completion_log_failures_total ") }
             #expect(failures.flatMap { Int($0.split(separator: " ")[1]) } ?? 0 >= 1)
             // And it keeps serving.

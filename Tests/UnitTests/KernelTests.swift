@@ -1,8 +1,29 @@
 import CKernels
+import Foundation
+import Tensor
 import Testing
 
-@Suite("C kernels: fast variants equal the reference", .serialized)
+@Suite("C kernels: every level this CPU runs equals the reference", .serialized)
 struct KernelTests {
+    /// The SIMD levels to hold to the reference: each the CPU runs, up to the one in use
+    /// (`HONE_KERNELS=avx2` on an AVX-512 machine tests what an AVX2-only machine runs).
+    static let fastLevels = KernelLevel.allCases.filter { $0 > .reference && $0 <= .active }
+
+    @Test("HONE_KERNELS picks the level in use; the CPU runs it")
+    func levelFollowsEnvironment() {
+        #expect(KernelLevel.active <= KernelLevel.cpu)
+        if let asked = ProcessInfo.processInfo.environment["HONE_KERNELS"], !asked.isEmpty {
+            #expect(KernelLevel.active.description == asked)
+        } else {
+            #expect(KernelLevel.active == KernelLevel.cpu)
+        }
+        // A level above the CPU's is refused and changes nothing.
+        if KernelLevel.cpu < .avx512 {
+            #expect(hone_kernels_use(KernelLevel.avx512.rawValue) == -1)
+            #expect(KernelLevel.active <= KernelLevel.cpu)
+        }
+    }
+
     /// Deterministic pseudo-random floats in [-scale, scale].
     static func values(_ n: Int, seed: UInt64, scale: Float = 1) -> [Float] {
         var s = seed
@@ -48,12 +69,12 @@ struct KernelTests {
         for seed in UInt64(1)...20 {
             let w = Self.quantized(type, Self.values(n, seed: seed, scale: 0.1))
             let x = Self.values(n, seed: seed + 1000, scale: 3)
-            hone_kernels_force_reference(1)
-            let reference = Self.dotQ(type, w, x)
-            hone_kernels_force_reference(0)
-            let fast = Self.dotQ(type, w, x)
+            let reference = KernelLevel.reference.use { Self.dotQ(type, w, x) }
+            for level in Self.fastLevels {
+                let fast = level.use { Self.dotQ(type, w, x) }
+                #expect(abs(fast - reference) <= 1e-4 * max(1, abs(reference)), "\(level) type \(type) seed \(seed): fast \(fast) reference \(reference)")
+            }
             let exact = zip(Self.dequantized(type, w, n), x).reduce(Float(0)) { $0 + $1.0 * $1.1 }
-            #expect(abs(fast - reference) <= 1e-4 * max(1, abs(reference)), "type \(type) seed \(seed): fast \(fast) reference \(reference)")
             // int16 activations cost at most ~1e-4 of the magnitude here.
             let magnitude = zip(Self.dequantized(type, w, n), x).reduce(Float(0)) { $0 + abs($1.0 * $1.1) }
             #expect(abs(reference - exact) <= 1e-4 * magnitude, "type \(type) seed \(seed): int16 \(reference) float \(exact)")
@@ -70,12 +91,14 @@ struct KernelTests {
         var q = [Int16](repeating: 0, count: n)
         var scales = [hone_act_scale](repeating: hone_act_scale(), count: n / 32)
         hone_quantize_activations(x, n, &q, &scales)
-        var many = [Float](repeating: 0, count: rows)
-        w.withUnsafeBytes { hone_dot_q_rows(type, $0.baseAddress, rowBytes, Int32(rows), q, scales, n, &many) }
-        hone_kernels_force_reference(1)
-        let single = (0..<rows).map { r in w.withUnsafeBytes { hone_dot_q(type, $0.baseAddress! + r * rowBytes, q, scales, n) } }
-        hone_kernels_force_reference(0)
-        for r in 0..<rows { #expect(abs(many[r] - single[r]) <= 1e-4 * max(1, abs(single[r])), "row \(r)") }
+        let single = KernelLevel.reference.use {
+            (0..<rows).map { r in w.withUnsafeBytes { hone_dot_q(type, $0.baseAddress! + r * rowBytes, q, scales, n) } }
+        }
+        for level in Self.fastLevels {
+            var many = [Float](repeating: 0, count: rows)
+            level.use { w.withUnsafeBytes { hone_dot_q_rows(type, $0.baseAddress, rowBytes, Int32(rows), q, scales, n, &many) } }
+            for r in 0..<rows { #expect(abs(many[r] - single[r]) <= 1e-4 * max(1, abs(single[r])), "\(level) row \(r)") }
+        }
     }
 
     @Test("several activation vectors at once give, bit for bit, each vector's result alone (batch invariance)",
@@ -85,27 +108,31 @@ struct KernelTests {
         let n = 576, rows = 13
         let rowBytes = n / 32 * (type == HONE_TYPE_Q8_0 ? 34 : type == HONE_TYPE_Q4_1 ? 20 : 18)
         let w = Self.quantized(type, Self.values(n * rows, seed: 7, scale: 0.05))
-        for m in [1, 2, 3, 4, 5, 7, 9] {
-            var q = [Int16](repeating: 0, count: m * n)
-            var scales = [hone_act_scale](repeating: hone_act_scale(), count: m * n / 32)
-            for j in 0..<m {
-                let x = Self.values(n, seed: UInt64(100 + j), scale: 2)
-                q.withUnsafeMutableBufferPointer { qp in
-                    scales.withUnsafeMutableBufferPointer { sp in
-                        hone_quantize_activations(x, n, qp.baseAddress! + j * n, sp.baseAddress! + j * n / 32)
+        for level in KernelLevel.allCases where level <= .active {
+            level.use {
+                for m in [1, 2, 3, 4, 5, 7, 9] {
+                    var q = [Int16](repeating: 0, count: m * n)
+                    var scales = [hone_act_scale](repeating: hone_act_scale(), count: m * n / 32)
+                    for j in 0..<m {
+                        let x = Self.values(n, seed: UInt64(100 + j), scale: 2)
+                        q.withUnsafeMutableBufferPointer { qp in
+                            scales.withUnsafeMutableBufferPointer { sp in
+                                hone_quantize_activations(x, n, qp.baseAddress! + j * n, sp.baseAddress! + j * n / 32)
+                            }
+                        }
+                    }
+                    var together = [Float](repeating: 0, count: m * rows)
+                    w.withUnsafeBytes { hone_dot_q_rows_multi(type, $0.baseAddress, rowBytes, Int32(rows), q, n, scales, n / 32, Int32(m), n, &together, rows) }
+                    for j in 0..<m {
+                        var alone = [Float](repeating: 0, count: rows)
+                        q.withUnsafeBufferPointer { qp in
+                            scales.withUnsafeBufferPointer { sp in
+                                w.withUnsafeBytes { hone_dot_q_rows(type, $0.baseAddress, rowBytes, Int32(rows), qp.baseAddress! + j * n, sp.baseAddress! + j * n / 32, n, &alone) }
+                            }
+                        }
+                        #expect(Array(together[(j * rows)..<((j + 1) * rows)]) == alone, "\(level) type \(type), \(m) vectors, vector \(j)")
                     }
                 }
-            }
-            var together = [Float](repeating: 0, count: m * rows)
-            w.withUnsafeBytes { hone_dot_q_rows_multi(type, $0.baseAddress, rowBytes, Int32(rows), q, n, scales, n / 32, Int32(m), n, &together, rows) }
-            for j in 0..<m {
-                var alone = [Float](repeating: 0, count: rows)
-                q.withUnsafeBufferPointer { qp in
-                    scales.withUnsafeBufferPointer { sp in
-                        w.withUnsafeBytes { hone_dot_q_rows(type, $0.baseAddress, rowBytes, Int32(rows), qp.baseAddress! + j * n, sp.baseAddress! + j * n / 32, n, &alone) }
-                    }
-                }
-                #expect(Array(together[(j * rows)..<((j + 1) * rows)]) == alone, "type \(type), \(m) vectors, vector \(j)")
             }
         }
     }
@@ -113,10 +140,10 @@ struct KernelTests {
     @Test func floatDotMatchesReference() {
         for n in [1, 7, 31, 64, 577, 1536] {
             let a = Self.values(n, seed: UInt64(n)), b = Self.values(n, seed: UInt64(n) + 7)
-            hone_kernels_force_reference(1)
-            let reference = hone_dot_f32(a, b, n)
-            hone_kernels_force_reference(0)
-            #expect(abs(hone_dot_f32(a, b, n) - reference) <= 1e-5 * Float(n))
+            let reference = KernelLevel.reference.use { hone_dot_f32(a, b, n) }
+            for level in Self.fastLevels {
+                #expect(abs(level.use { hone_dot_f32(a, b, n) } - reference) <= 1e-5 * Float(n), "\(level) n \(n)")
+            }
         }
     }
 

@@ -32,10 +32,18 @@ int hone_quantize(int type, const float *src, void *dst, size_t n);
 // ---- Dot products (kernels.c). Each has a portable reference and SIMD variants chosen at
 // run time; `hone_kernels_force_reference(1)` pins the reference (tests compare both).
 
-/// Which SIMD level the dispatcher chose: 0 reference, 1 AVX2+FMA, 2 AVX-512 (+VNNI).
+/// Kernel levels: 0 reference (portable C), 1 AVX2 + FMA + F16C, 2 AVX-512 (F, BW, VL, VNNI).
+/// The highest level this CPU can run.
+int hone_cpu_level(void);
+/// The level in use: `HONE_KERNELS` (reference, avx2 or avx512) when set, read at the first
+/// call, else the CPU's highest. A level the CPU lacks, or an unknown name, stops the
+/// process with the reason on stderr (exit code 2) rather than run something else.
 int hone_kernels_level(void);
-/// Pins the portable reference kernels (1) or restores run-time dispatch (0).
-void hone_kernels_force_reference(int on);
+/// The level's name as `HONE_KERNELS` spells it ("reference", "avx2", "avx512").
+const char *hone_kernels_level_name(int level);
+/// Switches the level in use (tests hold each level to the reference); returns the previous
+/// level, or -1 (nothing changed) for a level this CPU cannot run.
+int hone_kernels_use(int level);
 
 /// sum(a[i] * b[i]) over n floats.
 float hone_dot_f32(const float *a, const float *b, size_t n);

@@ -1,0 +1,97 @@
+import CKernels
+import Foundation
+
+/// The SIMD level of Hone's C kernels. The CPU decides the highest; `HONE_KERNELS`
+/// (`reference`, `avx2`, `avx512`) picks a lower one for tests and benchmarks.
+public enum KernelLevel: Int32, CaseIterable, Comparable, Sendable, CustomStringConvertible {
+    /// Portable C: any CPU.
+    case reference = 0
+    /// AVX2 + FMA + F16C (AMD EPYC of this kind, Intel since Haswell).
+    case avx2 = 1
+    /// AVX-512 F/BW/VL with VNNI (Intel Sapphire Rapids of this kind).
+    case avx512 = 2
+
+    /// The highest level this CPU runs.
+    public static var cpu: KernelLevel { KernelLevel(rawValue: hone_cpu_level()) ?? .reference }
+    /// The level in use (the first call reads `HONE_KERNELS`; a level the CPU lacks stops
+    /// the process with the reason).
+    public static var active: KernelLevel { KernelLevel(rawValue: hone_kernels_level()) ?? .reference }
+
+    /// The name `HONE_KERNELS` uses.
+    public var description: String { String(cString: hone_kernels_level_name(rawValue)) }
+
+    public static func < (a: KernelLevel, b: KernelLevel) -> Bool { a.rawValue < b.rawValue }
+
+    /// Runs `body` with this level in use, then restores the previous one (tests hold every
+    /// level the CPU runs to the same reference).
+    public func use<T>(_ body: () throws -> T) rethrows -> T {
+        let previous = hone_kernels_use(rawValue)
+        precondition(previous >= 0, "kernel level \(self) is above this CPU's \(KernelLevel.cpu)")
+        defer { hone_kernels_use(previous) }
+        return try body()
+    }
+}
+
+/// What the process computes on: the CPU, the kernel level, and OpenBLAS's core type.
+/// The one place that decides `OPENBLAS_CORETYPE`; scripts never set it.
+///
+/// Debian's OpenBLAS 0.3.21 misdetects Sapphire Rapids as "Prescott" and runs sgemm ~5×
+/// slower, while a core type the CPU cannot execute (SkylakeX on an AVX2-only AMD EPYC)
+/// dies with SIGILL at the first sgemm (NOTES.md). The library reads the variable when it
+/// loads, so an executable calls `prepareProcess()` first: it sets the core type that
+/// matches the kernel level in use and re-executes itself once.
+public struct CPUEnvironment: Sendable {
+    /// The CPU's model name (`/proc/cpuinfo`), e.g. "AMD EPYC 9R14".
+    public let model: String
+    /// The highest kernel level the CPU runs.
+    public let cpuLevel: KernelLevel
+    /// The kernel level in use.
+    public let kernelLevel: KernelLevel
+    /// OpenBLAS's core type: the value in the environment, or "auto" (its own detection).
+    public let blasCoreType: String
+
+    /// The running process's environment.
+    public static var current: CPUEnvironment {
+        CPUEnvironment(model: cpuModel(), cpuLevel: .cpu, kernelLevel: .active,
+                       blasCoreType: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].flatMap { $0.isEmpty ? nil : $0 } ?? "auto")
+    }
+
+    /// The OpenBLAS core type for a kernel level: one whose instructions that level
+    /// guarantees. Nil for the portable level: OpenBLAS's own detection never picks a core
+    /// the CPU lacks.
+    public static func blasCoreType(for level: KernelLevel) -> String? {
+        switch level {
+        case .avx512: "SkylakeX"
+        case .avx2: "Haswell"
+        case .reference: nil
+        }
+    }
+
+    /// Sets `OPENBLAS_CORETYPE` for the kernel level in use and re-executes the process,
+    /// unless the variable is already set (a value the user chose wins) or this process is
+    /// the re-execution. Also reads `HONE_KERNELS`, so a level the CPU lacks stops the
+    /// process here, at start, with the reason.
+    public static func prepareProcess() {
+        let level = KernelLevel.active
+        let environment = ProcessInfo.processInfo.environment
+        guard environment["OPENBLAS_CORETYPE"] == nil, environment["HONE_NO_REEXEC"] == nil,
+              let coreType = blasCoreType(for: level) else { return }
+        setenv("OPENBLAS_CORETYPE", coreType, 1)
+        setenv("HONE_NO_REEXEC", "1", 1)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        // execv returned: keep running with OpenBLAS's own choice, which is slower but safe.
+    }
+
+    /// One line for logs and `--version`: "kernels avx512, BLAS SkylakeX, CPU Intel(R) Xeon(R) Processor".
+    public var summary: String { "kernels \(kernelLevel), BLAS \(blasCoreType), CPU \(model)" }
+
+    static func cpuModel() -> String {
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return "unknown" }
+        for line in info.split(separator: "\n") where line.hasPrefix("model name") {
+            if let colon = line.firstIndex(of: ":") {
+                return line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        return "unknown"
+    }
+}
