@@ -45,13 +45,13 @@ struct LearnerService: Service {
         await cancelWhenGracefulShutdown {
             while holder.snapshot == nil && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(100)) }
             guard let snapshot = holder.snapshot else { return }
-            var anchors: AnchorSet?
+            var references: BaseReferences?
             while !Task.isCancelled {
                 var worked = false
                 do {
                     for adapter in try await adaptersWithWork() {
-                        if anchors == nil { anchors = try await loadAnchors(snapshot) }
-                        if try await update(adapter, anchors: anchors!) { worked = true }
+                        if references == nil { references = try await loadReferences(snapshot) }
+                        if try await update(adapter, references: references!) { worked = true }
                         if Task.isCancelled { return }
                     }
                 } catch is CancellationError {
@@ -64,34 +64,53 @@ struct LearnerService: Service {
         }
     }
 
-    /// The anchor answers of this base model: from the database when a learner made them
-    /// before (any replica), else generated now and stored; the first writer's are kept.
-    func loadAnchors(_ snapshot: ModelSnapshot) async throws -> AnchorSet {
+    /// What every update of this base model compares against: the anchors (replayed and
+    /// measured for drift) and the locality set (answers a candidate must keep).
+    struct BaseReferences: Sendable {
+        var anchors: AnchorSet
+        var locality: LocalitySet
+    }
+
+    /// The base model's answers to the anchor and locality prompts: from the database when a
+    /// learner made them before (any replica), else generated now and stored; the first
+    /// writer's are kept.
+    func loadReferences(_ snapshot: ModelSnapshot) async throws -> BaseReferences {
+        let sampler = SchedulerSampler(scheduler: scheduler, snapshot: snapshot)
+        let anchorAnswers = try await baseAnswers(AnchorSet.prompts, snapshot: snapshot) { try await AnchorSet.answers(sampler: sampler) }
+        let localityAnswers = try await baseAnswers(LocalitySet.prompts, snapshot: snapshot) { try await LocalitySet.answers(sampler: sampler) }
+        let anchors = AnchorSet(answers: anchorAnswers, tokenizer: snapshot.tokenizer)
+        let model = snapshot.model
+        let distilled = try await Parallel.onThread { [anchors] in
+            var distilled = anchors
+            try distilled.distill(model: model)
+            return distilled
+        }
+        return BaseReferences(anchors: distilled, locality: LocalitySet(answers: localityAnswers))
+    }
+
+    /// The stored base answers to `prompts` (in order), made by `make` and stored when any is missing.
+    private func baseAnswers(_ prompts: [String], snapshot: ModelSnapshot, make: () async throws -> [String]) async throws -> [String] {
         let sha = snapshot.model.file.sha256
         func stored() async throws -> [String: String] {
             var out: [String: String] = [:]
-            for row in try await queue.pool.query("SELECT prompt, answer FROM hone.anchor_answers WHERE base_model_sha256 = \(sha)") {
+            for row in try await queue.pool.query("""
+                SELECT prompt, answer FROM hone.anchor_answers WHERE base_model_sha256 = \(sha) AND prompt = ANY(\(prompts)::text[])
+                """) {
                 out[try row.decode("prompt")] = try row.decode("answer")
             }
             return out
         }
         var answers = try await stored()
-        if AnchorSet.prompts.contains(where: { answers[$0] == nil }) {
-            let made = try await AnchorSet.answers(sampler: SchedulerSampler(scheduler: scheduler, snapshot: snapshot))
+        if prompts.contains(where: { answers[$0] == nil }) {
+            let made = try await make()
             try await queue.pool.query("""
                 INSERT INTO hone.anchor_answers (base_model_sha256, prompt, answer)
-                SELECT \(sha), p, a FROM unnest(\(AnchorSet.prompts)::text[], \(made)::text[]) AS t(p, a)
+                SELECT \(sha), p, a FROM unnest(\(prompts)::text[], \(made)::text[]) AS t(p, a)
                 ON CONFLICT DO NOTHING
                 """)
             answers = try await stored()
         }
-        let anchors = AnchorSet(answers: AnchorSet.prompts.map { answers[$0] ?? "" }, tokenizer: snapshot.tokenizer)
-        let model = snapshot.model
-        return try await Parallel.onThread { [anchors] in
-            var distilled = anchors
-            try distilled.distill(model: model)
-            return distilled
-        }
+        return prompts.map { answers[$0] ?? "" }
     }
 
     /// Adapters, not paused, with claimable learning jobs.
@@ -104,14 +123,14 @@ struct LearnerService: Service {
     }
 
     /// One update of `adapter` if this replica gets its lock; true when jobs were handled.
-    func update(_ adapter: String, anchors: AnchorSet) async throws -> Bool {
+    func update(_ adapter: String, references: BaseReferences) async throws -> Bool {
         try await queue.pool.withConnection { connection in
             let key = "hone learner \(adapter)"
             let locked: Bool = try await connection.query("SELECT pg_try_advisory_lock(hashtextextended(\(key), 0)) AS locked")[0].decode("locked")
             guard locked else { return false }
             func unlock() async { _ = try? await connection.query("SELECT pg_advisory_unlock(hashtextextended(\(key), 0))") }
             do {
-                let worked = try await updateLocked(adapter, anchors: anchors, connection: connection)
+                let worked = try await updateLocked(adapter, references: references, connection: connection)
                 await unlock()
                 return worked
             } catch {
@@ -121,7 +140,7 @@ struct LearnerService: Service {
         }
     }
 
-    private func updateLocked(_ adapter: String, anchors: AnchorSet, connection: PostgresConnection) async throws -> Bool {
+    private func updateLocked(_ adapter: String, references: BaseReferences, connection: PostgresConnection) async throws -> Bool {
         guard let record = try await registry.adapter(adapter, on: connection), !record.paused else { return false }
         let jobs = try await queue.claim(limit: configuration.batchSize, worker: replica.id, kinds: Self.kinds, adapter: adapter,
                                          lease: configuration.lease)
@@ -146,7 +165,7 @@ struct LearnerService: Service {
         // Renew every lease while the update runs; a lost lease abandons the update.
         let claimed = valid, updateLogger = log
         do {
-            return try await runUpdate(record, settings: settings, jobs: claimed, anchors: anchors, connection: connection, logger: updateLogger)
+            return try await runUpdate(record, settings: settings, jobs: claimed, references: references, connection: connection, logger: updateLogger)
         } catch is CancellationError {
             throw CancellationError()
         } catch {
@@ -158,7 +177,7 @@ struct LearnerService: Service {
     }
 
     /// The update with its leases renewed every third of their length.
-    private func runUpdate(_ record: AdapterRecord, settings: LearningSettings, jobs claimed: [Job], anchors: AnchorSet,
+    private func runUpdate(_ record: AdapterRecord, settings: LearningSettings, jobs claimed: [Job], references: BaseReferences,
                            connection: PostgresConnection, logger updateLogger: Logger) async throws -> Bool {
         try await withThrowingTaskGroup(of: Bool?.self) { group in
             group.addTask {
@@ -171,7 +190,7 @@ struct LearnerService: Service {
                 return nil
             }
             group.addTask {
-                try await learn(record, settings: settings, jobs: claimed, anchors: anchors, connection: connection, logger: updateLogger)
+                try await learn(record, settings: settings, jobs: claimed, references: references, connection: connection, logger: updateLogger)
                 return true
             }
             defer { group.cancelAll() }
@@ -182,7 +201,7 @@ struct LearnerService: Service {
         }
     }
 
-    private func learn(_ record: AdapterRecord, settings: LearningSettings, jobs: [Job], anchors: AnchorSet,
+    private func learn(_ record: AdapterRecord, settings: LearningSettings, jobs: [Job], references: BaseReferences,
                        connection: PostgresConnection, logger: Logger) async throws {
         guard let snapshot = holder.snapshot else { throw LearnerError("no model is loaded") }
         let model = snapshot.model
@@ -202,13 +221,26 @@ struct LearnerService: Service {
         let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: parent)
         let planning = ContinuousClock.now
         let plans = try await builder.plans(jobs.map { WorkItem(jobID: $0.id, kind: $0.kind, args: $0.args) })
-        // The most recent verified examples; the update samples among them with its seed,
-        // so the same jobs on the same parent train the same candidate.
-        let buffer: [[ChatMessage]] = try await queue.pool.query("""
+        // The replay buffer: the most recent verified examples, and the first example (the
+        // question as asked) of every earlier item, so what was learned long ago is replayed
+        // too. The update samples among them with its seed, so the same jobs on the same
+        // parent train the same candidate.
+        let active = record.activeVersion ?? 0
+        func messages(_ rows: PostgresRows) throws -> [[ChatMessage]] {
+            try rows.map { try ChatMessage.list(from: JSONValue(parsing: $0.decode("messages", as: JSONText.self).text)) }
+        }
+        let firstOfEach = try messages(try await queue.pool.query("""
+            SELECT DISTINCT ON (e.job_id) e.messages FROM hone.training_examples e
+            WHERE e.adapter = \(record.name) AND e.version <= \(active) AND e.job_id IS NOT NULL
+            ORDER BY e.job_id, e.id
+            """))
+        let recent = try messages(try await queue.pool.query("""
             SELECT e.messages FROM hone.training_examples e
-            WHERE e.adapter = \(record.name) AND e.version <= \(record.activeVersion ?? 0)
+            WHERE e.adapter = \(record.name) AND e.version <= \(active)
             ORDER BY e.id DESC LIMIT 64
-            """).map { try ChatMessage.list(from: JSONValue(parsing: $0.decode("messages", as: JSONText.self).text)) }
+            """))
+        let buffer = recent + firstOfEach.filter { !recent.contains($0) }
+        let history = Probe.history(firstOfEach)
 
         let leases = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0.lease) })
         let trainable = plans.filter { $0.skipped == nil }
@@ -217,9 +249,10 @@ struct LearnerService: Service {
             logger.info("learning update: nothing to train", metadata: ["jobs": "\(jobs.count)"])
             return
         }
-        let update = LearningUpdate(model: model, tokenizer: snapshot.tokenizer, sampler: sampler, settings: settings, anchors: anchors)
+        let update = LearningUpdate(model: model, tokenizer: snapshot.tokenizer, sampler: sampler, settings: settings,
+                                    anchors: references.anchors, locality: references.locality)
         let examplesSeconds = (ContinuousClock.now - planning) / .seconds(1)
-        var outcome = try await update.run(parent: parent, plans: plans, buffer: buffer) { report in
+        var outcome = try await update.run(parent: parent, plans: plans, buffer: buffer, history: history) { report in
             logger.debug("learning step", metadata: ["step": "\(report.step)", "loss": "\(report.loss)", "seconds": "\(report.seconds)"])
         }
         outcome.metrics["seconds_examples"] = .double(examplesSeconds)
@@ -261,6 +294,11 @@ struct LearnerService: Service {
             } else if let outcome, let version {
                 result["outcome"] = .string(outcome.accepted ? "trained" : "rejected")
                 result["version"] = .int(version)
+                if let item = outcome.items[plan.jobID] {
+                    result["held_out"] = .object(["checks": .int(item.checks), "passed_before": .int(item.passedBefore),
+                                                  "passed_after": .int(item.passedAfter)])
+                    if outcome.accepted { result["learned"] = .string(item.summary) }
+                }
                 if let reason = outcome.reason { result["reason"] = .string("rejected by the gate: \(reason)") }
             }
             return (leases[plan.jobID]!, .object(result))

@@ -19,7 +19,7 @@ public struct Probe: Sendable, Equatable {
 
     /// A probe whose passing answer names the key words of `answer`: room for twice its
     /// words (a word is ~1.3 tokens) and a short preamble, at most 48 tokens.
-    static func naming(_ keys: [String], of answer: String, asked: [ChatMessage]) -> Probe {
+    public static func naming(_ keys: [String], of answer: String, asked: [ChatMessage]) -> Probe {
         let words = answer.split(whereSeparator: \.isWhitespace).count
         return Probe(messages: asked, verifier: .containsAll(keys), maxTokens: min(48, max(16, 2 * words + 8)))
     }
@@ -49,6 +49,9 @@ public struct ItemPlan: Sendable {
     public var skipped: (outcome: String, reason: String)?
     /// How the examples were found (samples that passed, revision rounds, …), for the item's result.
     public var notes: [String: JSONValue] = [:]
+    /// A correction's question as asked: the gate checks its neighbourhood (same shape,
+    /// other subjects) keeps the base model's answers.
+    public var question: String?
 
     init(jobID: Int64) { self.jobID = jobID }
 }
@@ -132,6 +135,7 @@ public struct ExampleBuilder: Sendable {
     /// are held out, and pass when the answer names the correction's new words.
     func correction(_ correction: String, question: String, before: [ChatMessage], into plan: inout ItemPlan) async throws {
         let keys = Paraphrases.keyWords(answer: correction, question: question)
+        plan.question = question
         var variants = Array(Paraphrases.templates(question).prefix(settings.variants))
         // Model-written paraphrases join when they read as a question and do not give the answer away.
         let rewrites = try await sampler.complete((0..<2).map { i in

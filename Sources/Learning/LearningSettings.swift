@@ -25,9 +25,8 @@ public struct LearningSettings: Sendable, Equatable {
     /// Paraphrased variants per correction, and how many of them the gate holds out.
     public var variants = 6
     public var heldOut = 1
-    /// Gate: the most the anchor NLL may rise (bits/token) and the most KL(base‖candidate) (bits/token).
-    public var maxNLLRise = 0.08
-    public var maxKL = 0.7
+    /// The gate's limits (drift, locality, forgetting).
+    public var gate = Gate()
     /// Prompts with verifiers that must not regress: `[{"prompt": …, "verifier": {…}}]`.
     public var canaries: [Probe] = []
     /// Seed of the adapter's initialization and of sampling.
@@ -42,6 +41,11 @@ public struct LearningSettings: Sendable, Equatable {
         for (key, value) in object {
             func number() throws -> Double {
                 guard let d = value.doubleValue, d.isFinite else { throw JSONError(message: "setting \(key) must be a number") }
+                return d
+            }
+            func share() throws -> Double {
+                let d = try number()
+                guard (0...1).contains(d) else { throw JSONError(message: "setting \(key) must be a share in 0...1") }
                 return d
             }
             func count(_ range: ClosedRange<Int>) throws -> Int {
@@ -74,8 +78,11 @@ public struct LearningSettings: Sendable, Equatable {
             case "revision_rounds": revisionRounds = try count(0...4)
             case "variants": variants = try count(1...16)
             case "held_out": heldOut = try count(0...4)
-            case "max_nll_rise": maxNLLRise = try number()
-            case "max_kl": maxKL = try number()
+            case "max_nll_rise": gate.maxNLLRise = try number()
+            case "max_kl": gate.maxKL = try number()
+            case "max_locality_changed": gate.maxLocalityChanged = try share()
+            case "max_neighbourhood_changed": gate.maxNeighbourhoodChanged = try share()
+            case "max_forgotten": gate.maxForgottenFraction = try share()
             case "seed": seed = UInt64(try count(0...Int.max))
             case "canaries":
                 guard let items = value.arrayValue else { throw JSONError(message: "setting canaries must be a list") }

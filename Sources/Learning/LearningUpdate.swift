@@ -16,6 +16,22 @@ public struct UpdateOutcome: Sendable {
     public var metrics: [String: JSONValue]
     /// Training conversations used (new, not replay), to add to the replay buffer.
     public var examples: [[ChatMessage]]
+    /// Each trained item's held-out checks on the parent and on the candidate, by job id.
+    public var items: [Int64: ItemResult] = [:]
+}
+
+/// One item's own held-out checks before and after an update: whether it was learned, not
+/// just trained into a version.
+public struct ItemResult: Sendable, Equatable {
+    public var checks: Int
+    public var passedBefore: Int
+    public var passedAfter: Int
+
+    /// "learned" when every check passes on the candidate; "trained, not yet answered on
+    /// rewordings" when some fail; "trained" for an item without checks (a thumbs-up).
+    public var summary: String {
+        checks == 0 ? "trained" : passedAfter == checks ? "learned" : "trained, not yet answered on rewordings"
+    }
 }
 
 /// One micro-batch update of one adapter (DESIGN.md, "The learning loop"): train a copy
@@ -28,55 +44,147 @@ public struct LearningUpdate: Sendable {
     let sampler: TextSampler
     let settings: LearningSettings
     let anchors: AnchorSet
+    /// The base model's answers the candidate must keep (nil: no locality checks).
+    let locality: LocalitySet?
 
-    public init(model: LlamaModel, tokenizer: Tokenizer, sampler: TextSampler, settings: LearningSettings, anchors: AnchorSet) {
+    public init(model: LlamaModel, tokenizer: Tokenizer, sampler: TextSampler, settings: LearningSettings, anchors: AnchorSet,
+                locality: LocalitySet? = nil) {
         self.model = model
         self.tokenizer = tokenizer
         self.sampler = sampler
         self.settings = settings
         self.anchors = anchors
+        self.locality = locality
     }
 
-    /// Fraction of the batch's items (with probes) that must pass all their probes.
-    public static let minLearnedFraction = 0.75
-
     /// Trains from `parent` (nil: a fresh adapter) on `plans`' examples, with `buffer` (the
-    /// adapter's earlier verified examples) replayed; `progress` sees every step.
-    public func run(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]],
+    /// adapter's earlier verified examples) replayed, and gates the candidate; `history`
+    /// (checks of the adapter's earlier corrections) must not regress. `progress` sees every step.
+    public func run(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe] = [],
                     progress: @Sendable (StepReport) -> Void = { _ in }) async throws -> UpdateOutcome {
         let started = ContinuousClock.now
         let trained = plans.filter { $0.skipped == nil && !$0.examples.isEmpty }
         let examples = trained.flatMap(\.examples)
-        let probes = trained.map(\.probes)
+        let probes = trained.flatMap(\.probes)
         var metrics: [String: JSONValue] = ["items": .int(trained.count), "examples": .int(examples.count)]
-
-        // Where the update's time goes, stored with the version (freshness is their sum).
-        var checking = Duration.zero, training = Duration.zero
-        func timed<T>(_ total: inout Duration, _ work: () async throws -> T) async rethrows -> T {
-            let start = ContinuousClock.now
-            defer { total += ContinuousClock.now - start }
-            return try await work()
-        }
-        let flat = probes.flatMap { $0 }
-        // The probes and canaries on the parent, for the gate: checked while training runs.
-        let beforeChecks = Task { try await passes(flat + settings.canaries, adapter: parent) }
+        // The parent's results of the checks that compare before and after: run while training runs.
+        let beforeChecks = Task { try await passes(probes + settings.canaries + history, adapter: parent) }
         defer { beforeChecks.cancel() }
         let newSequences = examples.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         // The loss on the new examples judges a batch without held-out probes (thumbs-ups);
         // two passes over every example, so only measured for such a batch.
-        let judgedByLoss = trained.allSatisfy { $0.probes.isEmpty }
+        let judgedByLoss = probes.isEmpty
         @Sendable func exampleLoss(_ adapter: LoRAAdapter?) async throws -> Double? {
             guard judgedByLoss else { return nil }
             return try await Parallel.onThread { [model] in try model.loss(newSequences, adapter: adapter).mean }
         }
         let lossBefore = try await exampleLoss(parent)
+        let run: TrainingRun
+        do {
+            run = try await train(from: parent, sequences: newSequences, probes: probes, buffer: buffer, progress: progress)
+        } catch let failure as TrainingFailure {
+            metrics["steps"] = .int(failure.steps)
+            metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
+            return UpdateOutcome(adapter: nil, accepted: false, reason: "training diverged: \(failure.error.description)",
+                                 metrics: metrics, examples: examples)
+        }
+        let candidate = run.adapter
+
+        // The gate: the candidate's checks run beside its drift measurement.
+        let gateStarted = ContinuousClock.now
+        let kept = locality.map { $0.neighbours(of: trained.compactMap(\.question)) + $0.generalProbes } ?? []
+        let neighbourCount = kept.count - (locality?.generalProbes.count ?? 0)
+        async let afterChecks = passes(probes + settings.canaries + history + kept, adapter: candidate)
+        async let lossAfterTask = exampleLoss(candidate)
+        let drift = try await Parallel.onThread { [model, anchors] in
+            try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
+        }
+        let after = try await afterChecks, lossAfter = try await lossAfterTask
+        let waitStarted = ContinuousClock.now
+        let before = try await beforeChecks.value
+        let checking = run.checking + (ContinuousClock.now - waitStarted)
+
+        var input = GateInputs()
+        var rest = after[...]
+        func take(_ n: Int) -> [Bool] { defer { rest = rest.dropFirst(n) }; return Array(rest.prefix(n)) }
+        input.probes = CheckPair(before: Array(before[0..<probes.count]), after: take(probes.count))
+        input.canaries = CheckPair(before: Array(before[probes.count..<(probes.count + settings.canaries.count)]), after: take(settings.canaries.count))
+        input.history = CheckPair(before: Array(before.suffix(history.count)), after: take(history.count))
+        input.neighbourhood = take(neighbourCount)
+        input.locality = take(kept.count - neighbourCount)
+        input.itemProbeCounts = trained.map(\.probes.count)
+        if let lossBefore, let lossAfter {
+            input.exampleLoss = (lossBefore, lossAfter)
+            metrics["examples_loss_before"] = .double(lossBefore)
+            metrics["examples_loss_after"] = .double(lossAfter)
+        }
+        input.nllRise = drift.nllRise
+        input.kl = drift.kl
+        input.finite = candidate.isFinite && drift.adapterNLL.isFinite && drift.kl.isFinite && run.lastLoss.isFinite
+        let verdict = settings.gate.decide(input)
+        var items: [Int64: ItemResult] = [:], offset = 0
+        for plan in trained {
+            let range = offset..<(offset + plan.probes.count)
+            offset += plan.probes.count
+            items[plan.jobID] = ItemResult(checks: range.count, passedBefore: input.probes.before[range].filter { $0 }.count,
+                                           passedAfter: input.probes.after[range].filter { $0 }.count)
+        }
+
+        metrics.merge(settings.gate.metrics(input)) { $1 }
+        metrics["seconds_training"] = .double(run.training / .seconds(1))
+        metrics["seconds_checks"] = .double(checking / .seconds(1))
+        metrics["seconds_gate"] = .double((ContinuousClock.now - gateStarted) / .seconds(1))
+        metrics["steps"] = .int(run.steps)
+        metrics["probes_all_passed_at_step"] = run.passedAt.map { .int($0) } ?? .null
+        metrics["loss_first"] = .double(run.firstLoss)
+        metrics["loss_last"] = .double(run.lastLoss)
+        metrics["anchor_nll_base_bits"] = .double(drift.baseNLL)
+        metrics["anchor_nll_bits"] = .double(drift.adapterNLL)
+        metrics["replay_buffer"] = .int(buffer.count)
+        metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
+        return UpdateOutcome(adapter: input.finite ? candidate : nil, accepted: verdict.accepted, reason: verdict.reason,
+                             metrics: metrics, examples: examples, items: items)
+    }
+
+    /// What training produced: the candidate and how it got there.
+    struct TrainingRun {
+        var adapter: LoRAAdapter
+        var steps: Int
+        /// The first step whose adapter passed every held-out probe.
+        var passedAt: Int?
+        var firstLoss: Double
+        var lastLoss: Double
+        /// Time in optimizer steps, and waiting on held-out checks.
+        var training: Duration
+        var checking: Duration
+    }
+
+    /// Training diverged at a step (a non-finite loss, gradient or weight).
+    struct TrainingFailure: Error {
+        var error: TrainingError
+        var steps: Int
+    }
+
+    /// The optimizer loop: each step trains `batchSize` new sequences plus replay (half the
+    /// adapter's buffer, half distilled anchors). Early stop: `settleSteps` after the first
+    /// step whose adapter passes every held-out probe. Template probes pass before genuinely
+    /// reworded questions do; the few extra steps buy that generalization for little drift
+    /// (replay is distilled). A step's check runs while the next step trains, which changes
+    /// nothing but the wall time: the stop is decided by the same checks.
+    func train(from parent: LoRAAdapter?, sequences newSequences: [TrainingSequence], probes: [Probe], buffer: [[ChatMessage]],
+               progress: @Sendable (StepReport) -> Void) async throws -> TrainingRun {
+        var training = Duration.zero, checking = Duration.zero
+        func timed<T>(_ total: inout Duration, _ work: () async throws -> T) async rethrows -> T {
+            let start = ContinuousClock.now
+            defer { total += ContinuousClock.now - start }
+            return try await work()
+        }
         let start = parent ?? LoRAAdapter.initialized(config: settings.lora, model: model.config, seed: settings.seed)
         var options = TrainingOptions()
         options.learningRate = settings.learningRate
         let trainer = TrainerHandle(try LoRATrainer(model: model, adapter: start, options: options))
-
-        var random = SeededRandom(seed: settings.seed &+ UInt64(examples.count))
-        let order = examples.indices.shuffled(using: &random)
+        var random = SeededRandom(seed: settings.seed &+ UInt64(newSequences.count))
+        let order = newSequences.indices.shuffled(using: &random)
         var firstLoss: Double?, lastLoss = 0.0, steps = 0
         var passedAt: Int?
         // The held-out check of step k, running while step k + 1 trains.
@@ -99,12 +207,7 @@ public struct LearningUpdate: Sendable {
                 firstLoss = firstLoss ?? report.loss
                 lastLoss = report.loss
                 steps = step
-                // Early stop: `settleSteps` after the first step whose adapter passes every
-                // held-out probe. Template probes pass before genuinely reworded questions do;
-                // the few extra steps buy that generalization for little drift (replay is
-                // distilled). A step's check runs while the next step trains, which changes
-                // nothing but the wall time: the stop is decided by the same checks.
-                if flat.isEmpty {
+                if probes.isEmpty {
                     if step >= settings.minSteps { break }
                     continue
                 }
@@ -116,7 +219,7 @@ public struct LearningUpdate: Sendable {
                     if step >= passedAt + settings.settleSteps { break }
                 } else if step >= settings.minSteps {
                     let adapter = trainer.trainer.adapter
-                    let check = Task { try await passes(flat, adapter: adapter) }
+                    let check = Task { try await passes(probes, adapter: adapter) }
                     guard settings.settleSteps == 0 else { pending = (step, check); continue }
                     if try await timed(&checking, { try await check.value }).allSatisfy({ $0 }) {
                         passedAt = step
@@ -125,84 +228,10 @@ public struct LearningUpdate: Sendable {
                 }
             }
         } catch let error as TrainingError {
-            metrics["steps"] = .int(steps)
-            metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
-            return UpdateOutcome(adapter: nil, accepted: false, reason: "training diverged: \(error.description)",
-                                 metrics: metrics, examples: examples)
+            throw TrainingFailure(error: error, steps: steps)
         }
-        pending?.check.cancel()
-        let candidate = trainer.trainer.adapter
-
-        // The gate: the candidate's checks run beside its drift measurement.
-        let gateStarted = ContinuousClock.now
-        async let canaryChecks = passes(settings.canaries, adapter: candidate)
-        async let probeChecks = passes(flat, adapter: candidate)
-        async let lossAfterTask = exampleLoss(candidate)
-        let drift = try await Parallel.onThread { [model, anchors] in
-            try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
-        }
-        let after = try await canaryChecks, probePasses = try await probeChecks, lossAfter = try await lossAfterTask
-        let before = try await timed(&checking) { try await beforeChecks.value }
-        let probesBefore = Array(before.prefix(flat.count)), canariesBefore = Array(before.dropFirst(flat.count))
-        let newlyFailed = zip(probesBefore, probePasses).filter { $0 && !$1 }.count
-        let canaryRegressions = zip(canariesBefore, after).filter { $0 && !$1 }.count
-        var offset = 0, learnedItems = 0, itemsWithProbes = 0
-        for itemProbes in probes {
-            let results = probePasses[offset..<(offset + itemProbes.count)]
-            offset += itemProbes.count
-            guard !itemProbes.isEmpty else { continue }
-            itemsWithProbes += 1
-            if results.allSatisfy({ $0 }) { learnedItems += 1 }
-        }
-        metrics["seconds_training"] = .double(training / .seconds(1))
-        metrics["seconds_checks"] = .double(checking / .seconds(1))
-        metrics["seconds_gate"] = .double((ContinuousClock.now - gateStarted) / .seconds(1))
-        metrics["steps"] = .int(steps)
-        metrics["probes_all_passed_at_step"] = passedAt.map { .int($0) } ?? .null
-        metrics["loss_first"] = .double(firstLoss ?? 0)
-        metrics["loss_last"] = .double(lastLoss)
-        if let lossBefore, let lossAfter {
-            metrics["examples_loss_before"] = .double(lossBefore)
-            metrics["examples_loss_after"] = .double(lossAfter)
-        }
-        metrics["probes"] = .int(flat.count)
-        metrics["probes_passed_before"] = .int(probesBefore.filter { $0 }.count)
-        metrics["probes_passed_after"] = .int(probePasses.filter { $0 }.count)
-        metrics["probes_newly_failed"] = .int(newlyFailed)
-        metrics["items_learned"] = .int(learnedItems)
-        metrics["items_with_probes"] = .int(itemsWithProbes)
-        metrics["canaries"] = .int(settings.canaries.count)
-        metrics["canary_regressions"] = .int(canaryRegressions)
-        metrics["anchor_nll_base_bits"] = .double(drift.baseNLL)
-        metrics["anchor_nll_bits"] = .double(drift.adapterNLL)
-        metrics["anchor_nll_rise_bits"] = .double(drift.nllRise)
-        metrics["kl_bits"] = .double(drift.kl)
-        metrics["replay_buffer"] = .int(buffer.count)
-
-        var failures: [String] = []
-        let finite = candidate.isFinite && drift.adapterNLL.isFinite && drift.kl.isFinite && lastLoss.isFinite
-        if !finite { failures.append("not finite: NaN or infinity in the weights or metrics") }
-        if itemsWithProbes > 0 {
-            let passedBefore = probesBefore.filter { $0 }.count, passedAfter = probePasses.filter { $0 }.count
-            if newlyFailed > 0 { failures.append("\(newlyFailed) held-out check(s) that passed before now fail") }
-            if Double(learnedItems) < Self.minLearnedFraction * Double(itemsWithProbes) {
-                failures.append("not learned: \(learnedItems) of \(itemsWithProbes) items pass their held-out checks (need \(Int((Self.minLearnedFraction * 100).rounded()))%)")
-            } else if passedAfter <= passedBefore && passedBefore < flat.count {
-                failures.append("not learned: held-out checks pass \(passedAfter) of \(flat.count) times, \(passedBefore) before")
-            }
-        } else if let lossBefore, let lossAfter, !(lossAfter < lossBefore) {
-            failures.append(String(format: "not learned: the loss on the new examples did not fall (%.3f → %.3f)", lossBefore, lossAfter))
-        }
-        if canaryRegressions > 0 { failures.append("\(canaryRegressions) canary check(s) regressed") }
-        if drift.nllRise > settings.maxNLLRise {
-            failures.append(String(format: "general drift: anchor NLL rose %.3f bits/token (limit %.3f)", drift.nllRise, settings.maxNLLRise))
-        }
-        if drift.kl > settings.maxKL {
-            failures.append(String(format: "general drift: KL(base‖candidate) %.3f bits/token (limit %.3f)", drift.kl, settings.maxKL))
-        }
-        metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
-        return UpdateOutcome(adapter: finite ? candidate : nil, accepted: failures.isEmpty,
-                             reason: failures.isEmpty ? nil : failures.joined(separator: "; "), metrics: metrics, examples: examples)
+        return TrainingRun(adapter: trainer.trainer.adapter, steps: steps, passedAt: passedAt, firstLoss: firstLoss ?? 0,
+                           lastLoss: lastLoss, training: training, checking: checking)
     }
 
     /// Whether each probe's greedy answer passes its verifier with `adapter`.

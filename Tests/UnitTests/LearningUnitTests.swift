@@ -46,7 +46,7 @@ struct LearningSettingsTests {
     func settings() throws {
         let defaults = try LearningSettings(json: .object([:]))
         #expect(defaults == LearningSettings())
-        #expect(defaults.lora.rank == 16 && defaults.learningRate == 5e-4 && defaults.maxNLLRise == 0.08 && defaults.maxKL == 0.7)
+        #expect(defaults.lora.rank == 16 && defaults.learningRate == 5e-4 && defaults.gate.maxNLLRise == 0.08 && defaults.gate.maxKL == 0.7)
         let custom = try LearningSettings(json: try JSONValue(parsing: #"{"rank": 4, "targets": ["q", "v_proj"], "lr": 0.001, "max_steps": 3}"#))
         #expect(custom.lora.rank == 4 && custom.lora.targets == [.q, .v] && custom.maxSteps == 3 && custom.minSteps == 3)
         for bad in [#"{"rnak": 4}"#, #"{"rank": 0}"#, #"{"targets": ["qq"]}"#, #"{"min_steps": 9, "max_steps": 3}"#, "[]"] {
