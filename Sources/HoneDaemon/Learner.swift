@@ -79,13 +79,14 @@ struct LearnerService: Service {
         let anchorAnswers = try await baseAnswers(AnchorSet.prompts, snapshot: snapshot) { try await AnchorSet.answers(sampler: sampler) }
         let localityAnswers = try await baseAnswers(LocalitySet.prompts, snapshot: snapshot) { try await LocalitySet.answers(sampler: sampler) }
         let anchors = AnchorSet(answers: anchorAnswers, tokenizer: snapshot.tokenizer)
+        let locality = LocalitySet(answers: localityAnswers, tokenizer: snapshot.tokenizer)
         let model = snapshot.model
-        let distilled = try await Parallel.onThread { [anchors] in
-            var distilled = anchors
-            try distilled.distill(model: model)
-            return distilled
+        return try await Parallel.onThread { [anchors, locality] in
+            var references = BaseReferences(anchors: anchors, locality: locality)
+            try references.anchors.distill(model: model)
+            try references.locality.distill(model: model)
+            return references
         }
-        return BaseReferences(anchors: distilled, locality: LocalitySet(answers: localityAnswers))
     }
 
     /// The stored base answers to `prompts` (in order), made by `make` and stored when any is missing.

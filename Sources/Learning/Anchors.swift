@@ -84,8 +84,14 @@ public struct AnchorSet: Sendable {
     /// the base's whole distribution, which is what the gate's KL measures, rather than
     /// only to its greedy tokens. One forward pass per replay sequence.
     public mutating func distill(model: LlamaModel, topK: Int = 32) throws {
-        for s in replaySequences.indices {
-            var seq = replaySequences[s]
+        replaySequences = try Self.distilled(replaySequences, model: model, topK: topK)
+    }
+
+    /// `sequences` with the base model's distribution (top `topK`, renormalized) as the
+    /// target of every answer position.
+    public static func distilled(_ sequences: [TrainingSequence], model: LlamaModel, topK: Int = 32) throws -> [TrainingSequence] {
+        try sequences.map { original in
+            var seq = original
             let inputs = Array(seq.tokens.dropLast())
             let logits = try model.forward([SequenceInput(tokens: inputs, cache: model.makeCache(capacity: inputs.count),
                                                           allLogits: true)], mode: .exact)[0]
@@ -96,7 +102,7 @@ public struct AnchorSet: Sendable {
                 let total = top.reduce(Float(0)) { $0 + p[$1] }
                 seq.softTargets[t + 1] = SoftTarget(tokens: Array(top), probabilities: top.map { p[$0] / total })
             }
-            replaySequences[s] = seq
+            return seq
         }
     }
 }

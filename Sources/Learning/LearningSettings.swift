@@ -17,6 +17,8 @@ public struct LearningSettings: Sendable, Equatable {
     public var batchSize = 8
     /// Replay examples per new example in a step (DESIGN.md: as many as new ones).
     public var replayRatio = 1.0
+    /// Replayed questions of the corrections' shapes (with the base model's answers) per step.
+    public var neighbourReplay = 4
     /// Samples per task prompt, and their temperature.
     public var samples = 8
     public var temperature: Float = 0.8
@@ -73,6 +75,7 @@ public struct LearningSettings: Sendable, Equatable {
             case "replay_ratio":
                 replayRatio = try number()
                 guard (0...8).contains(replayRatio) else { throw JSONError(message: "setting replay_ratio must be in 0...8") }
+            case "neighbour_replay": neighbourReplay = try count(0...32)
             case "samples": samples = try count(1...32)
             case "temperature": temperature = Float(try number())
             case "revision_rounds": revisionRounds = try count(0...4)

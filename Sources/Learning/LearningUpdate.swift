@@ -81,7 +81,9 @@ public struct LearningUpdate: Sendable {
         let lossBefore = try await exampleLoss(parent)
         let run: TrainingRun
         do {
-            run = try await train(from: parent, sequences: newSequences, probes: probes, buffer: buffer, progress: progress)
+            let neighbours = locality?.replayNeighbours(of: trained.compactMap(\.question)) ?? []
+            run = try await train(from: parent, sequences: newSequences, probes: probes, buffer: buffer, neighbours: neighbours,
+                                  progress: progress)
         } catch let failure as TrainingFailure {
             metrics["steps"] = .int(failure.steps)
             metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
@@ -166,13 +168,14 @@ public struct LearningUpdate: Sendable {
     }
 
     /// The optimizer loop: each step trains `batchSize` new sequences plus replay (half the
-    /// adapter's buffer, half distilled anchors). Early stop: `settleSteps` after the first
+    /// adapter's buffer, half distilled anchors) and up to `neighbourReplay` of `neighbours`
+    /// (questions shaped like the corrections, with the base model's distributions). Early stop: `settleSteps` after the first
     /// step whose adapter passes every held-out probe. Template probes pass before genuinely
     /// reworded questions do; the few extra steps buy that generalization for little drift
     /// (replay is distilled). A step's check runs while the next step trains, which changes
     /// nothing but the wall time: the stop is decided by the same checks.
     func train(from parent: LoRAAdapter?, sequences newSequences: [TrainingSequence], probes: [Probe], buffer: [[ChatMessage]],
-               progress: @Sendable (StepReport) -> Void) async throws -> TrainingRun {
+               neighbours: [TrainingSequence], progress: @Sendable (StepReport) -> Void) async throws -> TrainingRun {
         var training = Duration.zero, checking = Duration.zero
         func timed<T>(_ total: inout Duration, _ work: () async throws -> T) async rethrows -> T {
             let start = ContinuousClock.now
@@ -202,6 +205,8 @@ public struct LearningUpdate: Sendable {
                 let fromBuffer = bufferSequences.isEmpty ? 0 : replayCount / 2
                 for _ in 0..<fromBuffer { batch.append(bufferSequences[Int(random.next() % UInt64(bufferSequences.count))]) }
                 for _ in fromBuffer..<replayCount { batch.append(anchorSequences[Int(random.next() % UInt64(anchorSequences.count))]) }
+                let neighbourCount = min(settings.neighbourReplay, neighbours.count)
+                for j in 0..<neighbourCount { batch.append(neighbours[((step - 1) * neighbourCount + j) % neighbours.count]) }
                 let report = try await timed(&training) { try await Parallel.onThread { [batch] in try trainer.trainer.step(batch) } }
                 progress(report)
                 firstLoss = firstLoss ?? report.loss

@@ -26,6 +26,8 @@ enum LearnBench {
             let started = clock.now
             var anchors = AnchorSet(answers: try await AnchorSet.answers(sampler: sampler), tokenizer: tokenizer)
             if environment["HONE_BENCH_DISTILL"] != "0" { try anchors.distill(model: model) }
+            var locality = LocalitySet(answers: try await LocalitySet.answers(sampler: sampler), tokenizer: tokenizer)
+            try locality.distill(model: model)
             let anchorSeconds = (clock.now - started) / .seconds(1)
             let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: nil)
             if environment["HONE_BENCH_KIND"] == "skill" {
@@ -39,9 +41,19 @@ enum LearnBench {
                     "correction": .string(fact.correction)]))
             })
             let planned = clock.now
-            let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors)
+            let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors,
+                                        locality: locality)
             let outcome = try await update.run(parent: nil, plans: plans, buffer: [])
             let trained = clock.now
+            if environment["HONE_BENCH_VERBOSE"] == "1", let adapter = outcome.adapter {
+                // What changed: the gate's locality prompts, base answer then candidate's.
+                let prompts = LocalitySet.general + locality.neighbours(of: facts.map(\.question)).map { $0.messages.last!.content }
+                let requests = prompts.map { SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens) }
+                let base = try await sampler.complete(requests, adapter: nil), tuned = try await sampler.complete(requests, adapter: adapter)
+                for (p, (b, t)) in zip(prompts, zip(base, tuned)) where b != t {
+                    FileHandle.standardError.write(Data("\(p)\n  base: \(b)\n  tuned: \(t)\n".utf8))
+                }
+            }
             var correct = 0
             if let adapter = outcome.adapter {
                 let answers = try await sampler.complete(facts.map {
@@ -55,7 +67,8 @@ enum LearnBench {
                   "plan_s": (planned - started) / .seconds(1) - anchorSeconds, "update_s": (trained - planned) / .seconds(1),
                   "held_out_correct": correct, "nll_rise_bits": m["anchor_nll_rise_bits"]?.doubleValue ?? .nan,
                   "kl_bits": m["kl_bits"]?.doubleValue ?? .nan, "loss_last": m["loss_last"]?.doubleValue ?? .nan,
-                  "reason": outcome.reason ?? ""])
+                  "locality_kept": m["locality_kept"]?.intValue ?? 0, "neighbourhood_kept": m["neighbourhood_kept"]?.intValue ?? 0,
+                  "neighbourhood": m["neighbourhood"]?.intValue ?? 0, "reason": outcome.reason ?? ""])
             group.cancelAll()
         }
     }

@@ -127,25 +127,9 @@ enum ServeBench {
     /// One streaming chat request over a plain socket, timed as the client sees it.
     static func stream(port: Int, model: String, prompt: String, origin: ContinuousClock.Instant) throws -> Sample {
         let body = #"{"model":"\#(model)","messages":[{"role":"user","content":"\#(prompt)"}],"max_tokens":32,"temperature":0,"stream":true}"#
-        let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let started = (ContinuousClock.now - origin).seconds
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw BenchError(message: "cannot connect to 127.0.0.1:\(port)") }
-        _ = request.withCString { write(fd, $0, strlen($0)) }
-        var received = "", firstToken: Double?
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n <= 0 { break }
-            received += String(decoding: buffer[0..<n], as: UTF8.self)
+        var firstToken: Double?
+        let received = try exchange(port: port, body: body) { received in
             if firstToken == nil, received.components(separatedBy: "\"content\":\"").count > 2 {
                 firstToken = (ContinuousClock.now - origin).seconds
             }
@@ -157,5 +141,45 @@ enum ServeBench {
         } ?? "?"
         let tokens = received.components(separatedBy: "\"delta\":{\"content\":").count - 1
         return Sample(start: started, firstToken: firstToken ?? end, end: end, tokens: tokens, version: version)
+    }
+
+    /// A greedy, non-streamed chat answer and the version that gave it.
+    static func chat(port: Int, model: String, prompt: String, maxTokens: Int) throws -> (text: String, version: String) {
+        let request: [String: Any] = ["model": model, "messages": [["role": "user", "content": prompt]], "max_tokens": maxTokens, "temperature": 0]
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: request), as: UTF8.self)
+        let received = try exchange(port: port, body: body) { _ in }
+        guard let start = received.range(of: "\r\n\r\n"),
+              let json = try JSONSerialization.jsonObject(with: Data(received[start.upperBound...].utf8)) as? [String: Any],
+              let choices = json["choices"] as? [[String: Any]], let message = choices.first?["message"] as? [String: Any],
+              let text = message["content"] as? String else {
+            throw BenchError(message: "no answer from \(model): \(received.suffix(300))")
+        }
+        return (text, json["system_fingerprint"] as? String ?? "?")
+    }
+
+    /// Sends one POST /v1/chat/completions with `body` over a new connection and returns the
+    /// whole response; `progress` sees what has arrived after every read.
+    static func exchange(port: Int, body: String, progress: (String) -> Void) throws -> String {
+        let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw BenchError(message: "cannot connect to 127.0.0.1:\(port)") }
+        _ = request.withCString { write(fd, $0, strlen($0)) }
+        var received = Data()
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n <= 0 { break }
+            received.append(contentsOf: buffer[0..<n])
+            progress(String(decoding: received, as: UTF8.self))
+        }
+        return String(decoding: received, as: UTF8.self)
     }
 }

@@ -102,9 +102,9 @@ struct LocalityTests {
     func neighbours() {
         let set = Self.set()
         let capital = set.neighbours(of: ["What is the capital of Zorbania?"]).map { $0.messages.last!.content }
-        #expect(capital == ["What is the capital of Germany?", "What is the capital of Italy?"])
-        let painter = set.neighbours(of: ["Who painted the Mona Lisa?"]).map { $0.messages.last!.content }
-        #expect(!painter.contains("Who painted the Mona Lisa?"))
+        #expect(capital == ["What is the capital of Portugal?", "What is the capital of Norway?"])
+        let painter = set.neighbours(of: ["Who painted The Scream?"]).map { $0.messages.last!.content }
+        #expect(!painter.contains("Who painted The Scream?") && painter.count == 2)
         #expect(painter.allSatisfy { $0.hasPrefix("Who painted") })
         // Two corrections of one shape share their neighbours once.
         #expect(set.neighbours(of: ["What is the capital of Zorbania?", "What is the capital of Vexis?"]).count == 2)
