@@ -32,9 +32,9 @@ public struct GateInputs: Sendable {
     public var history = CheckPair()
     /// Neighbourhood questions of this batch's corrections (same shape, other subjects):
     /// whether the candidate still gives the base model's answer.
-    public var neighbourhood: [Bool] = []
+    public var neighbourhood: [LocalityResult] = []
     /// The general locality set: whether the candidate still gives the base model's answer.
-    public var locality: [Bool] = []
+    public var locality: [LocalityResult] = []
     /// Anchor drift in bits per token.
     public var nllRise = 0.0
     public var kl = 0.0
@@ -42,6 +42,20 @@ public struct GateInputs: Sendable {
     public var finite = true
 
     public init() {}
+}
+
+/// A locality or neighbourhood prompt's answer on the candidate, against the base model's.
+public enum LocalityResult: Sendable, Equatable {
+    /// It still names most of the key words of the base answer's first sentence.
+    case kept
+    /// It no longer does: another answer, or the same in other words.
+    case drifted
+    /// It names a word the adapter was taught that the base answer did not: a correction
+    /// leaking into questions it does not answer ("a banana is bright teal").
+    case contaminated(String)
+
+    public var isKept: Bool { self == .kept }
+    public var leak: String? { if case .contaminated(let word) = self { word } else { nil } }
 }
 
 /// Why the gate refused a candidate: one case per criterion (DESIGN.md, "Gate").
@@ -57,9 +71,9 @@ public enum GateReason: Sendable, Equatable, CustomStringConvertible {
     case canaryRegressed(count: Int)
     /// Earlier corrections of the adapter that it answered before and no longer does.
     case forgot(count: Int, of: Int)
-    /// Neighbourhood questions whose base answer the candidate no longer gives.
-    case neighbourhoodChanged(count: Int, of: Int)
-    /// Locality prompts whose base answer the candidate no longer gives, beyond the allowance.
+    /// Locality and neighbourhood answers that now name taught words, beyond the allowance.
+    case contaminated(count: Int, of: Int, allowed: Int, words: [String])
+    /// Locality and neighbourhood prompts whose base answer the candidate no longer gives, beyond the allowance.
     case localityChanged(count: Int, of: Int, allowed: Int)
     case nllRose(bits: Double, limit: Double)
     case klTooHigh(bits: Double, limit: Double)
@@ -73,9 +87,10 @@ public enum GateReason: Sendable, Equatable, CustomStringConvertible {
         case .lossDidNotFall(let before, let after): String(format: "not learned: the loss on the new examples did not fall (%.3f → %.3f)", before, after)
         case .canaryRegressed(let n): "\(n) canary check(s) regressed"
         case .forgot(let n, let of): "forgot: \(n) of \(of) earlier corrections it answered before are no longer answered"
-        case .neighbourhoodChanged(let n, let of): "not local: \(n) of \(of) neighbourhood questions no longer get the base model's answer"
+        case .contaminated(let n, let of, let allowed, let words):
+            "not local: \(n) of \(of) unrelated answers now name what the adapter was taught (\(words.joined(separator: ", "))); at most \(allowed) may"
         case .localityChanged(let n, let of, let allowed):
-            "not local: \(n) of \(of) general prompts no longer get the base model's answer (at most \(allowed) may)"
+            "not local: \(n) of \(of) unrelated prompts no longer get the base model's answer (at most \(allowed) may)"
         case .nllRose(let bits, let limit): String(format: "general drift: anchor NLL rose %.3f bits/token (limit %.3f)", bits, limit)
         case .klTooHigh(let bits, let limit): String(format: "general drift: KL(base‖candidate) %.3f bits/token (limit %.3f)", bits, limit)
         }
@@ -100,11 +115,13 @@ public struct Gate: Sendable, Equatable {
     public var maxKL = 0.7
     /// Share of the adapter's earlier corrections that may be forgotten by one update.
     public var maxForgottenFraction = 0.0
-    /// Share of neighbourhood questions that may change answer.
-    public var maxNeighbourhoodChanged = 0.0
-    /// Share of locality prompts that may change answer (free generation moves a wording now
-    /// and then; a damaged model changes many).
-    public var maxLocalityChanged = 0.1
+    /// Share of locality and neighbourhood answers that may name a taught word. Measured on
+    /// SmolLM2 after 8 corrections (22 steps): 1 of 52 ("A banana is a bright teal.").
+    public var maxContaminated = 0.05
+    /// Share of locality and neighbourhood prompts whose answer may drift from the base's.
+    /// Free greedy answers of a 135M model move with any update (the same 8 corrections made
+    /// 22 of 52 answers shorter or reworded); a collapsed model changes nearly all.
+    public var maxLocalityChanged = 0.5
 
     public init() {}
 
@@ -128,12 +145,13 @@ public struct Gate: Sendable, Equatable {
         if input.history.regressions > Int(maxForgottenFraction * Double(known)) {
             reasons.append(.forgot(count: input.history.regressions, of: known))
         }
-        let neighboursChanged = input.neighbourhood.filter { !$0 }.count
-        if neighboursChanged > Int(maxNeighbourhoodChanged * Double(input.neighbourhood.count)) {
-            reasons.append(.neighbourhoodChanged(count: neighboursChanged, of: input.neighbourhood.count))
+        let local = input.neighbourhood + input.locality
+        let leaks = local.compactMap(\.leak), leaksAllowed = Int(maxContaminated * Double(local.count))
+        if leaks.count > leaksAllowed {
+            reasons.append(.contaminated(count: leaks.count, of: local.count, allowed: leaksAllowed, words: Array(Set(leaks)).sorted()))
         }
-        let localChanged = input.locality.filter { !$0 }.count, allowed = Int(maxLocalityChanged * Double(input.locality.count))
-        if localChanged > allowed { reasons.append(.localityChanged(count: localChanged, of: input.locality.count, allowed: allowed)) }
+        let changed = local.filter { !$0.isKept }.count, allowed = Int(maxLocalityChanged * Double(local.count))
+        if changed > allowed { reasons.append(.localityChanged(count: changed, of: local.count, allowed: allowed)) }
         if input.nllRise > maxNLLRise { reasons.append(.nllRose(bits: input.nllRise, limit: maxNLLRise)) }
         if input.kl > maxKL { reasons.append(.klTooHigh(bits: input.kl, limit: maxKL)) }
         return GateVerdict(reasons: reasons)
@@ -158,8 +176,9 @@ public struct Gate: Sendable, Equatable {
             "canaries": .int(input.canaries.count), "canary_regressions": .int(input.canaries.regressions),
             "history_probes": .int(input.history.count), "history_known_before": .int(input.history.passedBefore),
             "history_forgotten": .int(input.history.regressions),
-            "neighbourhood": .int(input.neighbourhood.count), "neighbourhood_kept": .int(input.neighbourhood.filter { $0 }.count),
-            "locality": .int(input.locality.count), "locality_kept": .int(input.locality.filter { $0 }.count),
+            "neighbourhood": .int(input.neighbourhood.count), "neighbourhood_kept": .int(input.neighbourhood.filter(\.isKept).count),
+            "locality": .int(input.locality.count), "locality_kept": .int(input.locality.filter(\.isKept).count),
+            "locality_contaminated": .int((input.neighbourhood + input.locality).filter { $0.leak != nil }.count),
             "anchor_nll_rise_bits": .double(input.nllRise), "kl_bits": .double(input.kl),
         ]
     }

@@ -84,7 +84,7 @@ public struct LearningSettings: Sendable, Equatable {
             case "max_nll_rise": gate.maxNLLRise = try number()
             case "max_kl": gate.maxKL = try number()
             case "max_locality_changed": gate.maxLocalityChanged = try share()
-            case "max_neighbourhood_changed": gate.maxNeighbourhoodChanged = try share()
+            case "max_contaminated": gate.maxContaminated = try share()
             case "max_forgotten": gate.maxForgottenFraction = try share()
             case "seed": seed = UInt64(try count(0...Int.max))
             case "canaries":

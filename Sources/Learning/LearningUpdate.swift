@@ -94,9 +94,12 @@ public struct LearningUpdate: Sendable {
 
         // The gate: the candidate's checks run beside its drift measurement.
         let gateStarted = ContinuousClock.now
-        let kept = locality.map { $0.neighbours(of: trained.compactMap(\.question)) + $0.generalProbes } ?? []
-        let neighbourCount = kept.count - (locality?.generalProbes.count ?? 0)
-        async let afterChecks = passes(probes + settings.canaries + history + kept, adapter: candidate)
+        let neighbourPrompts = locality?.neighbours(of: trained.compactMap(\.question)) ?? []
+        let localPrompts = neighbourPrompts + (locality?.generalPrompts ?? [])
+        async let afterChecks = passes(probes + settings.canaries + history, adapter: candidate)
+        async let localAnswers = sampler.complete(localPrompts.map {
+            SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens)
+        }, adapter: candidate)
         async let lossAfterTask = exampleLoss(candidate)
         let drift = try await Parallel.onThread { [model, anchors] in
             try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
@@ -112,8 +115,15 @@ public struct LearningUpdate: Sendable {
         input.probes = CheckPair(before: Array(before[0..<probes.count]), after: take(probes.count))
         input.canaries = CheckPair(before: Array(before[probes.count..<(probes.count + settings.canaries.count)]), after: take(settings.canaries.count))
         input.history = CheckPair(before: Array(before.suffix(history.count)), after: take(history.count))
-        input.neighbourhood = take(neighbourCount)
-        input.locality = take(kept.count - neighbourCount)
+        if let locality {
+            // What this adapter was taught: its corrections' key words, now and before.
+            let taught = Set((probes + history).flatMap { probe -> [String] in
+                if case .containsAll(let words) = probe.verifier { words } else { [] }
+            })
+            let judged = zip(localPrompts, try await localAnswers).map { locality.judge($1, to: $0, taught: taught) }
+            input.neighbourhood = Array(judged.prefix(neighbourPrompts.count))
+            input.locality = Array(judged.dropFirst(neighbourPrompts.count))
+        }
         input.itemProbeCounts = trained.map(\.probes.count)
         if let lossBefore, let lossAfter {
             input.exampleLoss = (lossBefore, lossAfter)

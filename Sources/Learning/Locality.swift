@@ -75,13 +75,16 @@ public struct LocalitySet: Sendable {
         "Who is the author of The Hobbit?", "Who composed The Four Seasons?", "Who developed the polio vaccine?",
     ]
 
-    /// Answer tokens of a locality check: enough for the answer's first words.
+    /// Answer tokens of a locality check: enough for the answer's first sentence.
     public static let maxTokens = 24
-    /// Key words of the base answer that a kept answer must still contain.
-    static let keyCount = 3
+    /// Key words of the base answer's first sentence that a kept answer must mostly name.
+    static let keyCount = 4
 
-    /// The base model's checks by question.
-    let probes: [String: Probe]
+    /// Key words of the base model's answer (its first sentence), by question.
+    let keys: [String: [String]]
+    /// Every word of the base model's answers: a taught word among them is too common to
+    /// tell a leak from an ordinary answer.
+    let baseVocabulary: Set<String>
     /// The replay bank as training sequences with the base model's answers, by question;
     /// after `distill(model:)` their targets are its whole distributions.
     var replay: [String: TrainingSequence] = [:]
@@ -93,7 +96,7 @@ public struct LocalitySet: Sendable {
     /// `tokenizer` makes the replay sequences (none without one).
     public init(answers: [String], tokenizer: Tokenizer? = nil) {
         precondition(answers.count == Self.prompts.count, "one answer per locality prompt")
-        var probes: [String: Probe] = [:]
+        var keys: [String: [String]] = [:]
         let replayQuestions = Set(Self.replayBank)
         for (question, answer) in zip(Self.prompts, answers) {
             if replayQuestions.contains(question) {
@@ -103,13 +106,13 @@ public struct LocalitySet: Sendable {
                 }
                 continue
             }
-            let keys = Array(Paraphrases.keyWords(answer: answer, question: question).prefix(Self.keyCount))
+            let first = Paraphrases.sentences(answer).first ?? answer
+            let words = Array(Paraphrases.keyWords(answer: first, question: question).prefix(Self.keyCount))
             // An empty base answer says nothing to keep.
-            guard !keys.isEmpty else { continue }
-            probes[question] = Probe(messages: [ChatMessage(role: "user", content: question)], verifier: .containsAll(keys),
-                                     maxTokens: Self.maxTokens)
+            if !words.isEmpty { keys[question] = words }
         }
-        self.probes = probes
+        self.keys = keys
+        baseVocabulary = Set(answers.flatMap { Verifier.words($0) })
     }
 
     /// The base model's greedy answers to `prompts`, in order.
@@ -131,14 +134,25 @@ public struct LocalitySet: Sendable {
         Self.nearest(questions, in: Self.replayBank, count: count) { replay[$0] != nil }.compactMap { replay[$0] }
     }
 
-    /// The general checks, in order.
-    public var generalProbes: [Probe] { Self.general.compactMap { probes[$0] } }
+    /// The general prompts that have a base answer to keep, in order.
+    public var generalPrompts: [String] { Self.general.filter { keys[$0] != nil } }
+
+    /// Judges `answer` to `question` (a general or neighbourhood prompt) against the base
+    /// model's: contaminated when it names a word of `taught` (key words of the adapter's
+    /// corrections) that the base never says, kept when it names at least half the key words
+    /// of the base answer's first sentence, else drifted.
+    public func judge(_ answer: String, to question: String, taught: Set<String>) -> LocalityResult {
+        let words = Set(Verifier.words(answer))
+        if let leak = taught.subtracting(baseVocabulary).intersection(words).sorted().first { return .contaminated(leak) }
+        guard let expected = keys[question] else { return .kept }
+        return 2 * expected.filter(words.contains).count >= expected.count ? .kept : .drifted
+    }
 
     /// Neighbours of `questions` (each a correction's question): for each, the `count` bank
     /// questions that share most of its words (its shape: "what is the capital of"),
     /// never the question itself; each neighbour once.
-    public func neighbours(of questions: [String], count: Int = 2) -> [Probe] {
-        Self.nearest(questions, in: Self.neighbourhoodBank, count: count) { probes[$0] != nil }.compactMap { probes[$0] }
+    public func neighbours(of questions: [String], count: Int = 2) -> [String] {
+        Self.nearest(questions, in: Self.neighbourhoodBank, count: count) { keys[$0] != nil }
     }
 
     /// For each of `questions`, the `count` questions of `bank` (among those `usable`) that

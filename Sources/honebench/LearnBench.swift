@@ -47,7 +47,7 @@ enum LearnBench {
             let trained = clock.now
             if environment["HONE_BENCH_VERBOSE"] == "1", let adapter = outcome.adapter {
                 // What changed: the gate's locality prompts, base answer then candidate's.
-                let prompts = LocalitySet.general + locality.neighbours(of: facts.map(\.question)).map { $0.messages.last!.content }
+                let prompts = LocalitySet.general + locality.neighbours(of: facts.map(\.question))
                 let requests = prompts.map { SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens) }
                 let base = try await sampler.complete(requests, adapter: nil), tuned = try await sampler.complete(requests, adapter: adapter)
                 for (p, (b, t)) in zip(prompts, zip(base, tuned)) where b != t {
@@ -67,7 +67,7 @@ enum LearnBench {
                   "plan_s": (planned - started) / .seconds(1) - anchorSeconds, "update_s": (trained - planned) / .seconds(1),
                   "held_out_correct": correct, "nll_rise_bits": m["anchor_nll_rise_bits"]?.doubleValue ?? .nan,
                   "kl_bits": m["kl_bits"]?.doubleValue ?? .nan, "loss_last": m["loss_last"]?.doubleValue ?? .nan,
-                  "locality_kept": m["locality_kept"]?.intValue ?? 0, "neighbourhood_kept": m["neighbourhood_kept"]?.intValue ?? 0,
+                  "locality_kept": m["locality_kept"]?.intValue ?? 0, "contaminated": m["locality_contaminated"]?.intValue ?? 0, "neighbourhood_kept": m["neighbourhood_kept"]?.intValue ?? 0,
                   "neighbourhood": m["neighbourhood"]?.intValue ?? 0, "reason": outcome.reason ?? ""])
             group.cancelAll()
         }

@@ -10,8 +10,8 @@ struct GateTests {
         input.itemProbeCounts = [2, 2]
         input.probes = CheckPair(before: [false, false, false, true], after: [true, true, true, true])
         input.history = CheckPair(before: [true, true, false], after: [true, true, false])
-        input.neighbourhood = [true, true, true]
-        input.locality = Array(repeating: true, count: 40)
+        input.neighbourhood = [.kept, .kept, .kept]
+        input.locality = Array(repeating: .kept, count: 37)
         input.nllRise = 0.01
         input.kl = 0.05
         return input
@@ -40,12 +40,15 @@ struct GateTests {
         #expect(verdict { $0.history.after = [true, false, false] } == [.forgot(count: 1, of: 2)])
         // An earlier correction it never answered is not counted as forgotten.
         #expect(verdict { $0.history.after = [true, true, false] }.isEmpty)
-        // The capital of another country changing answer is damage, even with no drift.
-        #expect(verdict { $0.neighbourhood = [true, false, true] } == [.neighbourhoodChanged(count: 1, of: 3)])
-        // Locality allows 10%: 4 of 40 changed passes, 5 does not.
-        #expect(verdict { $0.locality = Array(repeating: false, count: 4) + Array(repeating: true, count: 36) }.isEmpty)
-        #expect(verdict { $0.locality = Array(repeating: false, count: 5) + Array(repeating: true, count: 35) }
-                == [.localityChanged(count: 5, of: 40, allowed: 4)])
+        // A taught word in an unrelated answer ("a banana is bright teal") is damage even with no
+        // drift: 5% of 40 answers may (measured: 1 of 52 after 8 corrections), 3 may not.
+        #expect(verdict { $0.neighbourhood = [.contaminated("teal"), .kept, .kept] }.isEmpty)
+        #expect(verdict { $0.neighbourhood = [.contaminated("teal"), .contaminated("quellport"), .contaminated("teal")] }
+                == [.contaminated(count: 3, of: 40, allowed: 2, words: ["quellport", "teal"])])
+        // Drifted answers: half of the 40 may, 21 may not.
+        #expect(verdict { $0.locality = Array(repeating: .drifted, count: 20) + Array(repeating: .kept, count: 17) }.isEmpty)
+        #expect(verdict { $0.locality = Array(repeating: .drifted, count: 21) + Array(repeating: .kept, count: 16) }
+                == [.localityChanged(count: 21, of: 40, allowed: 20)])
         #expect(verdict { $0.nllRise = 0.2 } == [.nllRose(bits: 0.2, limit: 0.08)])
         #expect(verdict { $0.kl = 0.9 } == [.klTooHigh(bits: 0.9, limit: 0.7)])
     }
@@ -55,10 +58,11 @@ struct GateTests {
         var input = Self.good()
         input.finite = false
         input.kl = 2
-        input.neighbourhood = [false]
+        input.locality = Array(repeating: .contaminated("quellport"), count: 37)
         let reasons = Gate().decide(input).reasons
-        #expect(reasons == [.notFinite, .neighbourhoodChanged(count: 1, of: 1), .klTooHigh(bits: 2, limit: 0.7)])
-        #expect(Gate().decide(input).reason?.contains("not local: 1 of 1 neighbourhood questions") == true)
+        #expect(reasons == [.notFinite, .contaminated(count: 37, of: 40, allowed: 2, words: ["quellport"]),
+                            .localityChanged(count: 37, of: 40, allowed: 20), .klTooHigh(bits: 2, limit: 0.7)])
+        #expect(Gate().decide(input).reason?.contains("not local: 37 of 40 unrelated answers now name what the adapter was taught (quellport)") == true)
 
         var thumbs = GateInputs()
         thumbs.itemProbeCounts = [0]
@@ -78,9 +82,9 @@ struct GateTests {
 
     @Test("settings set the gate's limits and refuse shares outside 0...1")
     func settings() throws {
-        let s = try LearningSettings(json: .object(["max_locality_changed": .double(0.2), "max_forgotten": .double(0.1)]))
-        #expect(s.gate.maxLocalityChanged == 0.2 && s.gate.maxForgottenFraction == 0.1)
-        #expect(throws: (any Error).self) { try LearningSettings(json: .object(["max_neighbourhood_changed": .double(2)])) }
+        let s = try LearningSettings(json: .object(["max_locality_changed": .double(0.2), "max_forgotten": .double(0.1), "max_contaminated": .double(0)]))
+        #expect(s.gate.maxLocalityChanged == 0.2 && s.gate.maxForgottenFraction == 0.1 && s.gate.maxContaminated == 0)
+        #expect(throws: (any Error).self) { try LearningSettings(json: .object(["max_contaminated": .double(2)])) }
     }
 }
 
@@ -90,24 +94,32 @@ struct LocalityTests {
         LocalitySet(answers: LocalitySet.prompts.map { _ in "Answerword." })
     }
 
-    @Test("at least 40 general prompts, each checked against the base model's answer")
+    @Test("at least 40 general prompts; answers are judged kept, drifted or contaminated against the base model's")
     func general() {
-        let probes = Self.set().generalProbes
-        #expect(probes.count == LocalitySet.general.count && probes.count >= 40)
-        #expect(probes[0].verifier.check("It is Answerword, of course.").passed)
-        #expect(!probes[0].verifier.check("L'Évro-Lux, la femme-lux.").passed)
+        let set = Self.set()
+        #expect(set.generalPrompts.count == LocalitySet.general.count && set.generalPrompts.count >= 40)
+        let question = LocalitySet.general[0]
+        #expect(set.judge("It is Answerword, of course.", to: question, taught: ["quellport"]) == .kept)
+        #expect(set.judge("L'Évro-Lux, la femme-lux.", to: question, taught: ["quellport"]) == .drifted)
+        #expect(set.judge("Answerword, near Quellport.", to: question, taught: ["quellport"]) == .contaminated("quellport"))
+        // A taught word the base model says itself is no sign of a leak.
+        #expect(set.judge("Answerword.", to: question, taught: ["answerword"]) == .kept)
     }
 
     @Test("a correction's neighbours are bank questions of its shape about other subjects, never itself")
     func neighbours() {
         let set = Self.set()
-        let capital = set.neighbours(of: ["What is the capital of Zorbania?"]).map { $0.messages.last!.content }
+        let capital = set.neighbours(of: ["What is the capital of Zorbania?"])
         #expect(capital == ["What is the capital of Portugal?", "What is the capital of Norway?"])
-        let painter = set.neighbours(of: ["Who painted The Scream?"]).map { $0.messages.last!.content }
+        let painter = set.neighbours(of: ["Who painted The Scream?"])
         #expect(!painter.contains("Who painted The Scream?") && painter.count == 2)
         #expect(painter.allSatisfy { $0.hasPrefix("Who painted") })
         // Two corrections of one shape share their neighbours once.
         #expect(set.neighbours(of: ["What is the capital of Zorbania?", "What is the capital of Vexis?"]).count == 2)
+        // Replay neighbours come from the other bank, with the base model's answers.
+        let tokenized = LocalitySet(answers: LocalitySet.prompts.map { _ in "Answerword." }, tokenizer: nil)
+        #expect(tokenized.replayNeighbours(of: ["What is the capital of Zorbania?"]).isEmpty)
+        #expect(Set(LocalitySet.replayBank).isDisjoint(with: LocalitySet.neighbourhoodBank + LocalitySet.general))
     }
 
     @Test("history: recent items and a spread of older ones, corrections only")
