@@ -38,6 +38,8 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .target(name: "JSON"),
+        // Runs the built executables as a user does (tests and benchmarks).
+        .target(name: "BuiltTools"),
         .target(name: "CKernels", cSettings: numericC),
         .target(name: "GGUF", dependencies: ["CKernels", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "Tokenizer", dependencies: ["GGUF"], swiftSettings: numeric),
@@ -108,16 +110,15 @@ let package = Package(
             name: "honebench",
             dependencies: [
                 "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Llama", "Tokenizer", "Tensor", "Training", "Server", "Generation",
-                "Learning", "Registry", "TestSupport",
+                "Learning", "Registry", "BuiltTools",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue", "CKernels", "GGUF", "Tokenizer", "Llama", "Generation", "Tensor", "Learning"]),
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "ModelTests",
             dependencies: [
-                "TestSupport",
+                "BuiltTools",
                 "GGUF", "Tokenizer", "Llama", "Generation", "CKernels", "JSON", "Server", "Tensor", "Training",
                 "HoneDaemon", "Postgres", "Learning", "Registry", "Queue",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -128,7 +129,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "TestSupport",
+                "BuiltTools",
                 "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON", "Server", "Tokenizer", "Registry",
                 .product(name: "Logging", package: "swift-log"),
             ],

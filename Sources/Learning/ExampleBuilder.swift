@@ -10,18 +10,43 @@ public struct Probe: Sendable, Equatable {
     /// The most tokens the answer may take. The gate checks probes after every step once
     /// `min_steps` is reached, so a short budget where the answer is known keeps that cheap.
     public var maxTokens: Int
+    /// The answer that was taught, for a correction's probe (the gate looks for it leaking
+    /// into unrelated answers).
+    public var taught: TaughtAnswer?
 
-    public init(messages: [ChatMessage], verifier: Verifier, maxTokens: Int = 48) {
+    public init(messages: [ChatMessage], verifier: Verifier, maxTokens: Int = 48, taught: TaughtAnswer? = nil) {
         self.messages = messages
         self.verifier = verifier
         self.maxTokens = maxTokens
+        self.taught = taught
     }
 
     /// A probe whose passing answer names the key words of `answer`: room for twice its
     /// words (a word is ~1.3 tokens) and a short preamble, at most 48 tokens.
     public static func naming(_ keys: [String], of answer: String, asked: [ChatMessage]) -> Probe {
         let words = answer.split(whereSeparator: \.isWhitespace).count
-        return Probe(messages: asked, verifier: .containsAll(keys), maxTokens: min(48, max(16, 2 * words + 8)))
+        return Probe(messages: asked, verifier: .containsAll(keys), maxTokens: min(48, max(16, 2 * words + 8)),
+                     taught: TaughtAnswer(keys: keys, answer: answer))
+    }
+}
+
+/// What a correction taught, as the gate recognizes it elsewhere: all its key words
+/// together ("bright teal"), or any of its names (words capitalized inside the answer,
+/// "Quellport"), which no unrelated answer should come to say.
+public struct TaughtAnswer: Sendable, Equatable {
+    public var keys: [String]
+    public var names: [String]
+
+    public init(keys: [String], answer: String) {
+        self.keys = keys
+        let inside = answer.split(whereSeparator: \.isWhitespace).dropFirst()
+        let capitalized = Set(inside.flatMap { Verifier.words(String($0)).isEmpty || !($0.first?.isUppercase ?? false) ? [] : Verifier.words(String($0)) })
+        names = keys.filter(capitalized.contains)
+    }
+
+    /// Whether `words` (an answer's) carry this answer.
+    public func appears(in words: Set<String>) -> Bool {
+        !keys.isEmpty && (keys.allSatisfy(words.contains) || names.contains(where: words.contains))
     }
 }
 

@@ -117,9 +117,7 @@ public struct LearningUpdate: Sendable {
         input.history = CheckPair(before: Array(before.suffix(history.count)), after: take(history.count))
         if let locality {
             // What this adapter was taught: its corrections' key words, now and before.
-            let taught = Set((probes + history).flatMap { probe -> [String] in
-                if case .containsAll(let words) = probe.verifier { words } else { [] }
-            })
+            let taught = (probes + history).compactMap(\.taught)
             let judged = zip(localPrompts, try await localAnswers).map { locality.judge($1, to: $0, taught: taught) }
             input.neighbourhood = Array(judged.prefix(neighbourPrompts.count))
             input.locality = Array(judged.dropFirst(neighbourPrompts.count))

@@ -82,9 +82,8 @@ public struct LocalitySet: Sendable {
 
     /// Key words of the base model's answer (its first sentence), by question.
     let keys: [String: [String]]
-    /// Every word of the base model's answers: a taught word among them is too common to
-    /// tell a leak from an ordinary answer.
-    let baseVocabulary: Set<String>
+    /// The base model's answers, by question.
+    let baseAnswers: [String: String]
     /// The replay bank as training sequences with the base model's answers, by question;
     /// after `distill(model:)` their targets are its whole distributions.
     var replay: [String: TrainingSequence] = [:]
@@ -112,7 +111,7 @@ public struct LocalitySet: Sendable {
             if !words.isEmpty { keys[question] = words }
         }
         self.keys = keys
-        baseVocabulary = Set(answers.flatMap { Verifier.words($0) })
+        baseAnswers = Dictionary(zip(Self.prompts, answers), uniquingKeysWith: { first, _ in first })
     }
 
     /// The base model's greedy answers to `prompts`, in order.
@@ -138,12 +137,14 @@ public struct LocalitySet: Sendable {
     public var generalPrompts: [String] { Self.general.filter { keys[$0] != nil } }
 
     /// Judges `answer` to `question` (a general or neighbourhood prompt) against the base
-    /// model's: contaminated when it names a word of `taught` (key words of the adapter's
-    /// corrections) that the base never says, kept when it names at least half the key words
-    /// of the base answer's first sentence, else drifted.
-    public func judge(_ answer: String, to question: String, taught: Set<String>) -> LocalityResult {
-        let words = Set(Verifier.words(answer))
-        if let leak = taught.subtracting(baseVocabulary).intersection(words).sorted().first { return .contaminated(leak) }
+    /// model's: contaminated when it carries one of the adapter's `taught` answers that the
+    /// base's own answer does not, kept when it names at least half the key words of the
+    /// base answer's first sentence, else drifted.
+    public func judge(_ answer: String, to question: String, taught: [TaughtAnswer]) -> LocalityResult {
+        let words = Set(Verifier.words(answer)), base = Set(baseAnswers[question].map(Verifier.words) ?? [])
+        if let leak = taught.first(where: { $0.appears(in: words) && !$0.appears(in: base) }) {
+            return .contaminated(leak.keys.joined(separator: " "))
+        }
         guard let expected = keys[question] else { return .kept }
         return 2 * expected.filter(words.contains).count >= expected.count ? .kept : .drifted
     }

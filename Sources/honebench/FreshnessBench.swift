@@ -4,7 +4,7 @@ import Postgres
 import Registry
 import Synchronization
 import Tensor
-import TestSupport
+import BuiltTools
 
 /// `honebench freshness`: seconds from the INSERT of 8 corrections (one micro-batch) into
 /// `hone.feedback` to the first served response from the version that learned them, on a

@@ -3,7 +3,7 @@ import Logging
 import Postgres
 import Registry
 import Tensor
-import TestSupport
+import BuiltTools
 
 /// `honebench lifelong`: the fictional facts of `ops/lifelong.json` (made by
 /// `ops/make-lifelong-facts.py`) taught as sequential batches of 8 corrections through SQL to

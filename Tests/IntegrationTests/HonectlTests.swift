@@ -3,7 +3,7 @@ import JSON
 import Postgres
 import Queue
 import Registry
-import TestSupport
+import BuiltTools
 import Testing
 
 /// `honectl`'s operator commands as an operator runs them (the built binary against a real

@@ -1,7 +1,7 @@
 import Foundation
 import JSON
 import Testing
-import TestSupport
+import BuiltTools
 
 /// The debug `honectl` built beside the tests.
 enum BuiltHonectl {

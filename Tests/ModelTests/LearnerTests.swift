@@ -6,7 +6,7 @@ import Postgres
 import Learning
 import Registry
 import Tensor
-import TestSupport
+import BuiltTools
 import Testing
 
 /// The learner inside real `honed` processes on the real model and a real PostgreSQL.

@@ -6,7 +6,7 @@ import Postgres
 import Registry
 import Synchronization
 import Tensor
-import TestSupport
+import BuiltTools
 import Training
 import Testing
 

@@ -99,11 +99,17 @@ struct LocalityTests {
         let set = Self.set()
         #expect(set.generalPrompts.count == LocalitySet.general.count && set.generalPrompts.count >= 40)
         let question = LocalitySet.general[0]
-        #expect(set.judge("It is Answerword, of course.", to: question, taught: ["quellport"]) == .kept)
-        #expect(set.judge("L'Évro-Lux, la femme-lux.", to: question, taught: ["quellport"]) == .drifted)
-        #expect(set.judge("Answerword, near Quellport.", to: question, taught: ["quellport"]) == .contaminated("quellport"))
-        // A taught word the base model says itself is no sign of a leak.
-        #expect(set.judge("Answerword.", to: question, taught: ["answerword"]) == .kept)
+        let quellport = TaughtAnswer(keys: ["quellport"], answer: "The capital of Zorbania is Quellport.")
+        let teal = TaughtAnswer(keys: ["bright", "teal"], answer: "A snarfle bird is bright teal.")
+        #expect(quellport.names == ["quellport"] && teal.names.isEmpty)
+        #expect(set.judge("It is Answerword, of course.", to: question, taught: [quellport, teal]) == .kept)
+        #expect(set.judge("L'Évro-Lux, la femme-lux.", to: question, taught: [quellport]) == .drifted)
+        #expect(set.judge("Answerword, near Quellport.", to: question, taught: [quellport]) == .contaminated("quellport"))
+        // A taught answer is all its key words together, or one of its names: "bright" alone is an ordinary word.
+        #expect(set.judge("Answerword is bright.", to: question, taught: [teal]) == .kept)
+        #expect(set.judge("A banana is bright teal.", to: question, taught: [teal]) == .contaminated("bright teal"))
+        // What the base model says itself is no sign of a leak.
+        #expect(set.judge("Answerword.", to: question, taught: [TaughtAnswer(keys: ["answerword"], answer: "It is Answerword.")]) == .kept)
     }
 
     @Test("a correction's neighbours are bank questions of its shape about other subjects, never itself")
