@@ -18,6 +18,10 @@ public struct UpdateOutcome: Sendable {
     public var examples: [[ChatMessage]]
     /// Each trained item's held-out checks on the parent and on the candidate, by job id.
     public var items: [Int64: ItemResult] = [:]
+    /// Unrelated prompts whose answers carried a taught answer (the gate's contamination).
+    public var leaked: [String] = []
+    /// Whether contamination was the gate's only objection.
+    public var onlyContaminated = false
 }
 
 /// One item's own held-out checks before and after an update: whether it was learned, not
@@ -60,8 +64,30 @@ public struct LearningUpdate: Sendable {
     /// Trains from `parent` (nil: a fresh adapter) on `plans`' examples, with `buffer` (the
     /// adapter's earlier verified examples) replayed, and gates the candidate; `history`
     /// (checks of the adapter's earlier corrections) must not regress. `progress` sees every step.
+    ///
+    /// A candidate refused only because taught answers leaked into unrelated answers is
+    /// trained once more from the parent with those prompts replayed at the base model's
+    /// answers (targeted negatives): the repaired candidate faces the whole gate again, and
+    /// its metrics name the repair (`repair_prompts`, `first_attempt`).
     public func run(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe] = [],
                     progress: @Sendable (StepReport) -> Void = { _ in }) async throws -> UpdateOutcome {
+        let first = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: [], progress: progress)
+        guard !first.accepted, first.onlyContaminated, let locality, !first.leaked.isEmpty else { return first }
+        let conversations = first.leaked.compactMap { prompt in
+            locality.baseAnswers[prompt].map { [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: $0)] }
+        }
+        let sequences = conversations.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
+        let repair = try await Parallel.onThread { [model] in try AnchorSet.distilled(sequences, model: model) }
+        var second = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: repair, progress: progress)
+        second.metrics["repair_prompts"] = .int(repair.count)
+        second.metrics["first_attempt"] = .string(first.reason ?? "")
+        second.metrics["seconds"] = .double((first.metrics["seconds"]?.doubleValue ?? 0) + (second.metrics["seconds"]?.doubleValue ?? 0))
+        return second
+    }
+
+    /// One training run and its gate; `repair` is replayed every step beside the neighbours.
+    func attempt(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe], repair: [TrainingSequence],
+                 progress: @Sendable (StepReport) -> Void) async throws -> UpdateOutcome {
         let started = ContinuousClock.now
         let trained = plans.filter { $0.skipped == nil && !$0.examples.isEmpty }
         let examples = trained.flatMap(\.examples)
@@ -81,7 +107,7 @@ public struct LearningUpdate: Sendable {
         let lossBefore = try await exampleLoss(parent)
         let run: TrainingRun
         do {
-            let neighbours = locality?.replayNeighbours(of: trained.compactMap(\.question)) ?? []
+            let neighbours = (locality?.replayNeighbours(of: trained.compactMap(\.question)) ?? []) + repair
             run = try await train(from: parent, sequences: newSequences, probes: probes, buffer: buffer, neighbours: neighbours,
                                   progress: progress)
         } catch let failure as TrainingFailure {
@@ -152,8 +178,10 @@ public struct LearningUpdate: Sendable {
         metrics["anchor_nll_bits"] = .double(drift.adapterNLL)
         metrics["replay_buffer"] = .int(buffer.count)
         metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
+        let leaked = zip(localPrompts, input.neighbourhood + input.locality).filter { $0.1.leak != nil }.map(\.0)
+        let onlyContaminated = !verdict.reasons.isEmpty && verdict.reasons.allSatisfy { if case .contaminated = $0 { true } else { false } }
         return UpdateOutcome(adapter: input.finite ? candidate : nil, accepted: verdict.accepted, reason: verdict.reason,
-                             metrics: metrics, examples: examples, items: items)
+                             metrics: metrics, examples: examples, items: items, leaked: leaked, onlyContaminated: onlyContaminated)
     }
 
     /// What training produced: the candidate and how it got there.

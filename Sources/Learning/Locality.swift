@@ -83,7 +83,7 @@ public struct LocalitySet: Sendable {
     /// Key words of the base model's answer (its first sentence), by question.
     let keys: [String: [String]]
     /// The base model's answers, by question.
-    let baseAnswers: [String: String]
+    public let baseAnswers: [String: String]
     /// The replay bank as training sequences with the base model's answers, by question;
     /// after `distill(model:)` their targets are its whole distributions.
     var replay: [String: TrainingSequence] = [:]
