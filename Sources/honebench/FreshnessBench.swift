@@ -25,25 +25,15 @@ enum FreshnessBench {
     }
 
     static func run(logger: Logger) async throws {
-        guard let honed = BuiltTool("honed", configuration: "release") else { throw BenchError(message: "build honed -c release first (ops/bench does)") }
         let trials = Int(ProcessInfo.processInfo.environment["HONE_BENCH_TRIALS"] ?? "3") ?? 3
-        let dir = NSTemporaryDirectory() + "hone-freshness-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = 30000 + Int(getpid() % 10000)
-        let pid = try honed.spawn(["--port", "\(port)", "--data-dir", dir, "--log-level", "warning"],
-                                  stdout: dir + "/honed.log", stderr: dir + "/honed.err")
-        defer {
-            kill(pid, SIGTERM)
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        }
+        let daemon = try BenchDaemon(name: "freshness")
+        defer { daemon.stop() }
+        let port = daemon.port
         func version(_ model: String) -> String? {
             try? ServeBench.stream(port: port, model: model, prompt: "Hi", origin: .now).version
         }
         for _ in 0..<600 where version("smollm2") == nil { try await Task.sleep(for: .milliseconds(100)) }
-        let pool = PostgresPool(conninfo: "postgresql://postgres@/hone?host=\(dir)/pg", size: 2, logger: logger)
+        let pool = PostgresPool(conninfo: daemon.databaseURL, size: 2, logger: logger)
         let registry = Registry(pool: pool)
 
         // The clients with the learner idle, for comparison.
@@ -102,6 +92,33 @@ enum FreshnessBench {
               "learning_ttft_p99_s": busy.ttft(0.99),
               "settings": "lr 1e-3, ≤30 steps, default gate"])
         await pool.close()
+    }
+}
+
+/// A release `honed` (learner on, embedded database) in a temporary data directory: the
+/// benchmarks that time the daemon run it as a user does.
+struct BenchDaemon {
+    let port: Int
+    let directory: String
+    let pid: pid_t
+    var databaseURL: String { "postgresql://postgres@/hone?host=\(directory)/pg" }
+
+    init(name: String) throws {
+        guard let honed = BuiltTool("honed", configuration: "release") else { throw BenchError(message: "build honed -c release first (ops/bench does)") }
+        directory = NSTemporaryDirectory() + "hone-\(name)-\(getpid())"
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        port = 30000 + Int(getpid() % 10000)
+        pid = try honed.spawn(["--port", "\(port)", "--data-dir", directory, "--log-level", "warning"],
+                              stdout: directory + "/honed.log", stderr: directory + "/honed.err")
+    }
+
+    /// SIGTERM, wait for the exit, remove the data directory.
+    func stop() {
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        try? FileManager.default.removeItem(atPath: directory)
     }
 }
 

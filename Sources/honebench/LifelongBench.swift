@@ -3,7 +3,6 @@ import Logging
 import Postgres
 import Registry
 import Tensor
-import BuiltTools
 
 /// `honebench lifelong`: the fictional facts of `ops/lifelong.json` (made by
 /// `ops/make-lifelong-facts.py`) taught as sequential batches of 8 corrections through SQL to
@@ -37,29 +36,19 @@ enum LifelongBench {
     static let maxTokens = 40
 
     static func run(logger: Logger) async throws {
-        guard let honed = BuiltTool("honed", configuration: "release") else { throw BenchError(message: "build honed -c release first (ops/bench does)") }
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/lifelong.json")
         let file = try JSONDecoder().decode(File.self, from: Data(contentsOf: url))
         let limit = Int(ProcessInfo.processInfo.environment["HONE_BENCH_FACTS"] ?? "") ?? file.facts.count
         let facts = Array(file.facts.prefix(limit))
-        let dir = NSTemporaryDirectory() + "hone-lifelong-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let port = 30000 + Int(getpid() % 10000)
-        let pid = try honed.spawn(["--port", "\(port)", "--data-dir", dir, "--log-level", "warning"],
-                                  stdout: dir + "/honed.log", stderr: dir + "/honed.err")
-        defer {
-            kill(pid, SIGTERM)
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        }
+        let daemon = try BenchDaemon(name: "lifelong")
+        defer { daemon.stop() }
+        let port = daemon.port
         let adapter = "lifelong"
         let model = "smollm2:\(adapter)"
         for _ in 0..<600 where (try? ServeBench.chat(port: port, model: "smollm2", prompt: "Hi", maxTokens: 1)) == nil {
             try await Task.sleep(for: .milliseconds(100))
         }
-        let pool = PostgresPool(conninfo: "postgresql://postgres@/hone?host=\(dir)/pg", size: 2, logger: logger)
+        let pool = PostgresPool(conninfo: daemon.databaseURL, size: 2, logger: logger)
         defer { Task { await pool.close() } }
         let registry = Registry(pool: pool)
         try await pool.query("SELECT hone.create_adapter(\(adapter), '{}'::jsonb, 'lifelong benchmark')")
