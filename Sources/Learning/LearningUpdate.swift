@@ -71,37 +71,31 @@ public struct LearningUpdate: Sendable {
     /// its metrics name the repair (`repair_prompts`, `first_attempt`).
     public func run(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe] = [],
                     progress: @Sendable (StepReport) -> Void = { _ in }) async throws -> UpdateOutcome {
-        // The parent's results of the checks that compare before and after, made once for
-        // both attempts: they run while training runs.
-        let probes = plans.filter { $0.skipped == nil && !$0.examples.isEmpty }.flatMap(\.probes)
-        let parentChecks = Task { try await passes(probes + settings.canaries + history, adapter: parent) }
-        defer { parentChecks.cancel() }
-        let first = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, parentChecks: parentChecks,
-                                      repair: [], progress: progress)
+        let first = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: [], progress: progress)
         guard !first.accepted, first.onlyContaminated, let locality, !first.leaked.isEmpty else { return first }
         let conversations = first.leaked.compactMap { prompt in
             locality.baseAnswers[prompt].map { [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: $0)] }
         }
         let sequences = conversations.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         let repair = try await Parallel.onThread { [model] in try AnchorSet.distilled(sequences, model: model) }
-        var second = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, parentChecks: parentChecks,
-                                       repair: repair, progress: progress)
+        var second = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: repair, progress: progress)
         second.metrics["repair_prompts"] = .int(repair.count)
         second.metrics["first_attempt"] = .string(first.reason ?? "")
         second.metrics["seconds"] = .double((first.metrics["seconds"]?.doubleValue ?? 0) + (second.metrics["seconds"]?.doubleValue ?? 0))
         return second
     }
 
-    /// One training run and its gate; `parentChecks` are the batch's probes, canaries and
-    /// `history` on the parent; `repair` is replayed every step beside the neighbours.
-    func attempt(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe],
-                 parentChecks: Task<[Bool], Error>, repair: [TrainingSequence],
+    /// One training run and its gate; `repair` is replayed every step beside the neighbours.
+    func attempt(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe], repair: [TrainingSequence],
                  progress: @Sendable (StepReport) -> Void) async throws -> UpdateOutcome {
         let started = ContinuousClock.now
         let trained = plans.filter { $0.skipped == nil && !$0.examples.isEmpty }
         let examples = trained.flatMap(\.examples)
         let probes = trained.flatMap(\.probes)
         var metrics: [String: JSONValue] = ["items": .int(trained.count), "examples": .int(examples.count)]
+        // The parent's results of the checks that compare before and after: run while training runs.
+        let beforeChecks = Task { try await passes(probes + settings.canaries + history, adapter: parent) }
+        defer { beforeChecks.cancel() }
         let newSequences = examples.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         // The loss on the new examples judges a batch without held-out probes (thumbs-ups);
         // two passes over every example, so only measured for such a batch.
@@ -138,7 +132,7 @@ public struct LearningUpdate: Sendable {
         }
         let after = try await afterChecks, lossAfter = try await lossAfterTask
         let waitStarted = ContinuousClock.now
-        let before = try await parentChecks.value
+        let before = try await beforeChecks.value
         let checking = run.checking + (ContinuousClock.now - waitStarted)
 
         var input = GateInputs()
