@@ -1,5 +1,6 @@
 import Foundation
 import Llama
+import Tensor
 import Synchronization
 
 /// What a request's stream delivers.
@@ -44,10 +45,18 @@ public final class BatchScheduler: @unchecked Sendable {
     private var pending: [Entry] = []
     private var stopped = false
     private let activeCount = Atomic<Int>(0)
+    /// Where the forward passes run.
+    public let compute: ComputeScheduler
+    /// The class of its work: `.serving` for clients; `.learning` for the learner's own
+    /// generations, which then batch with each other and wait behind every client (a
+    /// learner prompt's prefill in the clients' scheduler stalled their streams ~0.3 s).
+    public let work: WorkClass
 
-    public init(maxBatch: Int = 16) {
+    public init(maxBatch: Int = 16, compute: ComputeScheduler, work: WorkClass = .serving) {
         precondition(maxBatch > 0)
         self.maxBatch = maxBatch
+        self.compute = compute
+        self.work = work
     }
 
     /// Sequences being decoded or waiting now (for metrics and admission control).
@@ -86,10 +95,10 @@ public final class BatchScheduler: @unchecked Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                 let thread = Thread { [self] in
-                    loop()
+                    compute.bind(work) { loop() }
                     done.resume()
                 }
-                thread.name = "hone.scheduler"
+                thread.name = "hone.scheduler.\(work)"
                 thread.start()
             }
         } onCancel: {

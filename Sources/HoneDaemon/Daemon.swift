@@ -5,6 +5,7 @@ import Postgres
 import Queue
 import Registry
 import Server
+import Tensor
 import Generation
 import ServiceLifecycle
 
@@ -28,6 +29,8 @@ public struct DaemonConfiguration: Sendable {
     public var learner = true
     /// Lease of the jobs an update holds; a crashed replica's jobs run again after it.
     public var learnerLease: Duration = .seconds(300)
+    /// Learning's share of a core that serving also wants (ComputeScheduler).
+    public var learningShare: Double = 0.1
     /// How often the version watcher checks the registry when no notification came.
     public var versionPollInterval: Duration = .seconds(2)
 
@@ -69,7 +72,10 @@ public enum Daemon {
         let queue = JobQueue(pool: pool, backoff: configuration.backoff)
         let maintenance = QueueMaintenance(queue: queue, configuration: configuration.maintenance, logger: logger)
         let holder = SnapshotHolder()
-        let scheduler = BatchScheduler(maxBatch: configuration.maxBatch)
+        let compute = ComputeScheduler(learningShare: configuration.learningShare)
+        let scheduler = BatchScheduler(maxBatch: configuration.maxBatch, compute: compute)
+        // The learner's generations batch among themselves, behind every client.
+        let learningScheduler = BatchScheduler(maxBatch: configuration.maxBatch, compute: compute, work: .learning)
         let completionLog = CompletionLog(pool: pool, logger: logger)
         let registry = Registry(pool: pool)
         let replica = ReplicaIdentity.current()
@@ -83,15 +89,16 @@ public enum Daemon {
                 .init(service: maintenance),
                 .init(service: completionLog),
                 .init(service: SchedulerService(scheduler: scheduler)),
+                .init(service: SchedulerService(scheduler: learningScheduler)),
                 .init(service: NotificationService(conninfo: conninfo, jobs: jobsWake, versions: versionsWake, logger: logger)),
                 .init(service: ModelLoaderService(path: configuration.modelPath, adapters: configuration.adapterDirectories,
                                                   holder: holder, logger: logger)),
                 .init(service: VersionWatcher(registry: registry, holder: holder, wake: versionsWake,
-                                              localAdapters: Set(configuration.adapterDirectories.keys), replica: replica,
+                                              localAdapters: Set(configuration.adapterDirectories.keys), replica: replica, compute: compute,
                                               pollInterval: configuration.versionPollInterval, logger: logger)),
             ] + (configuration.learner ? [
                 .init(service: LearnerService(queue: queue, registry: registry, catalogue: catalogue, holder: holder,
-                                              scheduler: scheduler, wake: jobsWake, replica: replica,
+                                              scheduler: learningScheduler, compute: compute, wake: jobsWake, replica: replica,
                                               configuration: .init(lease: configuration.learnerLease), logger: logger)),
             ] : []) + [
                 .init(service: server.application()),

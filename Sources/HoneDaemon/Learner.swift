@@ -35,7 +35,10 @@ struct LearnerService: Service {
     let registry: Registry
     let catalogue: JobCatalogue
     let holder: SnapshotHolder
+    /// Runs the learner's generations (a `.learning` scheduler, not the clients').
     let scheduler: BatchScheduler
+    /// Runs the updates' CPU work as learning, behind serving.
+    let compute: ComputeScheduler
     let wake: WakeSignal
     let replica: ReplicaIdentity
     let configuration: Configuration
@@ -50,7 +53,11 @@ struct LearnerService: Service {
                 var worked = false
                 do {
                     for adapter in try await adaptersWithWork() {
-                        if references == nil { references = try await loadReferences(snapshot) }
+                        if references == nil {
+                            let started = ContinuousClock.now
+                            references = try await loadReferences(snapshot)
+                            logger.info("base references ready", metadata: ["seconds": "\((ContinuousClock.now - started) / .seconds(1))"])
+                        }
                         if try await update(adapter, references: references!) { worked = true }
                         if Task.isCancelled { return }
                     }
@@ -81,7 +88,7 @@ struct LearnerService: Service {
         let anchors = AnchorSet(answers: anchorAnswers, tokenizer: snapshot.tokenizer)
         let locality = LocalitySet(answers: localityAnswers, tokenizer: snapshot.tokenizer)
         let model = snapshot.model
-        return try await Parallel.onThread { [anchors, locality] in
+        return try await compute.run(.learning) { [anchors, locality] in
             var references = BaseReferences(anchors: anchors, locality: locality)
             try references.anchors.distill(model: model)
             try references.locality.distill(model: model)
@@ -251,7 +258,7 @@ struct LearnerService: Service {
             return
         }
         let update = LearningUpdate(model: model, tokenizer: snapshot.tokenizer, sampler: sampler, settings: settings,
-                                    anchors: references.anchors, locality: references.locality)
+                                    anchors: references.anchors, locality: references.locality, compute: compute)
         let examplesSeconds = (ContinuousClock.now - planning) / .seconds(1)
         var outcome = try await update.run(parent: parent, plans: plans, buffer: buffer, history: history) { report in
             logger.debug("learning step", metadata: ["step": "\(report.step)", "loss": "\(report.loss)", "seconds": "\(report.seconds)"])

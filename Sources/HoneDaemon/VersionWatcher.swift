@@ -21,6 +21,8 @@ struct VersionWatcher: Service {
     /// Adapters served from directories (`--adapter`); the registry does not manage them.
     let localAdapters: Set<String>
     let replica: ReplicaIdentity
+    /// Decodes new versions as learning work.
+    let compute: ComputeScheduler
     let pollInterval: Duration
     let logger: Logger
 
@@ -66,7 +68,8 @@ struct VersionWatcher: Service {
                         guard let blob = try await registry.blob(record.name, version) else {
                             throw SnapshotError("version \(wanted) has no blob")
                         }
-                        let weights = try await Parallel.onThread {
+                        // Decoding a new version is background work: it must not slow serving.
+                        let weights = try await compute.run(.learning) {
                             try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: model, source: wanted)
                         }
                         served = ServedAdapter(name: record.name, version: wanted, weights: weights, baseModelSHA256: model.file.sha256)

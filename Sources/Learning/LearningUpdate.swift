@@ -50,15 +50,18 @@ public struct LearningUpdate: Sendable {
     let anchors: AnchorSet
     /// The base model's answers the candidate must keep (nil: no locality checks).
     let locality: LocalitySet?
+    /// Runs the update's CPU work (training steps, drift and gate passes) as learning.
+    let compute: ComputeScheduler
 
     public init(model: LlamaModel, tokenizer: Tokenizer, sampler: TextSampler, settings: LearningSettings, anchors: AnchorSet,
-                locality: LocalitySet? = nil) {
+                locality: LocalitySet? = nil, compute: ComputeScheduler) {
         self.model = model
         self.tokenizer = tokenizer
         self.sampler = sampler
         self.settings = settings
         self.anchors = anchors
         self.locality = locality
+        self.compute = compute
     }
 
     /// Trains from `parent` (nil: a fresh adapter) on `plans`' examples, with `buffer` (the
@@ -77,7 +80,7 @@ public struct LearningUpdate: Sendable {
             locality.baseAnswers[prompt].map { [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: $0)] }
         }
         let sequences = conversations.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
-        let repair = try await Parallel.onThread { [model] in try AnchorSet.distilled(sequences, model: model) }
+        let repair = try await compute.run(.learning) { [model] in try AnchorSet.distilled(sequences, model: model) }
         var second = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: repair, progress: progress)
         second.metrics["repair_prompts"] = .int(repair.count)
         second.metrics["first_attempt"] = .string(first.reason ?? "")
@@ -102,7 +105,7 @@ public struct LearningUpdate: Sendable {
         let judgedByLoss = probes.isEmpty
         @Sendable func exampleLoss(_ adapter: LoRAAdapter?) async throws -> Double? {
             guard judgedByLoss else { return nil }
-            return try await Parallel.onThread { [model] in try model.loss(newSequences, adapter: adapter).mean }
+            return try await compute.run(.learning) { [model] in try model.loss(newSequences, adapter: adapter).mean }
         }
         let lossBefore = try await exampleLoss(parent)
         let run: TrainingRun
@@ -127,7 +130,7 @@ public struct LearningUpdate: Sendable {
             SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens)
         }, adapter: candidate)
         async let lossAfterTask = exampleLoss(candidate)
-        let drift = try await Parallel.onThread { [model, anchors] in
+        let drift = try await compute.run(.learning) { [model, anchors] in
             try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
         }
         let after = try await afterChecks, lossAfter = try await lossAfterTask
@@ -243,7 +246,7 @@ public struct LearningUpdate: Sendable {
                 for _ in fromBuffer..<replayCount { batch.append(anchorSequences[Int(random.next() % UInt64(anchorSequences.count))]) }
                 let neighbourCount = min(settings.neighbourReplay, neighbours.count)
                 for j in 0..<neighbourCount { batch.append(neighbours[((step - 1) * neighbourCount + j) % neighbours.count]) }
-                let report = try await timed(&training) { try await Parallel.onThread { [batch] in try trainer.trainer.step(batch) } }
+                let report = try await timed(&training) { try await compute.run(.learning) { [batch] in try trainer.trainer.step(batch) } }
                 progress(report)
                 firstLoss = firstLoss ?? report.loss
                 lastLoss = report.loss

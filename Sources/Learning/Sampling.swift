@@ -18,15 +18,16 @@ public struct SampleRequest: Sendable {
     }
 }
 
-/// Where the learner's generations come from. The daemon's is `SchedulerSampler` (shared
-/// with serving); unit tests use small fakes.
+/// Where the learner's generations come from. The daemon's is `SchedulerSampler` on its
+/// learning-class batch scheduler; unit tests use small fakes.
 public protocol TextSampler: Sendable {
     /// The completions of `requests`, in order, by the model with `adapter` (nil: the base).
     func complete(_ requests: [SampleRequest], adapter: LoRAAdapter?) async throws -> [String]
 }
 
-/// Samples through the serving scheduler, so the learner's generations are batched with
-/// (and never starve) client requests, on the snapshot serving now.
+/// Samples through a batch scheduler, on the snapshot serving now. The daemon gives the
+/// learner a scheduler of class `.learning`: its generations batch with each other, and
+/// every client request goes first (ComputeScheduler).
 public struct SchedulerSampler: TextSampler {
     let scheduler: BatchScheduler
     let snapshot: ModelSnapshot

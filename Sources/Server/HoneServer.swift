@@ -53,6 +53,7 @@ public struct HoneServer: Sendable {
             gauges.schedulerLoad = scheduler.load
             gauges.inFlight = inFlight.count.load(ordering: .relaxed)
             gauges.completionLog = recorder.health
+            gauges.compute = scheduler.compute.usage()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(string: metrics.render(gauges))))
         }

@@ -67,6 +67,8 @@ public final class ServerMetrics: Sendable {
         public var inFlight = 0
         /// Completion log: rows written, dropped, failed flushes (nil: no database).
         public var completionLog: (written: Int, dropped: Int, failures: Int)?
+        /// CPU seconds used and waited for, per class of work.
+        public var compute: [WorkClass: ComputeUsage] = [:]
         public init() {}
     }
 
@@ -90,6 +92,10 @@ public final class ServerMetrics: Sendable {
         family("hone_build_info", "gauge", "1, labelled with the kernel level in use, the highest the CPU runs, OpenBLAS's core type and the CPU.")
         sample("hone_build_info", [("kernels", compute.kernelLevel.description), ("cpu_kernels", compute.cpuLevel.description),
                                    ("blas_core_type", compute.blasCoreType), ("cpu", compute.model)], 1)
+        family("hone_compute_busy_seconds_total", "counter", "CPU seconds the threads of each class of work (serving, learning) ran.")
+        for work in WorkClass.allCases { sample("hone_compute_busy_seconds_total", [("class", work.rawValue)], gauges.compute[work]?.busySeconds ?? 0) }
+        family("hone_compute_wait_seconds_total", "counter", "Seconds the threads of each class of work were ready to run but waited for a core.")
+        for work in WorkClass.allCases { sample("hone_compute_wait_seconds_total", [("class", work.rawValue)], gauges.compute[work]?.waitSeconds ?? 0) }
         family("hone_requests_total", "counter", "HTTP requests answered, by endpoint and status.")
         for key in s.requests.keys.sorted() {
             let parts = key.split(separator: "\u{0}")

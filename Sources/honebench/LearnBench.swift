@@ -1,4 +1,5 @@
 import Foundation
+import Tensor
 import Generation
 import JSON
 import Learning
@@ -18,7 +19,7 @@ enum LearnBench {
         let snapshot = ModelSnapshot(model: model, tokenizer: tokenizer, modelID: "smollm2", version: "base")
         let settings = try LearningSettings(json: try JSONValue(parsing: environment["HONE_BENCH_LEARN_SETTINGS"] ?? "{}"))
         let facts = try Facts.load().prefix(Int(environment["HONE_BENCH_FACTS"] ?? "8") ?? 8)
-        let scheduler = BatchScheduler(maxBatch: 16)
+        let scheduler = BatchScheduler(maxBatch: 16, compute: ComputeScheduler())
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await scheduler.run() }
             let sampler = SchedulerSampler(scheduler: scheduler, snapshot: snapshot)
@@ -31,7 +32,8 @@ enum LearnBench {
             let anchorSeconds = (clock.now - started) / .seconds(1)
             let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: nil)
             if environment["HONE_BENCH_KIND"] == "skill" {
-                try await skill(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors, builder: builder)
+                try await skill(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors, builder: builder,
+                                compute: scheduler.compute)
                 group.cancelAll()
                 return
             }
@@ -42,7 +44,7 @@ enum LearnBench {
             })
             let planned = clock.now
             let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors,
-                                        locality: locality)
+                                        locality: locality, compute: scheduler.compute)
             let outcome = try await update.run(parent: nil, plans: plans, buffer: [])
             let trained = clock.now
             if environment["HONE_BENCH_VERBOSE"] == "1", let adapter = outcome.adapter {
@@ -78,7 +80,7 @@ extension LearnBench {
     /// The JSON-format skill of `ops/facts.json`, taught with tasks: pass rates on held-out
     /// cities before (base model) and after the update.
     static func skill(model: LlamaModel, tokenizer: Tokenizer, sampler: SchedulerSampler, settings: LearningSettings,
-                      anchors: AnchorSet, builder: ExampleBuilder) async throws {
+                      anchors: AnchorSet, builder: ExampleBuilder, compute: ComputeScheduler) async throws {
         let skill = try Skill.load()
         let verifier = try Verifier(.object(["type": .string("json_schema"), "schema": skill.schema]))
         func prompt(_ city: String) -> String { skill.prompt.replacingOccurrences(of: "{city}", with: city) }
@@ -96,7 +98,8 @@ extension LearnBench {
                 "task_id": .int(i + 1), "adapter": .string("bench"), "prompt": .string(prompt(pair[0])),
                 "verifier": .object(["type": .string("json_schema"), "schema": skill.schema]), "reference": .string(reference)]))
         })
-        let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors)
+        let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors,
+                                    compute: compute)
         let outcome = try await update.run(parent: nil, plans: plans, buffer: [])
         var after = Double.nan
         if let adapter = outcome.adapter { after = try await passRate(adapter) }

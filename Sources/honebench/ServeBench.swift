@@ -27,7 +27,7 @@ enum ServeBench {
         let model = try LlamaModel(path: path)
         let snapshot = ModelSnapshot(model: model, tokenizer: try Tokenizer(gguf: model.file), modelID: "smollm2", version: "base")
         let holder = SnapshotHolder(snapshot)
-        let scheduler = BatchScheduler(maxBatch: 16)
+        let scheduler = BatchScheduler(maxBatch: 16, compute: ComputeScheduler())
         var configuration = ServerConfiguration()
         configuration.port = 0
         let server = HoneServer(configuration: configuration, holder: holder, scheduler: scheduler, logger: logger)

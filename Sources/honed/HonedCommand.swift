@@ -73,12 +73,16 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("learner-lease"), help: "Seconds an update holds its jobs between heartbeats; a crashed replica's jobs run again after it.")
     var learnerLease: Double = 300
 
+    @Option(name: .customLong("learning-share"), help: "Share of a core that learning gets when serving also wants it (0.015–0.5; learning always gets idle cores).")
+    var learningShare: Double = 0.1
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
     func validate() throws {
         if let threads { guard threads > 0 else { throw ValidationError("--threads must be positive") } }
         guard learnerLease >= 3 else { throw ValidationError("--learner-lease must be at least 3 seconds") }
+        guard (0.015...0.5).contains(learningShare) else { throw ValidationError("--learning-share must be between 0.015 and 0.5") }
         for spec in adapters {
             let parts = spec.split(separator: "=", maxSplits: 1)
             guard parts.count == 2, !parts[0].isEmpty, parts[0].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
@@ -122,6 +126,7 @@ struct Serve: AsyncParsableCommand {
         var configuration = DaemonConfiguration(databaseURL: url, paths: paths, modelPath: modelPath, server: server, maxBatch: maxBatch)
         configuration.learner = !noLearner
         configuration.learnerLease = .milliseconds(Int64(learnerLease * 1000))
+        configuration.learningShare = learningShare
         for spec in adapters {
             let parts = spec.split(separator: "=", maxSplits: 1)
             configuration.adapterDirectories[String(parts[0])] = String(parts[1])

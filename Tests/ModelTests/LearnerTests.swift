@@ -5,6 +5,7 @@ import Logging
 import Postgres
 import Learning
 import Registry
+import Synchronization
 import Tensor
 import BuiltTools
 import Testing
@@ -23,7 +24,30 @@ struct LearnerTests {
         chmod(dir, 0o755)
         let holder = try Replica.start(port: port, dataDir: dir + "/db", databaseURL: nil)
         try await holder.ready()
-        return (holder, "postgresql://postgres@/hone?host=\(dir)/db/pg", dir)
+        let url = "postgresql://postgres@/hone?host=\(dir)/db/pg"
+        if let rows = references.withLock({ $0 }) {
+            let pool = Self.pool(url)
+            try await pool.query("""
+                INSERT INTO hone.anchor_answers (base_model_sha256, prompt, answer)
+                SELECT \(RealModel.model.file.sha256), p, a FROM unnest(\(rows.map(\.0))::text[], \(rows.map(\.1))::text[]) AS t(p, a)
+                """)
+            await pool.close()
+        }
+        return (holder, url, dir)
+    }
+
+    /// The base model's anchor and locality answers, as the first learner stored them: each
+    /// later test's database starts with them, as a daemon's does after its first update
+    /// (generating them again costs each learner test about a minute).
+    static let references = Mutex<[(String, String)]?>(nil)
+
+    /// Keeps the answers the learner stored in this database for the later tests.
+    static func keepReferences(_ pool: PostgresPool) async throws {
+        guard references.withLock({ $0 == nil }) else { return }
+        let rows = try await pool.query("SELECT prompt, answer FROM hone.anchor_answers WHERE base_model_sha256 = \(RealModel.model.file.sha256)")
+        guard rows.count == AnchorSet.prompts.count + LocalitySet.prompts.count else { return }
+        let pairs = try rows.map { (try $0.decode("prompt", as: String.self), try $0.decode("answer", as: String.self)) }
+        references.withLock { $0 = pairs }
     }
 
     static func pool(_ url: String) -> PostgresPool {
@@ -109,6 +133,7 @@ struct LearnerTests {
             }
         }
         print("crash trials: 20 kills at \(kills.map { String(format: "%.1f", $0) }) s; \(submitted) submissions trained into \(versions.count) versions")
+        try await Self.keepReferences(pool)
         await pool.close()
     }
 
@@ -153,6 +178,7 @@ struct LearnerTests {
             #expect(try row.decode("status", as: String.self) == "rejected")
             #expect(try row.decode("reason", as: String.self).hasPrefix("rejected by the gate:"))
         }
+        try await Self.keepReferences(pool)
         await pool.close()
     }
 
@@ -216,6 +242,7 @@ struct LearnerTests {
         #expect(try await answers("smollm2:other") == otherBefore)
         let outcomes = try await pool.query("SELECT status, version FROM hone.submission_status WHERE kind = 'task'")
         #expect(try outcomes.allSatisfy { try $0.decode("status", as: String.self) == "trained" && $0.decode("version", as: Int.self) == version.version })
+        try await Self.keepReferences(pool)
         await pool.close()
     }
 
@@ -279,6 +306,7 @@ struct LearnerTests {
         #expect(try await answers("smollm2:other") == otherBefore)
         let outcomes = try await pool.query("SELECT status FROM hone.submission_status WHERE kind = 'feedback'")
         #expect(try outcomes.allSatisfy { try $0.decode("status", as: String.self) == "trained" })
+        try await Self.keepReferences(pool)
         await pool.close()
     }
 }

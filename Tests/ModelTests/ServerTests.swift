@@ -68,7 +68,7 @@ struct ServerTests {
         configuration.port = 0
         configure(&configuration)
         let holder = SnapshotHolder(loaded ? Self.snapshot() : nil)
-        let scheduler = BatchScheduler(maxBatch: 8)
+        let scheduler = BatchScheduler(maxBatch: 8, compute: ComputeScheduler())
         var logger = Logger(label: "hone.tests.server")
         logger.logLevel = .critical  // cancelling the server at the end logs errors by design
         let server = HoneServer(configuration: configuration, holder: holder, scheduler: scheduler, recorder: recorder, logger: logger)
@@ -455,6 +455,10 @@ struct MetricsTests {
             let info = text.split(separator: "\n").first { $0.hasPrefix("hone_build_info{") }.map(String.init) ?? ""
             #expect(info.contains("kernels=\"\(KernelLevel.active)\"") && info.contains("cpu_kernels=\"\(KernelLevel.cpu)\"")
                     && info.contains("blas_core_type=") && info.hasSuffix(" 1"), "hone_build_info: \(info)")
+            // The request's decode ran as serving work, on a core: its CPU seconds are counted.
+            let busy = text.split(separator: "\n").first { $0.hasPrefix("hone_compute_busy_seconds_total{class=\"serving\"} ") }
+            #expect(busy.flatMap { Double($0.split(separator: " ")[1]) } ?? 0 > 0, "serving busy seconds: \(busy ?? "missing")")
+            #expect(text.contains("hone_compute_wait_seconds_total{class=\"learning\"} "))
             let failures = text.split(separator: "\n").first { $0.hasPrefix("hone_completion_log_failures_total ") }
             #expect(failures.flatMap { Int($0.split(separator: " ")[1]) } ?? 0 >= 1)
             // And it keeps serving.

@@ -65,17 +65,38 @@ void hone_quantize_activations(const float *x, size_t n, int16_t *q, hone_act_sc
 /// activations quantized by hone_quantize_activations.
 float hone_dot_q(int type, const void *w, const int16_t *q, const hone_act_scale *scales, size_t n);
 
-// ---- A persistent worker pool (pool.c): matrix products run ~200 parallel loops per
+// ---- Persistent worker pools (pool.c): matrix products run ~200 parallel loops per
 // token, so waking threads must cost well under a microsecond. Workers spin briefly
-// after each loop, then sleep.
+// after each loop, then sleep. One pool per class of work (Tensor's ComputeScheduler).
 
 typedef void (*hone_task_fn)(void *context, int index);
+typedef struct hone_pool hone_pool;
 
-/// Sets the number of threads (the caller counts as one); call before the first loop.
+/// A pool of `threads` threads (the caller of each loop counts as one) whose workers run
+/// at nice value `nice`. Pools live as long as the process.
+hone_pool *hone_pool_create(int threads, int nice);
+/// The pool's thread count, the caller included.
+int hone_pool_threads(const hone_pool *pool);
+/// The kernel thread ids of the pool's started workers (at most `capacity`); their count.
+int hone_pool_worker_ids(hone_pool *pool, int *ids, int capacity);
+/// Sets the default pool's thread count; call before its first loop.
 void hone_pool_set_threads(int threads);
-/// Runs fn(context, i) for every i in 0..<count across the pool and the calling thread;
-/// returns when all have run. Concurrent callers take turns.
+/// The default pool: normal priority, for threads bound to no other.
+hone_pool *hone_pool_default(void);
+/// Sends the calling thread's loops to `pool` (NULL: the default pool).
+void hone_pool_bind(hone_pool *pool);
+/// The pool the calling thread's loops go to.
+hone_pool *hone_pool_bound(void);
+/// Runs fn(context, i) for every i in 0..<count across the calling thread's pool and the
+/// calling thread; returns when all have run. Concurrent callers of one pool take turns.
 void hone_parallel_for(int count, hone_task_fn fn, void *context);
+
+/// The calling thread's kernel id (Linux gettid).
+int hone_thread_id(void);
+/// Sets the calling thread's nice value (Linux: per thread); 0 or -1 with errno.
+int hone_thread_set_nice(int nice);
+/// The nice value of kernel thread `tid`.
+int hone_thread_nice(int tid);
 
 /// Dot products of `rows` consecutive quantized weight rows (each `row_bytes` apart) with
 /// one quantized activation vector; out[r] for each row.
