@@ -27,8 +27,8 @@ public struct DaemonConfiguration: Sendable {
     public var maxBatch: Int
     /// Run the learner on this replica (replicas that only serve turn it off).
     public var learner = true
-    /// Lease of the jobs an update holds; a crashed replica's jobs run again after it.
-    public var learnerLease: Duration = .seconds(300)
+    /// Lease of the jobs an update holds (nil: each job kind's); a crashed replica's jobs run again after it.
+    public var learnerLease: Duration?
     /// Learning's share of a core that serving also wants (ComputeScheduler).
     public var learningShare: Double = 0.1
     /// How often the version watcher checks the registry when no notification came.

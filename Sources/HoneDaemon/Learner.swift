@@ -21,12 +21,11 @@ struct LearnerService: Service {
     public struct Configuration: Sendable {
         /// How long to wait for a `hone_jobs` notification before looking for work anyway.
         var pollInterval: Duration = .seconds(2)
-        /// Lease of claimed jobs, renewed every third of it while the update runs.
-        var lease: Duration = .seconds(300)
+        /// Lease of claimed jobs, renewed every third of it while the update runs; nil: the
+        /// job kind's (`lease_seconds` in jobs/KIND/kind.json).
+        var lease: Duration?
 
-        init(lease: Duration = .seconds(300)) { self.lease = lease }
-        /// Jobs per update at most.
-        var batchSize = 8
+        init(lease: Duration? = nil) { self.lease = lease }
     }
 
     static let kinds = ["feedback", "task", "document"]
@@ -150,8 +149,16 @@ struct LearnerService: Service {
 
     private func updateLocked(_ adapter: String, references: BaseReferences, connection: PostgresConnection) async throws -> Bool {
         guard let record = try await registry.adapter(adapter, on: connection), !record.paused else { return false }
-        let jobs = try await queue.claim(limit: configuration.batchSize, worker: replica.id, kinds: Self.kinds, adapter: adapter,
-                                         lease: configuration.lease)
+        // One kind per update, the kind of the job first in line: its batch size and lease
+        // come from the catalogue (a document is bigger work than a correction).
+        let next = try await queue.pool.query("""
+            SELECT kind FROM hone.jobs
+            WHERE state = 'available' AND scheduled_at <= now() AND adapter = \(adapter) AND kind = ANY(\(Self.kinds)::text[])
+            ORDER BY priority, scheduled_at, id LIMIT 1
+            """)
+        guard let kindName: String = try next.first?.decode("kind"), let kind = catalogue.kinds[kindName] else { return false }
+        let lease = configuration.lease ?? .milliseconds(Int64(kind.leaseSeconds * 1000))
+        let jobs = try await queue.claim(limit: kind.batchSize, worker: replica.id, kinds: [kind.name], adapter: adapter, lease: lease)
         guard !jobs.isEmpty else { return false }
         var log = logger
         log[metadataKey: "adapter.name"] = "\(adapter)"
@@ -173,7 +180,8 @@ struct LearnerService: Service {
         // Renew every lease while the update runs; a lost lease abandons the update.
         let claimed = valid, updateLogger = log
         do {
-            return try await runUpdate(record, settings: settings, jobs: claimed, references: references, connection: connection, logger: updateLogger)
+            return try await runUpdate(record, settings: settings, jobs: claimed, lease: lease, references: references,
+                                       connection: connection, logger: updateLogger)
         } catch is CancellationError {
             throw CancellationError()
         } catch {
@@ -185,13 +193,13 @@ struct LearnerService: Service {
     }
 
     /// The update with its leases renewed every third of their length.
-    private func runUpdate(_ record: AdapterRecord, settings: LearningSettings, jobs claimed: [Job], references: BaseReferences,
-                           connection: PostgresConnection, logger updateLogger: Logger) async throws -> Bool {
+    private func runUpdate(_ record: AdapterRecord, settings: LearningSettings, jobs claimed: [Job], lease: Duration,
+                           references: BaseReferences, connection: PostgresConnection, logger updateLogger: Logger) async throws -> Bool {
         try await withThrowingTaskGroup(of: Bool?.self) { group in
             group.addTask {
                 while !Task.isCancelled {
-                    try await Task.sleep(for: configuration.lease / 3)
-                    for job in claimed where try await !queue.heartbeat(job.lease, lease: configuration.lease) {
+                    try await Task.sleep(for: lease / 3)
+                    for job in claimed where try await !queue.heartbeat(job.lease, lease: lease) {
                         throw LearnerError("job \(job.id)'s lease was lost (cancelled or rescued); abandoning the update")
                     }
                 }

@@ -185,40 +185,50 @@ extension LlamaModel {
         /// y = x · Wᵀ (+ the adapter's update); returns x · Aᵀ when the target is adapted.
         func linear(_ target: LoRATarget, _ m: QuantizedMatrix, _ x: [Float], _ y: inout [Float]) -> [Float]? {
             let key = LoRAKey(layer: layer, target: target)
-            return m.withFloats { wp in
-                (adapter ?? LoRAAdapter.none).withFactors(key) { factors in
-                    guard let factors else {
-                        linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp, lora: nil, out: &y, u: nil)
-                        return nil
+            return OpProfile.measure("matmul.\(target)", layer: layer, flops: 2 * Double(n * m.rows * m.cols)) {
+                m.withFloats { wp in
+                    (adapter ?? LoRAAdapter.none).withFactors(key) { factors in
+                        guard let factors else {
+                            linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp, lora: nil, out: &y, u: nil)
+                            return nil
+                        }
+                        var u = zeros(n * factors.rank)
+                        linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp, lora: factors, out: &y, u: &u)
+                        return u
                     }
-                    var u = zeros(n * factors.rank)
-                    linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp, lora: factors, out: &y, u: &u)
-                    return u
                 }
             }
         }
-        rmsNormForward(xIn, weight: w.attnNorm, rows: n, width: c, eps: config.rmsEpsilon, out: &a.h1, rstd: &a.rstd1)
+        OpProfile.measure("rmsnorm", layer: layer) {
+            rmsNormForward(xIn, weight: w.attnNorm, rows: n, width: c, eps: config.rmsEpsilon, out: &a.h1, rstd: &a.rstd1)
+        }
         a.u[.q] = linear(.q, w.q, a.h1, &a.q)
         a.u[.k] = linear(.k, w.k, a.h1, &a.k)
         a.u[.v] = linear(.v, w.v, a.h1, &a.v)
-        a.q.withUnsafeMutableBufferPointer { qp in
-            a.k.withUnsafeMutableBufferPointer { kp in
-                Parallel.ranges(n) { rows in
-                    for i in rows {
-                        rope.forward(qp.baseAddress! + i * hd, heads: config.heads, position: p.positions[i])
-                        rope.forward(kp.baseAddress! + i * kvd, heads: config.kvHeads, position: p.positions[i])
+        OpProfile.measure("rope", layer: layer) {
+            a.q.withUnsafeMutableBufferPointer { qp in
+                a.k.withUnsafeMutableBufferPointer { kp in
+                    Parallel.ranges(n) { rows in
+                        for i in rows {
+                            rope.forward(qp.baseAddress! + i * hd, heads: config.heads, position: p.positions[i])
+                            rope.forward(kp.baseAddress! + i * kvd, heads: config.kvHeads, position: p.positions[i])
+                        }
                     }
                 }
             }
         }
-        attention.forward(q: a.q, k: a.k, v: a.v, prefix: p.prefix, lengths: p.lengths, out: &a.att)
+        OpProfile.measure("attention", layer: layer) {
+            attention.forward(q: a.q, k: a.k, v: a.v, prefix: p.prefix, lengths: p.lengths, out: &a.att)
+        }
         var proj = zeros(n * c)
         a.u[.o] = linear(.o, w.o, a.att, &proj)
         for i in 0..<(n * c) { a.xMid[i] = xIn[i] + proj[i] }
-        rmsNormForward(a.xMid, weight: w.ffnNorm, rows: n, width: c, eps: config.rmsEpsilon, out: &a.h2, rstd: &a.rstd2)
+        OpProfile.measure("rmsnorm", layer: layer) {
+            rmsNormForward(a.xMid, weight: w.ffnNorm, rows: n, width: c, eps: config.rmsEpsilon, out: &a.h2, rstd: &a.rstd2)
+        }
         a.u[.gate] = linear(.gate, w.gate, a.h2, &a.gate)
         a.u[.up] = linear(.up, w.up, a.h2, &a.up)
-        swigluForward(gate: a.gate, up: a.up, count: n * f, out: &a.act)
+        OpProfile.measure("swiglu", layer: layer) { swigluForward(gate: a.gate, up: a.up, count: n * f, out: &a.act) }
         a.u[.down] = linear(.down, w.down, a.act, &proj)
         var out = a.xMid
         for i in 0..<(n * c) { out[i] += proj[i] }
@@ -235,7 +245,7 @@ extension LlamaModel {
             let key = LoRAKey(layer: layer, target: target)
             // Taken out of the dictionary while written, so the arrays are not copied.
             var g = gradients.weights.removeValue(forKey: key)
-            m.withFloats { wp in
+            OpProfile.measure("matmul.\(target).backward", layer: layer, flops: 2 * Double(n * m.rows * m.cols)) { m.withFloats { wp in
                 adapter.withFactors(key) { factors in
                     guard factors != nil, var gr = g, let u = a.u[target] else {
                         linearBackward(dy, x: x, u: nil, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp,
@@ -251,7 +261,7 @@ extension LlamaModel {
                     }
                     g = gr
                 }
-            }
+            } }
             if let g { gradients.weights[key] = g }
         }
         // out = xMid + down(act)
@@ -259,22 +269,28 @@ extension LlamaModel {
         var dAct = zeros(n * f)
         linearBack(.down, w.down, dOut, a.act, &dAct)
         var dGate = zeros(n * f), dUp = zeros(n * f)
-        swigluBackward(dAct, gate: a.gate, up: a.up, count: n * f, dgate: &dGate, dup: &dUp)
+        OpProfile.measure("swiglu.backward", layer: layer) { swigluBackward(dAct, gate: a.gate, up: a.up, count: n * f, dgate: &dGate, dup: &dUp) }
         var dh2 = zeros(n * c)
         linearBack(.gate, w.gate, dGate, a.h2, &dh2)
         linearBack(.up, w.up, dUp, a.h2, &dh2)
-        rmsNormBackward(dh2, x: a.xMid, weight: w.ffnNorm, rstd: a.rstd2, rows: n, width: c, dx: &dxMid)
+        OpProfile.measure("rmsnorm.backward", layer: layer) {
+            rmsNormBackward(dh2, x: a.xMid, weight: w.ffnNorm, rstd: a.rstd2, rows: n, width: c, dx: &dxMid)
+        }
         // xMid = xIn + o(att)
         var dAtt = zeros(n * hd)
         linearBack(.o, w.o, dxMid, a.att, &dAtt)
         var dq = zeros(n * hd), dk = zeros(n * kvd), dv = zeros(n * kvd)
-        attention.backward(dAtt, q: a.q, k: a.k, v: a.v, prefix: p.prefix, lengths: p.lengths, dq: &dq, dk: &dk, dv: &dv)
-        dq.withUnsafeMutableBufferPointer { qp in
-            dk.withUnsafeMutableBufferPointer { kp in
-                Parallel.ranges(n) { rows in
-                    for i in rows {
-                        rope.backward(qp.baseAddress! + i * hd, heads: config.heads, position: p.positions[i])
-                        rope.backward(kp.baseAddress! + i * kvd, heads: config.kvHeads, position: p.positions[i])
+        OpProfile.measure("attention.backward", layer: layer) {
+            attention.backward(dAtt, q: a.q, k: a.k, v: a.v, prefix: p.prefix, lengths: p.lengths, dq: &dq, dk: &dk, dv: &dv)
+        }
+        OpProfile.measure("rope.backward", layer: layer) {
+            dq.withUnsafeMutableBufferPointer { qp in
+                dk.withUnsafeMutableBufferPointer { kp in
+                    Parallel.ranges(n) { rows in
+                        for i in rows {
+                            rope.backward(qp.baseAddress! + i * hd, heads: config.heads, position: p.positions[i])
+                            rope.backward(kp.baseAddress! + i * kvd, heads: config.kvHeads, position: p.positions[i])
+                        }
                     }
                 }
             }
@@ -284,7 +300,9 @@ extension LlamaModel {
         linearBack(.k, w.k, dk, a.h1, &dh1)
         linearBack(.v, w.v, dv, a.h1, &dh1)
         var dxIn = dxMid
-        rmsNormBackward(dh1, x: a.xIn, weight: w.attnNorm, rstd: a.rstd1, rows: n, width: c, dx: &dxIn)
+        OpProfile.measure("rmsnorm.backward", layer: layer) {
+            rmsNormBackward(dh1, x: a.xIn, weight: w.attnNorm, rstd: a.rstd1, rows: n, width: c, dx: &dxIn)
+        }
         return dxIn
     }
 
@@ -293,6 +311,13 @@ extension LlamaModel {
     /// `gradScale` is given, d(loss sum · gradScale)/d(x) for all N rows; also how many
     /// targets are the top-1 logit.
     private func head(_ x: [Float], _ p: PackedBatch, gradScale: Float?) -> (loss: Double, correct: Int, dx: [Float]?) {
+        let c = config.width, v = config.vocabSize, m = p.lossRows.count
+        // The products of the forward and (when training) the backward pass.
+        let flops = 2 * Double(m * v * c) * (gradScale == nil ? 1 : 2)
+        return OpProfile.measure(gradScale == nil ? "head" : "head+backward", flops: flops) { headPass(x, p, gradScale: gradScale) }
+    }
+
+    private func headPass(_ x: [Float], _ p: PackedBatch, gradScale: Float?) -> (loss: Double, correct: Int, dx: [Float]?) {
         let c = config.width, v = config.vocabSize, m = p.lossRows.count
         var dx: [Float]? = gradScale.map { _ in zeros(x.count) }
         guard m > 0 else { return (0, 0, dx) }

@@ -66,18 +66,24 @@ extension LlamaModel {
         for layer in layers.indices {
             let w = layers[layer]
             func linear(_ target: LoRATarget, _ m: QuantizedMatrix, _ input: [Float], _ out: inout [Float]) {
-                multiply(m, input, &out, plan)
-                addLoRA(LoRAKey(layer: layer, target: target), batch, input, &out, inWidth: m.cols, outWidth: m.rows)
+                OpProfile.measure("matmul.\(target)", layer: layer, flops: 2 * Double(n * m.rows * m.cols), bytes: Double(m.rows * m.rowBytes)) {
+                    multiply(m, input, &out, plan)
+                }
+                OpProfile.measure("lora", layer: layer) {
+                    addLoRA(LoRAKey(layer: layer, target: target), batch, input, &out, inWidth: m.cols, outWidth: m.rows)
+                }
             }
-            rmsNormForward(x, weight: w.attnNorm, rows: n, width: c, eps: eps, out: &hidden)
+            OpProfile.measure("rmsnorm", layer: layer) { rmsNormForward(x, weight: w.attnNorm, rows: n, width: c, eps: eps, out: &hidden) }
             linear(.q, w.q, hidden, &q)
             linear(.k, w.k, hidden, &k)
             linear(.v, w.v, hidden, &vv)
-            q.withUnsafeMutableBufferPointer { qp in
-                k.withUnsafeMutableBufferPointer { kp in
-                    for (i, row) in rows.enumerated() {
-                        rope.forward(qp.baseAddress! + i * h * d, heads: h, position: row.pos)
-                        rope.forward(kp.baseAddress! + i * kv * d, heads: kv, position: row.pos)
+            OpProfile.measure("rope", layer: layer) {
+                q.withUnsafeMutableBufferPointer { qp in
+                    k.withUnsafeMutableBufferPointer { kp in
+                        for (i, row) in rows.enumerated() {
+                            rope.forward(qp.baseAddress! + i * h * d, heads: h, position: row.pos)
+                            rope.forward(kp.baseAddress! + i * kv * d, heads: kv, position: row.pos)
+                        }
                     }
                 }
             }
@@ -90,13 +96,15 @@ extension LlamaModel {
                     cache.values[layer][dst + j] = vv[i * kv * d + j]
                 }
             }
-            attentionForward(rows: rows, batch: batch, layer: layer, q: q, into: &att)
+            OpProfile.measure("attention", layer: layer) { attentionForward(rows: rows, batch: batch, layer: layer, q: q, into: &att) }
             linear(.o, w.o, att, &proj)
             for i in 0..<(n * c) { x[i] += proj[i] }
-            rmsNormForward(x, weight: w.ffnNorm, rows: n, width: c, eps: eps, out: &hidden)
+            OpProfile.measure("rmsnorm", layer: layer) { rmsNormForward(x, weight: w.ffnNorm, rows: n, width: c, eps: eps, out: &hidden) }
             linear(.gate, w.gate, hidden, &gate)
             linear(.up, w.up, hidden, &up)
-            gate.withUnsafeMutableBufferPointer { g in swigluForward(gate: g.baseAddress!, up: up, count: n * f, out: g.baseAddress!) }
+            OpProfile.measure("swiglu", layer: layer) {
+                gate.withUnsafeMutableBufferPointer { g in swigluForward(gate: g.baseAddress!, up: up, count: n * f, out: g.baseAddress!) }
+            }
             linear(.down, w.down, gate, &proj)
             for i in 0..<(n * c) { x[i] += proj[i] }
         }
@@ -126,7 +134,9 @@ extension LlamaModel {
                 r += 1
             }
         }
-        multiply(output, normed, &logits, MatmulPlan(mode: mode, chunkRows: headChunk, singleRows: headSingle, total: wanted.count))
+        OpProfile.measure("head", flops: 2 * Double(wanted.count * v * c), bytes: Double(output.rows * output.rowBytes)) {
+            multiply(output, normed, &logits, MatmulPlan(mode: mode, chunkRows: headChunk, singleRows: headSingle, total: wanted.count))
+        }
         var result: [[[Float]]] = []
         var next = 0
         for input in batch {

@@ -14,10 +14,12 @@ public enum MatmulMode: Sendable {
 }
 
 /// A weight matrix W (rows × cols, i.e. out × in) kept in its file type, in place in the
-/// memory-mapped file. The float32 copy for the exact path is made on first use.
+/// memory-mapped file. Float products dequantize it a tile or a few rows at a time; only
+/// float16/bfloat16/float32 matrices keep a float32 copy (made on first use). Quantized ones
+/// never do: copies of every matrix cost ~540 MB for SmolLM2 and stayed for good.
 public final class QuantizedMatrix: @unchecked Sendable {
     // Safe to share: `data` points into an immutable mapping kept alive by `file`; the
-    // float copy is created once under `lock` and never mutated afterwards.
+    // float copy (float types only) is created once under `lock` and never mutated afterwards.
     public let rows: Int
     public let cols: Int
     public let type: GGMLType
@@ -41,9 +43,12 @@ public final class QuantizedMatrix: @unchecked Sendable {
         hone_dequantize(Int32(type.rawValue), data + r * rowBytes, out, cols)
     }
 
-    /// The whole matrix as float32 (rows × cols), made once.
+    var isFloatType: Bool { type == .f32 || type == .f16 || type == .bf16 }
+
+    /// The whole matrix as float32 (rows × cols), made once (float types only).
     func floats() -> [Float] {
-        lock.withLock { cached in
+        precondition(isFloatType, "a float32 copy of a quantized matrix")
+        return lock.withLock { cached in
             if let cached { return cached }
             var out = [Float](repeating: 0, count: rows * cols)
             _ = out.withUnsafeMutableBufferPointer { p in
@@ -69,7 +74,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// made (or the file holds floats), else a temporary dequantized for this call (a few
     /// MB) rather than float copies of the whole model kept alive.
     public func withFloats<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
-        if type == .f32 || type == .f16 || type == .bf16 || lock.withLock({ $0 != nil }) {
+        if isFloatType {
             return try floats().withUnsafeBufferPointer { try body($0.baseAddress!) }
         }
         let (rows, cols, rowBytes, data, typeID) = (self.rows, self.cols, self.rowBytes, self.data, Int32(type.rawValue))
@@ -112,31 +117,40 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// out[n][r] = Σ_c W[r][c] · x[n][c] for N rows of x.
     /// - Parameters: x: (N, cols); out: (N, rows).
     func multiply(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>, kernel: Kernel) {
-        let isFloatType = type == .f32 || type == .f16 || type == .bf16
+        let rows = rows, cols = cols
         if kernel == .dequantizedGEMM || (kernel == .float && n >= 8) {
-            let body = { (w: UnsafePointer<Float>) in
-                gemm(transB: true, m: n, n: self.rows, k: self.cols, x, lda: self.cols, w, ldb: self.cols, out, ldc: self.rows)
-            }
-            if kernel == .float || isFloatType || lock.withLock({ $0 != nil }) {
-                floats().withUnsafeBufferPointer { body($0.baseAddress!) }
+            if isFloatType {
+                floats().withUnsafeBufferPointer { w in
+                    gemm(transB: true, m: n, n: rows, k: cols, x, lda: cols, w.baseAddress!, ldb: cols, out, ldc: rows)
+                }
             } else {
                 tiledGEMM(x, count: n, into: out)
             }
             return
         }
-        let rows = rows, cols = cols
         let chunks = min(rows, Parallel.threads * 8)
         if kernel == .float || isFloatType {
-            let w = floats()
-            w.withUnsafeBufferPointer { wp in
-                let wbase = wp.baseAddress!
+            // A few vectors: float dot products with each row dequantized on its own (or
+            // read from the float copy of a float-type matrix).
+            let (data, rowBytes, typeID) = (self.data, self.rowBytes, Int32(type.rawValue))
+            func dots(_ copy: UnsafePointer<Float>?) {
                 Parallel.for(chunks) { chunk in
-                    for r in Parallel.range(chunk, of: chunks, total: rows) {
-                        let wr = wbase + r * cols
-                        for i in 0..<n { out[i * rows + r] = hone_dot_f32(wr, x + i * cols, cols) }
+                    var row = [Float](repeating: 0, count: cols)
+                    row.withUnsafeMutableBufferPointer { rp in
+                        for r in Parallel.range(chunk, of: chunks, total: rows) {
+                            let wr: UnsafePointer<Float>
+                            if let copy {
+                                wr = copy + r * cols
+                            } else {
+                                hone_dequantize(typeID, data + r * rowBytes, rp.baseAddress!, cols)
+                                wr = UnsafePointer(rp.baseAddress!)
+                            }
+                            for i in 0..<n { out[i * rows + r] = hone_dot_f32(wr, x + i * cols, cols) }
+                        }
                     }
                 }
             }
+            if isFloatType { floats().withUnsafeBufferPointer { dots($0.baseAddress!) } } else { dots(nil) }
             return
         }
         let blocks = cols / 32

@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Llama
+import Tensor
 
 /// How a LoRA adapter is trained. Defaults follow DESIGN.md and transformers' Trainer.
 public struct TrainingOptions: Sendable {
@@ -105,7 +106,7 @@ public final class LoRATrainer {
             gradients.scale(by: Float(Double(maxNorm) / (norm + 1e-6)))
         }
         var candidate = adapter, nextOptimizer = optimizer
-        nextOptimizer.update(&candidate, gradients: gradients)
+        OpProfile.measure("adamw") { nextOptimizer.update(&candidate, gradients: gradients) }
         guard candidate.isFinite else { throw TrainingError("step \(stepNumber): the update made a weight NaN or infinite; the adapter is unchanged") }
         adapter = candidate
         optimizer = nextOptimizer

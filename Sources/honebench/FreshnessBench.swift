@@ -90,6 +90,8 @@ enum FreshnessBench {
               "idle_tokens_per_s_p50": idle.tokensPerSecond(0.5), "idle_ttft_p50_s": idle.ttft(0.5),
               "learning_tokens_per_s_p50": busy.tokensPerSecond(0.5), "learning_ttft_p50_s": busy.ttft(0.5),
               "learning_ttft_p99_s": busy.ttft(0.99),
+              "learning_over_idle_tokens_per_s": busy.tokensPerSecond(0.5) / idle.tokensPerSecond(0.5),
+              "honed_peak_rss_mb": daemon.peakRSSMegabytes ?? .nan,
               "settings": "lr 1e-3, ≤30 steps, default gate"])
         await pool.close()
     }
@@ -109,8 +111,18 @@ struct BenchDaemon {
         try? FileManager.default.removeItem(atPath: directory)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         port = 30000 + Int(getpid() % 10000)
-        pid = try honed.spawn(["--port", "\(port)", "--data-dir", directory, "--log-level", "warning"],
+        // HONE_BENCH_LEARNING_SHARE: the daemon's --learning-share (its default otherwise).
+        let share = ProcessInfo.processInfo.environment["HONE_BENCH_LEARNING_SHARE"].map { ["--learning-share", $0] } ?? []
+        pid = try honed.spawn(["--port", "\(port)", "--data-dir", directory, "--log-level", "warning"] + share,
                               stdout: directory + "/honed.log", stderr: directory + "/honed.err")
+    }
+
+    /// The daemon's peak resident memory so far (VmHWM), in MB.
+    var peakRSSMegabytes: Double? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kB = Double(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") else { return nil }
+        return (kB / 1024).rounded()
     }
 
     /// SIGTERM, wait for the exit, remove the data directory.

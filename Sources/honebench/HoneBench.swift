@@ -16,7 +16,7 @@ struct HoneBench {
         var logger = Logger(label: "honebench")
         logger.logLevel = .warning
         let names = CommandLine.arguments.dropFirst()
-        let known = ["queue", "decode", "prefill", "train", "serve", "swap", "learn", "freshness", "lifelong"]
+        let known = ["queue", "decode", "prefill", "train", "serve", "swap", "learn", "freshness", "lifelong", "profile"]
         let selected = names.isEmpty ? known : Array(names)
         for name in selected {
             switch name {
@@ -27,6 +27,7 @@ struct HoneBench {
             case "learn": try await LearnBench.run()
             case "freshness": try await FreshnessBench.run(logger: logger)
             case "lifelong": try await LifelongBench.run(logger: logger)
+            case "profile": try ProfileBench.run()
             default:
                 FileHandle.standardError.write(Data("honebench: unknown benchmark \(name) (known: \(known.joined(separator: ", ")))\n".utf8))
                 exit(2)

@@ -70,8 +70,8 @@ struct Serve: AsyncParsableCommand {
     @Flag(name: .customLong("no-learner"), help: "Serve only: do not run the learner on this replica (another one learns).")
     var noLearner = false
 
-    @Option(name: .customLong("learner-lease"), help: "Seconds an update holds its jobs between heartbeats; a crashed replica's jobs run again after it.")
-    var learnerLease: Double = 300
+    @Option(name: .customLong("learner-lease"), help: "Seconds an update holds its jobs between heartbeats (default: each job kind's lease_seconds); a crashed replica's jobs run again after it.")
+    var learnerLease: Double?
 
     @Option(name: .customLong("learning-share"), help: "Share of a core that learning gets when serving also wants it (0.015–0.5; learning always gets idle cores).")
     var learningShare: Double = 0.1
@@ -81,7 +81,7 @@ struct Serve: AsyncParsableCommand {
 
     func validate() throws {
         if let threads { guard threads > 0 else { throw ValidationError("--threads must be positive") } }
-        guard learnerLease >= 3 else { throw ValidationError("--learner-lease must be at least 3 seconds") }
+        if let learnerLease { guard learnerLease >= 3 else { throw ValidationError("--learner-lease must be at least 3 seconds") } }
         guard (0.015...0.5).contains(learningShare) else { throw ValidationError("--learning-share must be between 0.015 and 0.5") }
         for spec in adapters {
             let parts = spec.split(separator: "=", maxSplits: 1)
@@ -125,7 +125,7 @@ struct Serve: AsyncParsableCommand {
         try server.validate()
         var configuration = DaemonConfiguration(databaseURL: url, paths: paths, modelPath: modelPath, server: server, maxBatch: maxBatch)
         configuration.learner = !noLearner
-        configuration.learnerLease = .milliseconds(Int64(learnerLease * 1000))
+        configuration.learnerLease = learnerLease.map { .milliseconds(Int64($0 * 1000)) }
         configuration.learningShare = learningShare
         for spec in adapters {
             let parts = spec.split(separator: "=", maxSplits: 1)

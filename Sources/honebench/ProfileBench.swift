@@ -1,0 +1,64 @@
+import Foundation
+import Llama
+import Tensor
+import Tokenizer
+import Training
+
+/// `honebench profile`: where a prompt chunk (128 tokens), a decode step and a LoRA training
+/// step (the train benchmark's 8 × 256 tokens, rank 16, all seven targets) spend their time,
+/// per op kind and per layer, with GFLOP/s and (decode) GB/s of weights read. One line per
+/// phase and op, largest first, then one line per phase with the seconds of each layer;
+/// a table on stderr.
+enum ProfileBench {
+    static func run() throws {
+        guard let path = ProcessInfo.processInfo.environment["HONE_MODEL"] else {
+            throw BenchError(message: "HONE_MODEL is not set (ops/bench sets it)")
+        }
+        let model = try LlamaModel(path: path)
+        let tokenizer = try Tokenizer(gguf: model.file)
+        let text = Array(repeating: "The history of science is the study of the development of science and scientific knowledge.", count: 64)
+            .joined(separator: " ")
+        let ids = Array(tokenizer.encode(text).prefix(128))
+
+        // Warm-up: first touch of the weights and buffers.
+        _ = try model.forward([SequenceInput(tokens: ids, cache: model.makeCache(capacity: ids.count))])
+        try phase("prefill", passes: 3) {
+            _ = try model.forward([SequenceInput(tokens: ids, cache: model.makeCache(capacity: ids.count))])
+        }
+        let decodeSteps = 64
+        let cache = model.makeCache(capacity: 16 + decodeSteps)
+        _ = try model.forward([SequenceInput(tokens: Array(ids.prefix(16)), cache: cache)])
+        var step = 0
+        try phase("decode", passes: decodeSteps) {
+            _ = try model.forward([SequenceInput(tokens: [ids[16 + step % 100]], cache: cache)])
+            step += 1
+        }
+        let batch = trainBenchTokens(tokenizer).map { TrainingSequence(tokens: $0, lossMask: Array(repeating: true, count: $0.count)) }
+        let trainer = try LoRATrainer(model: model, adapter: .initialized(config: LoRAConfig(), model: model.config, seed: 1))
+        try trainer.step(batch)
+        try phase("train", passes: 2) { _ = try trainer.step(batch) }
+    }
+
+    /// Runs `body` `passes` times under a profile and reports per pass.
+    static func phase(_ name: String, passes: Int, _ body: () throws -> Void) throws {
+        let profile = OpProfile()
+        let start = ContinuousClock.now
+        try profile.record { for _ in 0..<passes { try body() } }
+        let wall = (ContinuousClock.now - start).seconds / Double(passes)
+        let ops = profile.byOp
+        let measured = ops.reduce(0) { $0 + $1.totals.seconds } / Double(passes)
+        var table = String(format: "profile %@: %.4f s per pass, %.0f%% in measured ops\n", name, wall, 100 * measured / wall)
+        for (op, t) in ops {
+            let seconds = t.seconds / Double(passes)
+            emit(["bench": "profile", "phase": name, "op": op, "s_per_pass": seconds, "share": seconds / wall,
+                  "calls_per_pass": t.calls / passes, "gflop_s": t.gflops, "gb_s": t.gbps])
+            table += "  " + op.padding(toLength: 22, withPad: " ", startingAt: 0)
+                + String(format: "%9.5f s %5.1f%% %7.1f GFLOP/s %5.1f GB/s\n", seconds, 100 * seconds / wall, t.gflops, t.gbps)
+        }
+        let layers = profile.byLayer
+        emit(["bench": "profile-layers", "phase": name, "s_per_pass": wall,
+              "outside_layers_s": (layers.first { $0.layer == nil }?.totals.seconds ?? 0) / Double(passes),
+              "layer_s": layers.filter { $0.layer != nil }.map { ($0.totals.seconds / Double(passes) * 1e5).rounded() / 1e5 }])
+        FileHandle.standardError.write(Data(table.utf8))
+    }
+}
