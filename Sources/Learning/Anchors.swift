@@ -90,20 +90,28 @@ public struct AnchorSet: Sendable {
     /// `sequences` with the base model's distribution (top `topK`, renormalized) as the
     /// target of every answer position.
     public static func distilled(_ sequences: [TrainingSequence], model: LlamaModel, topK: Int = 32) throws -> [TrainingSequence] {
-        try sequences.map { original in
-            var seq = original
-            let inputs = Array(seq.tokens.dropLast())
-            let logits = try model.forward([SequenceInput(tokens: inputs, cache: model.makeCache(capacity: inputs.count),
-                                                          allLogits: true)], mode: .exact)[0]
-            for t in inputs.indices where seq.lossMask[t + 1] {
-                let p = Drift.logSoftmax(logits[t]).map { exp($0) }
-                // Candidates above a small floor first: sorting all 49152 per position is slow.
-                let top = p.indices.filter { p[$0] > 1e-5 }.sorted { p[$0] > p[$1] }.prefix(topK)
-                let total = top.reduce(Float(0)) { $0 + p[$1] }
-                seq.softTargets[t + 1] = SoftTarget(tokens: Array(top), probabilities: top.map { p[$0] / total })
+        // Eight sequences per forward pass: one GEMM over all their rows instead of eight
+        // small ones (the learner distils ~230 sequences whenever it starts).
+        var out: [TrainingSequence] = []
+        for start in stride(from: 0, to: sequences.count, by: 8) {
+            let group = Array(sequences[start..<min(start + 8, sequences.count)])
+            let logits = try model.forward(group.map { seq in
+                let inputs = Array(seq.tokens.dropLast())
+                return SequenceInput(tokens: inputs, cache: model.makeCache(capacity: inputs.count), allLogits: true)
+            }, mode: .exact)
+            for (original, sequenceLogits) in zip(group, logits) {
+                var seq = original
+                for t in 0..<(seq.tokens.count - 1) where seq.lossMask[t + 1] {
+                    let p = Drift.logSoftmax(sequenceLogits[t]).map { exp($0) }
+                    // Candidates above a small floor first: sorting all 49152 per position is slow.
+                    let top = p.indices.filter { p[$0] > 1e-5 }.sorted { p[$0] > p[$1] }.prefix(topK)
+                    let total = top.reduce(Float(0)) { $0 + p[$1] }
+                    seq.softTargets[t + 1] = SoftTarget(tokens: Array(top), probabilities: top.map { p[$0] / total })
+                }
+                out.append(seq)
             }
-            return seq
         }
+        return out
     }
 }
 

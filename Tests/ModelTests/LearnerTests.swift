@@ -65,7 +65,10 @@ struct LearnerTests {
         throw ReplicaTests.SnapshotTestError("timed out waiting for \(what)")
     }
 
-    @Test("killing honed at random points of updates (20 trials) loses no job, publishes no half-written version, and the jobs finish after restart")
+    /// Kills of the crash test: 10 in ops/test, more with HONE_CRASH_TRIALS (a longer run).
+    static let crashTrials = Int(ProcessInfo.processInfo.environment["HONE_CRASH_TRIALS"] ?? "") ?? 10
+
+    @Test("killing honed at random points of updates (10 trials, HONE_CRASH_TRIALS) loses no job, publishes no half-written version, and the jobs finish after restart")
     func crashes() async throws {
         let base = 21000 + Int(getpid() % 9000)
         let (holder, url, dir) = try await Self.database("crash", port: base)
@@ -90,7 +93,7 @@ struct LearnerTests {
         try await Self.waitUntil("the first version") { try await registry.version("crash", 1) != nil }
         var random = SeededRandom(seed: 2024)
         var kills: [Double] = []
-        for _ in 0..<20 {
+        for _ in 0..<Self.crashTrials {
             try await submit()
             if random.unit() < 0.5 { try await submit() }
             // A kill anywhere from before the claim to after the commit of an update.
@@ -132,7 +135,7 @@ struct LearnerTests {
                 try await replica.fingerprint("smollm2:crash") == "crash@v\(active)"
             }
         }
-        print("crash trials: 20 kills at \(kills.map { String(format: "%.1f", $0) }) s; \(submitted) submissions trained into \(versions.count) versions")
+        print("crash trials: \(kills.count) kills at \(kills.map { String(format: "%.1f", $0) }) s; \(submitted) submissions trained into \(versions.count) versions")
         try await Self.keepReferences(pool)
         await pool.close()
     }
