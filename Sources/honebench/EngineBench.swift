@@ -11,7 +11,9 @@ enum EngineBench {
     static let decodeTokens = 128
     static let repeats = 3
 
-    static func run(_ which: String) throws {
+    /// The real model (`HONE_MODEL`), its tokenizer and the first `tokens` ids of the
+    /// benchmarks' prompt text.
+    static func load(promptTokens tokens: Int) throws -> (LlamaModel, Tokenizer, [Int]) {
         guard let path = ProcessInfo.processInfo.environment["HONE_MODEL"] else {
             throw BenchError(message: "HONE_MODEL is not set (ops/bench sets it)")
         }
@@ -19,7 +21,11 @@ enum EngineBench {
         let tokenizer = try Tokenizer(gguf: model.file)
         let text = Array(repeating: "The history of science is the study of the development of science and scientific knowledge.", count: 64)
             .joined(separator: " ")
-        let ids = Array(tokenizer.encode(text).prefix(promptTokens))
+        return (model, tokenizer, Array(tokenizer.encode(text).prefix(tokens)))
+    }
+
+    static func run(_ which: String) throws {
+        let (model, _, ids) = try load(promptTokens: promptTokens)
         var prefill: [Double] = [], decode: [Double] = []
         for _ in 0..<repeats {
             if which == "prefill" {

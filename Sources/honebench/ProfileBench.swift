@@ -11,14 +11,7 @@ import Training
 /// a table on stderr.
 enum ProfileBench {
     static func run() throws {
-        guard let path = ProcessInfo.processInfo.environment["HONE_MODEL"] else {
-            throw BenchError(message: "HONE_MODEL is not set (ops/bench sets it)")
-        }
-        let model = try LlamaModel(path: path)
-        let tokenizer = try Tokenizer(gguf: model.file)
-        let text = Array(repeating: "The history of science is the study of the development of science and scientific knowledge.", count: 64)
-            .joined(separator: " ")
-        let ids = Array(tokenizer.encode(text).prefix(128))
+        let (model, tokenizer, ids) = try EngineBench.load(promptTokens: 128)
 
         // Warm-up: first touch of the weights and buffers.
         _ = try model.forward([SequenceInput(tokens: ids, cache: model.makeCache(capacity: ids.count))])
