@@ -105,13 +105,7 @@ public final class ComputeScheduler: @unchecked Sendable {  // the pool pointer 
     /// CPU time used and waited for, per class, since the scheduler was made: its pools'
     /// workers (the serving pool's for the serving class) and every thread while bound.
     public func usage() -> [WorkClass: ComputeUsage] {
-        var ids = [Int32](repeating: 0, count: 64)
-        var workers: [(Int32, WorkClass)] = []
-        for work in WorkClass.allCases {
-            let pool = pool(work) ?? hone_pool_default()
-            let n = Int(hone_pool_worker_ids(pool, &ids, Int32(ids.count)))
-            workers += ids[..<n].map { ($0, work) }
-        }
+        let workers = WorkClass.allCases.flatMap { work in workerIDs(work).map { ($0, work) } }
         let (finished, live) = accounts.withLock { ($0.finished, $0.live) }
         var out = finished
         for (tid, work) in workers {
