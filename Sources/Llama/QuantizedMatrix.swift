@@ -132,7 +132,6 @@ public final class QuantizedMatrix: @unchecked Sendable {
         if kernel == .float || isFloatType {
             // A few vectors: float dot products with each row dequantized on its own (or
             // read from the float copy of a float-type matrix).
-            let (data, rowBytes, typeID) = (self.data, self.rowBytes, Int32(type.rawValue))
             func dots(_ copy: UnsafePointer<Float>?) {
                 Parallel.for(chunks) { chunk in
                     var row = [Float](repeating: 0, count: cols)
@@ -142,7 +141,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
                             if let copy {
                                 wr = copy + r * cols
                             } else {
-                                hone_dequantize(typeID, data + r * rowBytes, rp.baseAddress!, cols)
+                                self.row(r, into: rp.baseAddress!)
                                 wr = UnsafePointer(rp.baseAddress!)
                             }
                             for i in 0..<n { out[i * rows + r] = hone_dot_f32(wr, x + i * cols, cols) }
