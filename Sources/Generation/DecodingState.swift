@@ -46,6 +46,7 @@ public struct DecodingState: Sendable {
         let choice = sampler.choose(logits: logits, context: context, topLogprobs: request.topLogprobs)
         if tokenizer.endOfGeneration.contains(choice.token) { return finish(.stop) }
         result.tokens.append(choice.token)
+        result.logprobs.append(choice.logprob)
         context.append(choice.token)
         let (text, stopped) = stopper.feed(decoder.append(tokenizer.bytes(of: choice.token)))
         result.text += text

@@ -1,3 +1,4 @@
+import Foundation
 import Llama
 import Tokenizer
 
@@ -38,6 +39,16 @@ public struct GenerationResult: Sendable {
     public var text = ""
     public var finishReason: FinishReason = .length
     public var promptTokenCount = 0
+    /// ln p of each of `tokens` under the model's distribution (before temperature and filters).
+    public var logprobs: [Float] = []
+
+    /// How sure the model was of this answer: the geometric mean of its tokens'
+    /// probabilities, and the lowest of them; nil when no token was generated.
+    public var confidence: (mean: Double, lowest: Double)? {
+        guard !logprobs.isEmpty else { return nil }
+        let mean = logprobs.reduce(0.0) { $0 + Double($1) } / Double(logprobs.count)
+        return (exp(mean), exp(Double(logprobs.min()!)))
+    }
 }
 
 /// Runs one sequence: prefill the prompt, then decode token by token until EOS, a stop

@@ -63,14 +63,15 @@ public final class CompletionLog: CompletionRecorder, Service {
         guard !batch.isEmpty else { return }
         do {
             try await pool.query("""
-                INSERT INTO hone.completions (id, adapter, version, messages, response, timings)
+                INSERT INTO hone.completions (id, adapter, version, messages, response, timings, confidence, lowest_token_probability)
                 SELECT id, adapter, nullif(split_part(version, '@v', 2), '')::integer, messages::jsonb, response,
-                       jsonb_build_object('prompt_tokens', p, 'completion_tokens', c, 'seconds', s)
+                       jsonb_build_object('prompt_tokens', p, 'completion_tokens', c, 'seconds', s), mean, lowest
                 FROM unnest(\(batch.map(\.id))::text[], \(batch.map(\.adapter))::text[], \(batch.map(\.version))::text[],
                             \(batch.map(\.messagesJSON))::text[], \(batch.map(\.response))::text[],
                             \(batch.map(\.promptTokens))::integer[], \(batch.map(\.completionTokens))::integer[],
-                            \(batch.map(\.seconds))::float8[])
-                     AS t(id, adapter, version, messages, response, p, c, s)
+                            \(batch.map(\.seconds))::float8[], \(batch.map(\.confidence))::float8[],
+                            \(batch.map(\.lowestTokenProbability))::float8[])
+                     AS t(id, adapter, version, messages, response, p, c, s, mean, lowest)
                 ON CONFLICT (id) DO NOTHING
                 """)
             state.withLock { $0.written += batch.count }

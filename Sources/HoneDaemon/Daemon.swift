@@ -81,8 +81,10 @@ public enum Daemon {
         let replica = ReplicaIdentity.current()
         let jobsWake = WakeSignal(), versionsWake = WakeSignal()
         let catalogue = try JobCatalogue(directory: configuration.paths.jobs)
+        let activity = LearnerActivity()
+        let report = OperationsReport(conninfo: conninfo, activity: activity, replica: replica, logger: logger)
         let server = HoneServer(configuration: configuration.server, holder: holder, scheduler: scheduler,
-                                recorder: completionLog, logger: logger)
+                                recorder: completionLog, report: report, logger: logger)
         // Start order is dependency order; shutdown runs in reverse, so HTTP requests
         // finish before the scheduler stops.
         var groupConfiguration = ServiceGroupConfiguration(services: [
@@ -95,10 +97,10 @@ public enum Daemon {
                                                   holder: holder, logger: logger)),
                 .init(service: VersionWatcher(registry: registry, holder: holder, wake: versionsWake,
                                               localAdapters: Set(configuration.adapterDirectories.keys), replica: replica, compute: compute,
-                                              pollInterval: configuration.versionPollInterval, logger: logger)),
+                                              activity: activity, pollInterval: configuration.versionPollInterval, logger: logger)),
             ] + (configuration.learner ? [
                 .init(service: LearnerService(queue: queue, registry: registry, catalogue: catalogue, holder: holder,
-                                              scheduler: learningScheduler, compute: compute, wake: jobsWake, replica: replica,
+                                              scheduler: learningScheduler, compute: compute, wake: jobsWake, replica: replica, activity: activity,
                                               configuration: .init(lease: configuration.learnerLease), logger: logger)),
             ] : []) + [
                 .init(service: server.application()),
@@ -109,5 +111,6 @@ public enum Daemon {
         logger.info("honed running", metadata: ["postgres.url": "\(ConnectionString.redacted(conninfo))"])
         try await group.run()
         await pool.close()
+        await report.pool.close()
     }
 }

@@ -40,6 +40,8 @@ struct LearnerService: Service {
     let compute: ComputeScheduler
     let wake: WakeSignal
     let replica: ReplicaIdentity
+    /// Where this learner is, for `/status` and `/metrics`.
+    let activity: LearnerActivity
     let configuration: Configuration
     let logger: Logger
 
@@ -54,6 +56,8 @@ struct LearnerService: Service {
                     for adapter in try await adaptersWithWork() {
                         if references == nil {
                             let started = ContinuousClock.now
+                            activity.enter(.references)
+                            defer { activity.enter(.idle) }
                             references = try await loadReferences(snapshot)
                             logger.info("base references ready", metadata: ["seconds": "\((ContinuousClock.now - started) / .seconds(1))"])
                         }
@@ -163,6 +167,9 @@ struct LearnerService: Service {
         var log = logger
         log[metadataKey: "adapter.name"] = "\(adapter)"
         log.info("learning update started", metadata: ["jobs": "\(jobs.map(\.id))"])
+        let started = ContinuousClock.now
+        activity.enter(.examples, adapter: adapter, jobs: jobs.count)
+        defer { activity.enter(.idle) }
         var valid: [Job] = []
         for job in jobs {
             if let reason = catalogue.rejection(kind: job.kind, payload: job.args) {
@@ -185,6 +192,7 @@ struct LearnerService: Service {
         } catch is CancellationError {
             throw CancellationError()
         } catch {
+            activity.finished(.failed, seconds: (ContinuousClock.now - started) / .seconds(1), steps: nil)
             // The attempt failed before its commit: record why and let the backoff retry it
             // (fenced, so jobs whose lease was lost are untouched).
             for job in claimed { _ = try? await queue.fail(job.lease, error: "learning update failed: \(error)") }
@@ -262,15 +270,25 @@ struct LearnerService: Service {
         let trainable = plans.filter { $0.skipped == nil }
         guard !trainable.isEmpty else {
             try await finish(plans, leases: leases, version: nil, outcome: nil, connection: connection)
+            activity.finished(.nothingToTrain, seconds: (ContinuousClock.now - planning) / .seconds(1), steps: nil)
             logger.info("learning update: nothing to train", metadata: ["jobs": "\(jobs.count)"])
             return
         }
         let update = LearningUpdate(model: model, tokenizer: snapshot.tokenizer, sampler: sampler, settings: settings,
                                     anchors: references.anchors, locality: references.locality, compute: compute)
         let examplesSeconds = (ContinuousClock.now - planning) / .seconds(1)
-        var outcome = try await update.run(parent: parent, plans: plans, buffer: buffer, history: history) { report in
+        let activity = activity
+        activity.enter(.training, maxSteps: settings.maxSteps)
+        var outcome = try await update.run(parent: parent, plans: plans, buffer: buffer, history: history, progress: { report in
+            activity.stepped(report.step, loss: report.loss)
             logger.debug("learning step", metadata: ["step": "\(report.step)", "loss": "\(report.loss)", "seconds": "\(report.seconds)"])
-        }
+        }, stage: { stage in
+            switch stage {
+            case .training: activity.enter(.training)
+            case .gate: activity.enter(.gate)
+            }
+        })
+        activity.enter(.recording)
         outcome.metrics["seconds_examples"] = .double(examplesSeconds)
         let candidate = VersionCandidate(
             adapter: record.name, parentVersion: record.activeVersion, accepted: outcome.accepted,
@@ -279,6 +297,16 @@ struct LearnerService: Service {
             reason: outcome.reason)
         let version = try await connection.transaction { tx in
             let (version, activated) = try await registry.record(candidate, actor: replica.id, on: tx)
+            let curve = outcome.curve
+            if !curve.isEmpty {
+                try await tx.query("""
+                    INSERT INTO hone.version_steps (adapter, version, step, loss, grad_norm, learning_rate, held_out_passed, held_out_checks)
+                    SELECT \(record.name), \(version), s, l, g, r, p, c
+                    FROM unnest(\(curve.map(\.step))::integer[], \(curve.map(\.loss))::float8[], \(curve.map(\.gradNorm))::float8[],
+                                \(curve.map(\.learningRate))::float8[], \(curve.map { $0.heldOut?.passed })::integer[],
+                                \(curve.map { $0.heldOut?.checks })::integer[]) AS t(s, l, g, r, p, c)
+                    """)
+            }
             if outcome.accepted {
                 for plan in trainable {
                     for example in plan.examples {
@@ -292,6 +320,8 @@ struct LearnerService: Service {
             try await finish(plans, leases: leases, version: version, outcome: outcome, connection: tx)
             return (version, activated)
         }
+        activity.finished(outcome.accepted ? .accepted : .rejected, seconds: (ContinuousClock.now - planning) / .seconds(1),
+                          steps: outcome.metrics["steps"]?.intValue)
         logger.info("learning update recorded", metadata: [
             "adapter.version": "\(VersionRecord.id(adapter: record.name, version: version.0))",
             "accepted": "\(outcome.accepted)", "activated": "\(version.1)", "reason": "\(outcome.reason ?? "")",

@@ -23,6 +23,8 @@ struct VersionWatcher: Service {
     let replica: ReplicaIdentity
     /// Decodes new versions as learning work.
     let compute: ComputeScheduler
+    /// Where freshness (INSERT → served here) is counted.
+    let activity: LearnerActivity
     let pollInterval: Duration
     let logger: Logger
 
@@ -79,11 +81,30 @@ struct VersionWatcher: Service {
                 }
                 try await Parallel.onThread { [holder] in try holder.install(served) }
                 if served.weights != nil { recent.put(served) }
+                if let version = record.activeVersion { await countFreshness(record.name, version) }
                 logger.info("adapter version installed", metadata: ["adapter.name": "\(record.name)", "adapter.version": "\(wanted)"])
             } catch {
                 logger.error("cannot serve adapter version; keeping the one served", metadata: [
                     "adapter.name": "\(record.name)", "adapter.version": "\(wanted)", "error": "\(error)"])
             }
+        }
+    }
+
+    /// When `version` was just published (the adapter's latest event), the seconds from
+    /// each of its submissions' INSERT to now, when this replica serves it. A rollback or
+    /// an activation of an older version is not fresh learning and is not counted.
+    func countFreshness(_ adapter: String, _ version: Int) async {
+        do {
+            let rows = try await registry.pool.query("""
+                SELECT extract(epoch FROM clock_timestamp() - j.created_at)::float8 AS seconds
+                FROM hone.model_versions v JOIN hone.jobs j ON j.id = ANY(v.job_ids)
+                WHERE v.adapter = \(adapter) AND v.version = \(version)
+                  AND (SELECT e.action = 'publish' AND e.to_version = v.version FROM hone.adapter_events e
+                       WHERE e.adapter = v.adapter ORDER BY e.id DESC LIMIT 1)
+                """)
+            activity.served(afterSeconds: try rows.map { try $0.decode("seconds") })
+        } catch {
+            logger.warning("cannot read the installed version's submissions for freshness", metadata: ["error": "\(error)"])
         }
     }
 

@@ -22,6 +22,42 @@ public struct UpdateOutcome: Sendable {
     public var leaked: [String] = []
     /// Whether contamination was the gate's only objection.
     public var onlyContaminated = false
+    /// Each optimizer step of the training that made `adapter`, in order.
+    public var curve: [CurvePoint] = []
+}
+
+/// Where an update is, for whoever shows its progress.
+public enum UpdateStage: Sendable {
+    /// Optimizer steps, with held-out checks beside them.
+    case training
+    /// The candidate's drift, locality and check passes.
+    case gate
+}
+
+/// One optimizer step of an update, as `hone.version_steps` keeps it.
+public struct CurvePoint: Sendable, Equatable {
+    public var step: Int
+    /// Mean loss per target token before the step (nats).
+    public var loss: Double
+    /// Gradient norm before clipping.
+    public var gradNorm: Double
+    public var learningRate: Double
+    /// Held-out probes that passed with the adapter after this step, of how many; nil when
+    /// the learner did not check after this step.
+    public var heldOut: (passed: Int, checks: Int)?
+
+    public init(step: Int, loss: Double, gradNorm: Double, learningRate: Double, heldOut: (passed: Int, checks: Int)? = nil) {
+        self.step = step
+        self.loss = loss
+        self.gradNorm = gradNorm
+        self.learningRate = learningRate
+        self.heldOut = heldOut
+    }
+
+    public static func == (a: CurvePoint, b: CurvePoint) -> Bool {
+        a.step == b.step && a.loss == b.loss && a.gradNorm == b.gradNorm && a.learningRate == b.learningRate
+            && a.heldOut?.passed == b.heldOut?.passed && a.heldOut?.checks == b.heldOut?.checks
+    }
 }
 
 /// One item's own held-out checks before and after an update: whether it was learned, not
@@ -73,15 +109,16 @@ public struct LearningUpdate: Sendable {
     /// answers (targeted negatives): the repaired candidate faces the whole gate again, and
     /// its metrics name the repair (`repair_prompts`, `first_attempt`).
     public func run(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe] = [],
-                    progress: @Sendable (StepReport) -> Void = { _ in }) async throws -> UpdateOutcome {
-        let first = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: [], progress: progress)
+                    progress: @Sendable (StepReport) -> Void = { _ in },
+                    stage: @Sendable (UpdateStage) -> Void = { _ in }) async throws -> UpdateOutcome {
+        let first = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: [], progress: progress, stage: stage)
         guard !first.accepted, first.onlyContaminated, let locality, !first.leaked.isEmpty else { return first }
         let conversations = first.leaked.compactMap { prompt in
             locality.baseAnswers[prompt].map { [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: $0)] }
         }
         let sequences = conversations.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         let repair = try await compute.run(.learning) { [model] in try AnchorSet.distilled(sequences, model: model) }
-        var second = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: repair, progress: progress)
+        var second = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: repair, progress: progress, stage: stage)
         second.metrics["repair_prompts"] = .int(repair.count)
         second.metrics["first_attempt"] = .string(first.reason ?? "")
         second.metrics["seconds"] = .double((first.metrics["seconds"]?.doubleValue ?? 0) + (second.metrics["seconds"]?.doubleValue ?? 0))
@@ -90,8 +127,9 @@ public struct LearningUpdate: Sendable {
 
     /// One training run and its gate; `repair` is replayed every step beside the neighbours.
     func attempt(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe], repair: [TrainingSequence],
-                 progress: @Sendable (StepReport) -> Void) async throws -> UpdateOutcome {
+                 progress: @Sendable (StepReport) -> Void, stage: @Sendable (UpdateStage) -> Void) async throws -> UpdateOutcome {
         let started = ContinuousClock.now
+        stage(.training)
         let trained = plans.filter { $0.skipped == nil && !$0.examples.isEmpty }
         let examples = trained.flatMap(\.examples)
         let probes = trained.flatMap(\.probes)
@@ -123,6 +161,7 @@ public struct LearningUpdate: Sendable {
 
         // The gate: the candidate's checks run beside its drift measurement.
         let gateStarted = ContinuousClock.now
+        stage(.gate)
         let neighbourPrompts = locality?.neighbours(of: trained.compactMap(\.question)) ?? []
         let localPrompts = neighbourPrompts + (locality?.generalPrompts ?? [])
         async let afterChecks = passes(probes + settings.canaries + history, adapter: candidate)
@@ -184,7 +223,8 @@ public struct LearningUpdate: Sendable {
         let leaked = zip(localPrompts, input.neighbourhood + input.locality).filter { $0.1.leak != nil }.map(\.0)
         let onlyContaminated = !verdict.reasons.isEmpty && verdict.reasons.allSatisfy { if case .contaminated = $0 { true } else { false } }
         return UpdateOutcome(adapter: input.finite ? candidate : nil, accepted: verdict.accepted, reason: verdict.reason,
-                             metrics: metrics, examples: examples, items: items, leaked: leaked, onlyContaminated: onlyContaminated)
+                             metrics: metrics, examples: examples, items: items, leaked: leaked, onlyContaminated: onlyContaminated,
+                             curve: run.curve)
     }
 
     /// What training produced: the candidate and how it got there.
@@ -195,6 +235,8 @@ public struct LearningUpdate: Sendable {
         var passedAt: Int?
         var firstLoss: Double
         var lastLoss: Double
+        /// Every step's figures, with the held-out checks where they ran.
+        var curve: [CurvePoint]
         /// Time in optimizer steps, and waiting on held-out checks.
         var training: Duration
         var checking: Duration
@@ -229,6 +271,12 @@ public struct LearningUpdate: Sendable {
         let order = newSequences.indices.shuffled(using: &random)
         var firstLoss: Double?, lastLoss = 0.0, steps = 0
         var passedAt: Int?
+        var curve: [CurvePoint] = []
+        /// Keeps step `step`'s held-out results on its curve point; true when all passed.
+        func record(_ passed: [Bool], after step: Int) -> Bool {
+            curve[step - 1].heldOut = (passed.filter { $0 }.count, passed.count)
+            return passed.allSatisfy { $0 }
+        }
         // The held-out check of step k, running while step k + 1 trains.
         var pending: (step: Int, check: Task<[Bool], Error>)?
         defer { pending?.check.cancel() }
@@ -248,6 +296,7 @@ public struct LearningUpdate: Sendable {
                 for j in 0..<neighbourCount { batch.append(neighbours[((step - 1) * neighbourCount + j) % neighbours.count]) }
                 let report = try await timed(&training) { try await compute.run(.learning) { [batch] in try trainer.trainer.step(batch) } }
                 progress(report)
+                curve.append(CurvePoint(step: step, loss: report.loss, gradNorm: report.gradNorm, learningRate: report.learningRate))
                 firstLoss = firstLoss ?? report.loss
                 lastLoss = report.loss
                 steps = step
@@ -257,7 +306,7 @@ public struct LearningUpdate: Sendable {
                 }
                 if passedAt == nil, let (checked, check) = pending {
                     pending = nil
-                    if try await timed(&checking, { try await check.value }).allSatisfy({ $0 }) { passedAt = checked }
+                    if record(try await timed(&checking, { try await check.value }), after: checked) { passedAt = checked }
                 }
                 if let passedAt {
                     if step >= passedAt + settings.settleSteps { break }
@@ -265,7 +314,7 @@ public struct LearningUpdate: Sendable {
                     let adapter = trainer.trainer.adapter
                     let check = Task { try await passes(probes, adapter: adapter) }
                     guard settings.settleSteps == 0 else { pending = (step, check); continue }
-                    if try await timed(&checking, { try await check.value }).allSatisfy({ $0 }) {
+                    if record(try await timed(&checking, { try await check.value }), after: step) {
                         passedAt = step
                         break
                     }
@@ -275,7 +324,7 @@ public struct LearningUpdate: Sendable {
             throw TrainingFailure(error: error, steps: steps)
         }
         return TrainingRun(adapter: trainer.trainer.adapter, steps: steps, passedAt: passedAt, firstLoss: firstLoss ?? 0,
-                           lastLoss: lastLoss, training: training, checking: checking)
+                           lastLoss: lastLoss, curve: curve, training: training, checking: checking)
     }
 
     /// Whether each probe's greedy answer passes its verifier with `adapter`.

@@ -12,9 +12,15 @@ public struct CompletionRecord: Sendable, Equatable {
     public var promptTokens: Int
     public var completionTokens: Int
     public var seconds: Double
+    /// The geometric mean of the answer's token probabilities (nil: no token).
+    public var confidence: Double?
+    /// The answer's least likely token's probability (nil: no token).
+    public var lowestTokenProbability: Double?
 
     public init(id: String, adapter: String?, version: String, messages: [ChatMessage], response: String,
-                promptTokens: Int, completionTokens: Int, seconds: Double) {
+                promptTokens: Int, completionTokens: Int, seconds: Double, confidence: (mean: Double, lowest: Double)? = nil) {
+        self.confidence = confidence?.mean
+        self.lowestTokenProbability = confidence?.lowest
         self.id = id
         self.adapter = adapter
         self.version = version

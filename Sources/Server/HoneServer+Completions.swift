@@ -66,7 +66,7 @@ extension HoneServer {
             recorder.record(CompletionRecord(
                 id: id, adapter: adapter?.name, version: version, messages: messages, response: result.text,
                 promptTokens: promptTokens.count, completionTokens: result.tokens.count,
-                seconds: (ContinuousClock.now - started) / .seconds(1)))
+                seconds: (ContinuousClock.now - started) / .seconds(1), confidence: result.confidence))
         }
         var headers = HTTPFields()
         headers[.init("x-hone-version")!] = version

@@ -6,20 +6,24 @@ import Logging
 import Synchronization
 
 /// Hone's OpenAI-compatible HTTP API: `/v1/chat/completions`, `/v1/completions`,
-/// `/v1/models`, `/healthz`, `/readyz`, `/metrics`. Every error is an OpenAI error object.
+/// `/v1/models`, `/healthz`, `/readyz`, `/metrics`, and the operators' `/status` page.
+/// Every error is an OpenAI error object.
 public struct HoneServer: Sendable {
     let configuration: ServerConfiguration
     let holder: SnapshotHolder
     let scheduler: BatchScheduler
     let logger: Logger
     let recorder: CompletionRecorder
+    /// The daemon's part of `/metrics` and `/status` (nil: the server alone, no status page).
+    let report: OperatorReport?
     let inFlight = InFlight()
     /// What `/metrics` reports.
     public let metrics = ServerMetrics()
 
     public init(configuration: ServerConfiguration, holder: SnapshotHolder, scheduler: BatchScheduler,
-                recorder: CompletionRecorder = NoCompletionRecorder(), logger: Logger) {
+                recorder: CompletionRecorder = NoCompletionRecorder(), report: OperatorReport? = nil, logger: Logger) {
         self.configuration = configuration
+        self.report = report
         self.holder = holder
         self.scheduler = scheduler
         self.recorder = recorder
@@ -54,8 +58,19 @@ public struct HoneServer: Sendable {
             gauges.inFlight = inFlight.count.load(ordering: .relaxed)
             gauges.completionLog = recorder.health
             gauges.compute = scheduler.compute.usage()
+            let text = metrics.render(gauges) + (await report?.metricsText() ?? "")
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                            body: .init(byteBuffer: ByteBuffer(string: metrics.render(gauges))))
+                            body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        router.get("/status") { _, _ in
+            guard let report else {
+                throw OpenAIError(.notFound, "This server has no status page (it runs without the daemon's database).",
+                                  type: "invalid_request_error", code: "not_found")
+            }
+            let html = await report.statusPage(serving: metrics.summary(inFlight: inFlight.count.load(ordering: .relaxed),
+                                                                        schedulerLoad: scheduler.load))
+            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                            body: .init(byteBuffer: ByteBuffer(string: html)))
         }
         router.post("/v1/chat/completions") { request, _ in try await measured("/v1/chat/completions") { try await complete(request, chat: true) } }
         router.post("/v1/completions") { request, _ in try await measured("/v1/completions") { try await complete(request, chat: false) } }

@@ -9,25 +9,20 @@ public final class ServerMetrics: Sendable {
     /// Upper bounds (seconds) of the latency histograms' buckets.
     static let buckets: [Double] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]
 
-    struct Histogram {
-        var counts = [Int](repeating: 0, count: ServerMetrics.buckets.count)
-        var sum = 0.0
-        var count = 0
-
-        mutating func observe(_ seconds: Double) {
-            for (i, bound) in ServerMetrics.buckets.enumerated() where seconds <= bound { counts[i] += 1 }
-            sum += seconds
-            count += 1
-        }
-    }
-
     struct State {
         var requests: [String: Int] = [:]       // "endpoint\u{0}status" → count
         var promptTokens = 0
         var completionTokens = 0
-        var latency: [String: Histogram] = [:]  // by endpoint
-        var firstToken = Histogram()
+        var latency: [String: PrometheusHistogram] = [:]  // by endpoint
+        var firstToken = PrometheusHistogram(bounds: ServerMetrics.buckets)
+        /// The latest time-to-first-token figures, for the status page's percentiles.
+        var recentFirstTokens: [Double] = []
+        /// (when, tokens) of completions finished in the last minute, for throughput.
+        var recentTokens: [(at: ContinuousClock.Instant, tokens: Int)] = []
     }
+
+    /// How many recent time-to-first-token figures the status page's percentiles cover.
+    static let recentFirstTokenCount = 1000
 
     private let state = Mutex(State())
     /// What the process computes on, for `hone_build_info`.
@@ -39,7 +34,7 @@ public final class ServerMetrics: Sendable {
     public func request(endpoint: String, status: Int, seconds: Double) {
         state.withLock { s in
             s.requests["\(endpoint)\u{0}\(status)", default: 0] += 1
-            s.latency[endpoint, default: Histogram()].observe(seconds)
+            s.latency[endpoint, default: PrometheusHistogram(bounds: Self.buckets)].observe(seconds)
         }
     }
 
@@ -48,12 +43,36 @@ public final class ServerMetrics: Sendable {
         state.withLock { s in
             s.promptTokens += prompt
             s.completionTokens += completion
+            let now = ContinuousClock.now
+            s.recentTokens.append((now, completion))
+            s.recentTokens.removeAll { now - $0.at > .seconds(60) }
         }
     }
 
     /// Seconds from a request's arrival to its first generated token.
     public func firstToken(seconds: Double) {
-        state.withLock { $0.firstToken.observe(seconds) }
+        state.withLock { s in
+            s.firstToken.observe(seconds)
+            s.recentFirstTokens.append(seconds)
+            if s.recentFirstTokens.count > Self.recentFirstTokenCount { s.recentFirstTokens.removeFirst() }
+        }
+    }
+
+    /// Serving at a glance, for the status page.
+    public func summary(inFlight: Int, schedulerLoad: Int) -> ServingSummary {
+        state.withLock { s in
+            let now = ContinuousClock.now
+            let recent = s.recentTokens.filter { now - $0.at <= .seconds(60) }
+            let sorted = s.recentFirstTokens.sorted()
+            func percentile(_ p: Double) -> Double? {
+                sorted.isEmpty ? nil : sorted[min(sorted.count - 1, Int((p * Double(sorted.count)).rounded(.up)) - 1)]
+            }
+            return ServingSummary(
+                requests: s.requests.values.reduce(0, +), promptTokens: s.promptTokens, completionTokens: s.completionTokens,
+                completionTokensPerSecond: Double(recent.reduce(0) { $0 + $1.tokens }) / 60,
+                firstTokenSeconds: (percentile(0.5), percentile(0.9), percentile(0.99)), firstTokenSamples: sorted.count,
+                inFlight: inFlight, schedulerLoad: schedulerLoad)
+        }
     }
 
     /// Gauges read at scrape time from the parts that own them.
@@ -75,20 +94,10 @@ public final class ServerMetrics: Sendable {
     /// The exposition text.
     public func render(_ gauges: Gauges) -> String {
         let s = state.withLock { $0 }
-        var out = ""
-        func family(_ name: String, _ type: String, _ help: String) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-        }
-        func sample(_ name: String, _ labels: [(String, String)], _ value: Double) {
-            let rendered = labels.isEmpty ? "" : "{" + labels.map { "\($0.0)=\"\(escape($0.1))\"" }.joined(separator: ",") + "}"
-            out += "\(name)\(rendered) \(value.rounded() == value && abs(value) < 1e15 ? String(Int(value)) : String(value))\n"
-        }
-        func histogram(_ name: String, _ h: Histogram, _ labels: [(String, String)]) {
-            for (bound, count) in zip(Self.buckets, h.counts) { sample(name + "_bucket", labels + [("le", String(bound))], Double(count)) }
-            sample(name + "_bucket", labels + [("le", "+Inf")], Double(h.count))
-            sample(name + "_sum", labels, h.sum)
-            sample(name + "_count", labels, Double(h.count))
-        }
+        var out = PrometheusText()
+        func family(_ name: String, _ type: String, _ help: String) { out.family(name, type, help) }
+        func sample(_ name: String, _ labels: [(String, String)], _ value: Double) { out.sample(name, labels, value) }
+        func histogram(_ name: String, _ h: PrometheusHistogram, _ labels: [(String, String)]) { out.histogram(name, h, labels) }
         family("hone_build_info", "gauge", "1, labelled with the kernel level in use, the highest the CPU runs, OpenBLAS's core type and the CPU.")
         sample("hone_build_info", [("kernels", compute.kernelLevel.description), ("cpu_kernels", compute.cpuLevel.description),
                                    ("blas_core_type", compute.blasCoreType), ("cpu", compute.model)], 1)
@@ -123,11 +132,29 @@ public final class ServerMetrics: Sendable {
             family("hone_completion_log_failures_total", "counter", "Failed writes to hone.completions (the database is slow or down).")
             sample("hone_completion_log_failures_total", [], Double(log.failures))
         }
-        return out
+        return out.text
     }
+}
 
-    private func escape(_ value: String) -> String {
-        value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-            .replacingOccurrences(of: "\n", with: "\\n")
-    }
+/// Serving at a glance: totals since start, throughput over the last minute, and
+/// time-to-first-token percentiles over the latest requests.
+public struct ServingSummary: Sendable {
+    public var requests: Int
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public var completionTokensPerSecond: Double
+    /// p50, p90 and p99 of the latest `firstTokenSamples` requests (nil: none yet).
+    public var firstTokenSeconds: (p50: Double?, p90: Double?, p99: Double?)
+    public var firstTokenSamples: Int
+    public var inFlight: Int
+    public var schedulerLoad: Int
+}
+
+/// What the server's `/metrics` and `/status` show but do not own: the daemon's learner,
+/// queue and registry. The server stays free of the database; the daemon supplies this.
+public protocol OperatorReport: Sendable {
+    /// Prometheus text of the families this report owns, appended to the server's.
+    func metricsText() async -> String
+    /// The status page's HTML.
+    func statusPage(serving: ServingSummary) async -> String
 }

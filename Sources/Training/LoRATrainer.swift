@@ -36,6 +36,8 @@ public struct StepReport: Sendable {
     public let accuracy: Double
     /// Global gradient norm before clipping.
     public let gradNorm: Double
+    /// The learning rate the step applied.
+    public let learningRate: Double
     /// Tokens the loss counted.
     public let targetTokens: Int
     /// All tokens of the batch.
@@ -111,7 +113,8 @@ public final class LoRATrainer {
         adapter = candidate
         optimizer = nextOptimizer
         let elapsed = ContinuousClock.now - start
-        return StepReport(step: stepNumber, loss: loss.mean, accuracy: loss.accuracy, gradNorm: norm, targetTokens: loss.tokens,
+        return StepReport(step: stepNumber, loss: loss.mean, accuracy: loss.accuracy, gradNorm: norm,
+                          learningRate: Double(nextOptimizer.learningRate), targetTokens: loss.tokens,
                           tokens: batch.reduce(0) { $0 + $1.tokens.count },
                           seconds: elapsed / .seconds(1))
     }

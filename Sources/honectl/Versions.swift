@@ -45,6 +45,7 @@ struct Versions: AsyncParsableCommand {
         @OptionGroup var options: OperatorOptions
         @Argument(help: "Adapter name.") var adapter: String
         @Argument(help: "Version (3 or v3).") var version: String
+        @Flag(help: "Print the training curve: each step's loss, gradient norm, learning rate and held-out passes.") var steps = false
 
         func run() async throws {
             let number = try VersionArgument.parse(version)
@@ -52,6 +53,29 @@ struct Versions: AsyncParsableCommand {
                 guard let record = try await registry.adapter(adapter) else { throw Output.Failure("adapter \"\(adapter)\" does not exist") }
                 guard let v = try await registry.version(adapter, number) else { throw Output.Failure("adapter \"\(adapter)\" has no version \(number)") }
                 let activation = try await registry.activations(of: adapter)[number]
+                if steps {
+                    let rows = try await registry.pool.query("""
+                        SELECT step, loss, grad_norm, learning_rate, held_out_passed, held_out_checks FROM hone.version_steps
+                        WHERE adapter = \(adapter) AND version = \(number) ORDER BY step
+                        """)
+                    let curve: [(step: Int, loss: Double, norm: Double, lr: Double, passed: Int?, checks: Int?)] = try rows.map {
+                        (try $0.decode("step"), try $0.decode("loss"), try $0.decode("grad_norm"), try $0.decode("learning_rate"),
+                         try $0.decodeIfPresent("held_out_passed"), try $0.decodeIfPresent("held_out_checks"))
+                    }
+                    if options.json {
+                        Output.json(.array(curve.map { p in
+                            .object(["step": .int(p.step), "loss": .double(p.loss), "grad_norm": .double(p.norm), "learning_rate": .double(p.lr),
+                                     "held_out_passed": p.passed.map { .int($0) } ?? .null, "held_out_checks": p.checks.map { .int($0) } ?? .null])
+                        }))
+                        return
+                    }
+                    guard !curve.isEmpty else { throw Output.Failure("\(v.id) has no recorded steps (trained before curves were kept, or not trained)") }
+                    print(Output.table(["STEP", "LOSS", "GRAD NORM", "LR", "HELD-OUT"], curve.map { p in
+                        ["\(p.step)", String(format: "%.4f", p.loss), String(format: "%.4f", p.norm), String(format: "%.2g", p.lr),
+                         p.passed.map { "\($0)/\(p.checks!)" } ?? "-"]
+                    }), terminator: "")
+                    return
+                }
                 if options.json {
                     Output.json(Versions.json(v, active: record.activeVersion == number, activation: activation))
                     return
