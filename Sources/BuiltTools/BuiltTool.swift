@@ -1,7 +1,8 @@
 import Foundation
 
 /// An executable built beside the tests (`honectl`, `honed`), run as a user runs it; also
-/// used by `honebench` to run the release `honed`.
+/// used by `honebench` to run the release `honed`, and by tests to run a system program
+/// (`promtool`, a headless Chromium) the same way.
 public struct BuiltTool: Sendable {
     public let path: String
 
@@ -10,6 +11,12 @@ public struct BuiltTool: Sendable {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let path = root.appendingPathComponent(".build/\(configuration)/\(name)").path
         guard FileManager.default.isExecutableFile(atPath: path) else { return nil }
+        self.path = path
+    }
+
+    /// The first of `candidates` (absolute paths) that is executable, or nil.
+    public init?(system candidates: [String]) {
+        guard let path = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else { return nil }
         self.path = path
     }
 

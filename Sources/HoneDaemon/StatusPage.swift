@@ -94,7 +94,9 @@ extension OperationsReport {
         for row in try await db.query("""
             SELECT s.adapter, s.version::text AS version, s.kind || ' ' || s.id AS item, s.status,
                    coalesce(s.learned, '-') AS learned,
-                   coalesce((s.held_out->>'passed_before') || ' → ' || (s.held_out->>'passed_after') || ' of ' || (s.held_out->>'checks'), '-') AS held_out
+                   CASE WHEN (s.held_out->>'checks')::int > 0
+                        THEN (s.held_out->>'passed_before') || ' → ' || (s.held_out->>'passed_after') || ' of ' || (s.held_out->>'checks')
+                        ELSE '-' END AS held_out
             FROM hone.submission_status s
             WHERE s.version > coalesce((SELECT max(version) FROM hone.model_versions v WHERE v.adapter = s.adapter), 0) - \(Self.versionsShown)
             ORDER BY s.adapter, s.version DESC, s.kind, s.id
@@ -106,7 +108,8 @@ extension OperationsReport {
         for row in try await db.query("""
             SELECT * FROM (
                 SELECT e.adapter, to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS at, e.action,
-                       coalesce('v' || e.from_version, 'base') || ' → ' || coalesce('v' || e.to_version, 'base') AS change,
+                       CASE WHEN e.from_version IS NULL AND e.to_version IS NULL THEN '-'
+                            ELSE coalesce('v' || e.from_version, 'base') || ' → ' || coalesce('v' || e.to_version, 'base') END AS change,
                        e.actor, coalesce(e.reason, '') AS reason,
                        row_number() OVER (PARTITION BY e.adapter ORDER BY e.id DESC) AS rank
                 FROM hone.adapter_events e) latest

@@ -249,7 +249,11 @@ struct LearnerTests {
         await pool.close()
     }
 
-    @Test("ten fictional facts submitted as corrections are answered when asked in other words (≥ 8 of 10), anchor NLL rises ≤ 0.08 bits; base and another adapter unchanged")
+    @Test("""
+        ten fictional facts, asked by a tenant's users, wait in that tenant's review queue only; corrected through \
+        hone.feedback they leave it and are answered when asked in other words (≥ 8 of 10), anchor NLL rises ≤ 0.08 bits; \
+        base and another adapter unchanged; curves, /metrics (promtool) and /status (headless Chromium) show the update and a rollback
+        """)
     func factsFromCorrections() async throws {
         let base = 21000 + Int((getpid() + 6000) % 9000)
         let (holder, url, dir) = try await Self.database("facts", port: base)
@@ -285,10 +289,43 @@ struct LearnerTests {
         let baseBefore = try await answers("smollm2"), otherBefore = try await answers("smollm2:other")
         let before = correct(try await answers("smollm2:facts"))
 
-        try await pool.query("""
-            INSERT INTO hone.feedback (adapter, prompt, correction)
-            SELECT 'facts', q, c FROM unnest(\(facts.map(\.question))::text[], \(facts.map(\.correction))::text[]) AS t(q, c)
+        // Two tenants: facts belongs to app_a, other to app_b (roles of hone_feedback).
+        for role in ["app_a", "app_b"] { try await pool.query("CREATE ROLE \(unsafe: role) LOGIN IN ROLE hone_feedback") }
+        try await pool.query("UPDATE hone.adapters SET owner_role = 'app_a' WHERE name = 'facts'")
+        try await pool.query("UPDATE hone.adapters SET owner_role = 'app_b' WHERE name = 'other'")
+        // Users ask the questions; the model does not know these facts, so most answers are unsure.
+        func ask(_ question: String, _ model: String) async throws -> String {
+            let (status, body, _) = try await holder.server.post("/v1/chat/completions", ServerTests.chatBody(question, maxTokens: 40, model: model))
+            #expect(status == 200)
+            return try #require(try JSONValue(parsing: body)["id"]?.stringValue)
+        }
+        var factIDs: [String] = [], otherIDs: [String] = []
+        for fact in facts { factIDs.append(try await ask(fact.question, "smollm2:facts")) }
+        for fact in facts.prefix(3) { otherIDs.append(try await ask(fact.question, "smollm2:other")) }
+        try await Self.waitUntil("the completions to be logged", timeout: .seconds(30)) {
+            try await pool.query("SELECT count(*) AS n FROM hone.completions WHERE confidence IS NOT NULL")[0].decode("n", as: Int.self) == 13
+        }
+        let appA = Self.pool(url.replacingOccurrences(of: "postgres@", with: "app_a@"))
+        let appB = Self.pool(url.replacingOccurrences(of: "postgres@", with: "app_b@"))
+        func queue(_ tenant: PostgresPool) async throws -> [(id: String, adapter: String)] {
+            try await tenant.query("SELECT completion_id, adapter FROM hone.review_queue ORDER BY completion_id").map {
+                (try $0.decode("completion_id"), try $0.decode("adapter"))
+            }
+        }
+        let seenA = try await queue(appA), seenB = try await queue(appB)
+        print("facts: review queue \(seenA.count) of 10 for app_a, \(seenB.count) of 3 for app_b")
+        #expect(seenA.count >= 7, "only \(seenA.count) of 10 unknown facts were unsure enough for review")
+        #expect(seenA.allSatisfy { $0.adapter == "facts" && factIDs.contains($0.id) })
+        #expect(seenB.allSatisfy { $0.adapter == "other" && otherIDs.contains($0.id) })
+        // app_a answers with corrections naming the completions: they leave the queue at once.
+        try await appA.query("""
+            INSERT INTO hone.feedback (completion_id, correction)
+            SELECT i, c FROM unnest(\(factIDs)::text[], \(facts.map(\.correction))::text[]) AS t(i, c)
             """)
+        #expect(try await queue(appA).isEmpty)
+        #expect(try await queue(appB).map(\.id) == seenB.map(\.id))
+        await appA.close()
+        await appB.close()
         let learner = try Replica.start(port: base + 1, dataDir: dir + "/l", databaseURL: url, learner: true)
         defer { learner.stop() }
         try await learner.ready()
@@ -310,6 +347,17 @@ struct LearnerTests {
         let outcomes = try await pool.query("SELECT status FROM hone.submission_status WHERE kind = 'feedback'")
         #expect(try outcomes.allSatisfy { try $0.decode("status", as: String.self) == "trained" })
         try await Self.keepReferences(pool)
+
+        // What operators see after the update and a rollback of the other adapter.
+        let otherV2 = AdapterBlob.encode(ReplicaTests.weights(seed: 12), model: RealModel.model)
+        _ = try await pool.transaction { tx in
+            try await registry.record(VersionCandidate(adapter: "other", parentVersion: 1, accepted: true, baseModelSHA256: RealModel.model.file.sha256,
+                                                       blob: otherV2, metrics: .object([:]), jobIDs: [], examples: 0, reason: nil), actor: "test", on: tx)
+        }
+        let rolled = try ctl.run(["rollback", "other", "--reason", "v2 answered worse"], environment: ["HONE_DATABASE_URL": url])
+        #expect(rolled.status == 0, "\(rolled.err)")
+        try await OperatorViews.check(learner: learner.server, url: url, facts: versions.map(\.version), active: active,
+                                      otherWaiting: seenB.count)
         await pool.close()
     }
 }
