@@ -53,7 +53,7 @@ extension JobQueue {
         let query: PostgresQuery = """
             DELETE FROM hone.jobs WHERE id IN (
                 SELECT id FROM hone.jobs
-                WHERE finalized_at < now() - make_interval(secs => \(retention.seconds))
+                WHERE finalized_at < now() - make_interval(secs => \(retention / .seconds(1)))
                 LIMIT \(limit))
             """
         if let connection { return try await connection.execute(query) }

@@ -74,7 +74,7 @@ public struct JobQueue: Sendable {
             )
             UPDATE hone.jobs j
             SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), heartbeat_at = now(),
-                lease_expires_at = now() + make_interval(secs => \(lease.seconds)),
+                lease_expires_at = now() + make_interval(secs => \(lease / .seconds(1))),
                 attempted_by = array_append(j.attempted_by, \(worker)::text)
             FROM picked WHERE j.id = picked.id
             RETURNING j.*
@@ -86,7 +86,7 @@ public struct JobQueue: Sendable {
     /// cancelled or finished elsewhere): the worker must stop working on it.
     public func heartbeat(_ lease: JobLease, lease duration: Duration) async throws -> Bool {
         let rows = try await run("""
-            UPDATE hone.jobs SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => \(duration.seconds))
+            UPDATE hone.jobs SET heartbeat_at = now(), lease_expires_at = now() + make_interval(secs => \(duration / .seconds(1)))
             WHERE id = \(lease.id) AND state = 'running' AND attempt = \(lease.attempt)
             """, on: nil)
         return rows.affectedRows == 1
@@ -184,8 +184,8 @@ public struct JobQueue: Sendable {
             WHERE (\(state)::hone.job_state IS NULL OR state = \(state)::hone.job_state)
               AND (\(kind)::text IS NULL OR kind = \(kind)::text)
               AND (\(adapter)::text IS NULL OR adapter = \(adapter)::text)
-              AND (\(olderThan?.seconds)::double precision IS NULL
-                   OR created_at < now() - make_interval(secs => \(olderThan?.seconds)::double precision))
+              AND (\(olderThan.map { $0 / .seconds(1) })::double precision IS NULL
+                   OR created_at < now() - make_interval(secs => \(olderThan.map { $0 / .seconds(1) })::double precision))
             ORDER BY id DESC LIMIT \(limit)
             """, on: connection)
         return try rows.map(Job.init(row:))
@@ -198,9 +198,3 @@ public struct JobQueue: Sendable {
     }
 }
 
-extension Duration {
-    /// The duration in seconds, as a Double.
-    var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}

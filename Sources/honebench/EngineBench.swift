@@ -31,7 +31,7 @@ enum EngineBench {
             if which == "prefill" {
                 let start = ContinuousClock.now
                 _ = try model.forward([SequenceInput(tokens: ids, cache: model.makeCache(capacity: ids.count))])
-                prefill.append(Double(ids.count) / (ContinuousClock.now - start).seconds)
+                prefill.append(Double(ids.count) / ((ContinuousClock.now - start) / .seconds(1)))
             } else {
                 let cache = model.makeCache(capacity: 16 + decodeTokens)
                 _ = try model.forward([SequenceInput(tokens: Array(ids.prefix(16)), cache: cache)])
@@ -39,7 +39,7 @@ enum EngineBench {
                 for i in 0..<decodeTokens {
                     _ = try model.forward([SequenceInput(tokens: [ids[16 + i % 400]], cache: cache)])
                 }
-                decode.append(Double(decodeTokens) / (ContinuousClock.now - start).seconds)
+                decode.append(Double(decodeTokens) / ((ContinuousClock.now - start) / .seconds(1)))
             }
         }
         let hone = percentile(which == "prefill" ? prefill : decode, 0.5)

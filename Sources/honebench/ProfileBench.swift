@@ -37,7 +37,7 @@ enum ProfileBench {
         let profile = OpProfile()
         let start = ContinuousClock.now
         try profile.record { for _ in 0..<passes { try body() } }
-        let wall = (ContinuousClock.now - start).seconds / Double(passes)
+        let wall = (ContinuousClock.now - start) / .seconds(1) / Double(passes)
         let ops = profile.byOp
         let measured = ops.reduce(0) { $0 + $1.totals.seconds } / Double(passes)
         var table = String(format: "profile %@: %.4f s per pass, %.0f%% in measured ops\n", name, wall, 100 * measured / wall)

@@ -67,7 +67,7 @@ enum QueueBench {
                 for try await n in group { total += n }
                 return total
             }
-            let claimSeconds = (ContinuousClock.now - claimStart).seconds
+            let claimSeconds = (ContinuousClock.now - claimStart) / .seconds(1)
             guard claimed == feedbackRows else {
                 throw BenchError(message: "claimed \(claimed) of \(feedbackRows) jobs")
             }
@@ -94,7 +94,7 @@ enum QueueBench {
             }
             try await group.waitForAll()
         }
-        return (ContinuousClock.now - start).seconds
+        return (ContinuousClock.now - start) / .seconds(1)
     }
 
     /// A fresh migrated database: on `HONE_BENCH_DATABASE_URL`'s server, or a private durable cluster.
@@ -127,6 +127,3 @@ struct BenchError: Error, CustomStringConvertible {
     var description: String { message }
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

@@ -85,7 +85,7 @@ enum ServeBench {
         let clock = ContinuousClock.now
         async let after = load(port: port, clients: clients, duration: 6, model: "smollm2:bench", origin: clock)
         try await Task.sleep(for: .seconds(2))
-        let requested = (ContinuousClock.now - clock).seconds
+        let requested = (ContinuousClock.now - clock) / .seconds(1)
         try await Parallel.onThread { try holder.install(fresh) }
         let (samples, _) = try await after
         let firstOnNew = samples.filter { $0.version == "bench@3" }.map(\.firstToken).min() ?? .nan
@@ -108,7 +108,7 @@ enum ServeBench {
                     try await Parallel.onThread {
                         var mine: [Sample] = []
                         var i = 0
-                        while i < requests && (ContinuousClock.now - start).seconds < duration {
+                        while i < requests && (ContinuousClock.now - start) / .seconds(1) < duration {
                             let prompt = prompts[(c + i * clients) % prompts.count]
                             mine.append(try stream(port: port, model: model, prompt: prompt, origin: origin))
                             i += 1
@@ -121,20 +121,20 @@ enum ServeBench {
             for try await part in group { all += part }
             return all
         }
-        return (samples, (ContinuousClock.now - start).seconds)
+        return (samples, (ContinuousClock.now - start) / .seconds(1))
     }
 
     /// One streaming chat request over a plain socket, timed as the client sees it.
     static func stream(port: Int, model: String, prompt: String, origin: ContinuousClock.Instant) throws -> Sample {
         let body = #"{"model":"\#(model)","messages":[{"role":"user","content":"\#(prompt)"}],"max_tokens":32,"temperature":0,"stream":true}"#
-        let started = (ContinuousClock.now - origin).seconds
+        let started = (ContinuousClock.now - origin) / .seconds(1)
         var firstToken: Double?
         let received = try exchange(port: port, body: body) { received in
             if firstToken == nil, received.components(separatedBy: "\"content\":\"").count > 2 {
-                firstToken = (ContinuousClock.now - origin).seconds
+                firstToken = (ContinuousClock.now - origin) / .seconds(1)
             }
         }
-        let end = (ContinuousClock.now - origin).seconds
+        let end = (ContinuousClock.now - origin) / .seconds(1)
         guard received.contains("data: [DONE]") else { throw BenchError(message: "a stream did not finish: \(received.suffix(300))") }
         let version = received.range(of: "\"system_fingerprint\":\"").map { r in
             String(received[r.upperBound...].prefix { $0 != "\"" })

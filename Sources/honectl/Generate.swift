@@ -100,8 +100,8 @@ struct Generate: ParsableCommand {
         } else {
             let end = ContinuousClock.now
             let decodeTokens = max(result.tokens.count - 1, 1)
-            let decodeSeconds = firstToken.map { (end - $0).seconds } ?? 0
-            let prefillSeconds = firstToken.map { ($0 - start).seconds } ?? 0
+            let decodeSeconds = firstToken.map { (end - $0) / .seconds(1) } ?? 0
+            let prefillSeconds = firstToken.map { ($0 - start) / .seconds(1) } ?? 0
             FileHandle.standardError.write(Data(String(
                 format: "\n[%d prompt tokens in %.2f s; %d tokens, %.1f tokens/s; finish: %@]\n",
                 result.promptTokenCount, prefillSeconds, result.tokens.count,
@@ -131,6 +131,3 @@ struct Tokenize: ParsableCommand {
     }
 }
 
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}

@@ -303,7 +303,9 @@ struct LearnerTests {
         for fact in facts { factIDs.append(try await ask(fact.question, "smollm2:facts")) }
         for fact in facts.prefix(3) { otherIDs.append(try await ask(fact.question, "smollm2:other")) }
         try await Self.waitUntil("the completions to be logged", timeout: .seconds(30)) {
-            try await pool.query("SELECT count(*) AS n FROM hone.completions WHERE confidence IS NOT NULL")[0].decode("n", as: Int.self) == 13
+            try await pool.query("""
+                SELECT count(*) AS n FROM hone.completions WHERE confidence IS NOT NULL AND id = ANY(\(factIDs + otherIDs)::text[])
+                """)[0].decode("n", as: Int.self) == 13
         }
         let appA = Self.pool(url.replacingOccurrences(of: "postgres@", with: "app_a@"))
         let appB = Self.pool(url.replacingOccurrences(of: "postgres@", with: "app_b@"))
@@ -354,7 +356,7 @@ struct LearnerTests {
             try await registry.record(VersionCandidate(adapter: "other", parentVersion: 1, accepted: true, baseModelSHA256: RealModel.model.file.sha256,
                                                        blob: otherV2, metrics: .object([:]), jobIDs: [], examples: 0, reason: nil), actor: "test", on: tx)
         }
-        let rolled = try ctl.run(["rollback", "other", "--reason", "v2 answered worse"], environment: ["HONE_DATABASE_URL": url])
+        let rolled = try ctl.run(["rollback", "other", "--reason", "v2 answered <b>worse</b>"], environment: ["HONE_DATABASE_URL": url])
         #expect(rolled.status == 0, "\(rolled.err)")
         try await OperatorViews.check(learner: learner.server, url: url, facts: versions.map(\.version), active: active,
                                       otherWaiting: seenB.count)

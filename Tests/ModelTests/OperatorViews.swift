@@ -76,9 +76,10 @@ enum OperatorViews {
         let html = dom.out
         for needle in [#"<section id="serving">"#, #"<section id="learner">"#, #"<section id="queue">"#, #"<section id="adapter-facts">"#,
                        #"<section id="adapter-other">"#, #"data-version="facts@v\#(active)""#, #"class="loss""#, #"class="grad-norm""#,
-                       #"class="held-out""#, "v2 answered worse", "<td>rollback</td>", "<td>publish</td>", "<td>learned</td>"] {
+                       #"class="held-out""#, "v2 answered &lt;b&gt;worse&lt;/b&gt;", "<td>rollback</td>", "<td>publish</td>", "<td>learned</td>"] {
             #expect(html.contains(needle), "the rendered status page lacks \(needle)")
         }
+        #expect(!html.contains("<b>worse</b>"), "an operator's reason was rendered as markup")
         #expect(html.components(separatedBy: #"<svg class="curve""#).count - 1 >= facts.count)
         try FileManager.default.createDirectory(atPath: (screenshot as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         try? FileManager.default.removeItem(atPath: screenshot)
