@@ -75,6 +75,7 @@ let package = Package(
                 "Generation", "Tokenizer", "Llama", "JSON", "Tensor",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -101,7 +102,7 @@ let package = Package(
             name: "honectl",
             dependencies: [
                 "HoneDaemon", "Postgres", "Queue", "GGUF", "Tokenizer", "Llama", "Generation", "JSON", "Training", "Tensor",
-                "Learning", "Registry",
+                "Learning", "Registry", "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -33,6 +33,8 @@ public struct DaemonConfiguration: Sendable {
     public var learningShare: Double = 0.1
     /// How often the version watcher checks the registry when no notification came.
     public var versionPollInterval: Duration = .seconds(2)
+    /// Serve on a non-loopback address while `hone.api_keys` holds no key (an open API).
+    public var allowOpenAPI = false
 
     public init(databaseURL: String?, paths: HonePaths, modelPath: String, server: ServerConfiguration = .init(),
                 maxBatch: Int = 16, poolSize: Int = 8,
@@ -51,6 +53,11 @@ public struct DaemonConfiguration: Sendable {
 /// The daemon: prepares the database, then runs its services in one ServiceGroup until
 /// SIGTERM or SIGINT, and stops the private cluster it started.
 public enum Daemon {
+    /// Whether `host` only accepts connections from this machine.
+    static func isLoopback(_ host: String) -> Bool {
+        ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host) || host.hasPrefix("127.")
+    }
+
     public static func run(_ configuration: DaemonConfiguration, logger: Logger) async throws {
         var embedded: PostgresCluster?
         let conninfo: String
@@ -69,6 +76,12 @@ public enum Daemon {
         logger.info("database ready", metadata: ["migrations.applied": "\(applied.count)"])
 
         let pool = PostgresPool(conninfo: conninfo, size: configuration.poolSize, logger: logger)
+        let keys = APIKeys(try await APIKeyWatcher.load(pool))
+        if keys.count == 0 && !configuration.allowOpenAPI && !Self.isLoopback(configuration.server.host) {
+            await pool.close()
+            throw DaemonError("refusing to serve an open API on \(configuration.server.host): no API key exists. "
+                + "Create one with `honectl keys create --adapter NAME` (or --operator), serve on 127.0.0.1, or pass --allow-open-api")
+        }
         let queue = JobQueue(pool: pool, backoff: configuration.backoff)
         let maintenance = QueueMaintenance(queue: queue, configuration: configuration.maintenance, logger: logger)
         let holder = SnapshotHolder()
@@ -79,12 +92,12 @@ public enum Daemon {
         let completionLog = CompletionLog(pool: pool, logger: logger)
         let registry = Registry(pool: pool)
         let replica = ReplicaIdentity.current()
-        let jobsWake = WakeSignal(), versionsWake = WakeSignal()
+        let jobsWake = WakeSignal(), versionsWake = WakeSignal(), keysWake = WakeSignal()
         let catalogue = try JobCatalogue(directory: configuration.paths.jobs)
         let activity = LearnerActivity()
         let report = OperationsReport(conninfo: conninfo, activity: activity, replica: replica, logger: logger)
         let server = HoneServer(configuration: configuration.server, holder: holder, scheduler: scheduler,
-                                recorder: completionLog, report: report, logger: logger)
+                                recorder: completionLog, report: report, keys: keys, logger: logger)
         // Start order is dependency order; shutdown runs in reverse, so HTTP requests
         // finish before the scheduler stops.
         var groupConfiguration = ServiceGroupConfiguration(services: [
@@ -92,7 +105,10 @@ public enum Daemon {
                 .init(service: completionLog),
                 .init(service: SchedulerService(scheduler: scheduler)),
                 .init(service: SchedulerService(scheduler: learningScheduler)),
-                .init(service: NotificationService(conninfo: conninfo, jobs: jobsWake, versions: versionsWake, logger: logger)),
+                .init(service: NotificationService(conninfo: conninfo, jobs: jobsWake, versions: versionsWake, keys: keysWake,
+                                                    logger: logger)),
+                .init(service: APIKeyWatcher(pool: pool, keys: keys, wake: keysWake, pollInterval: configuration.versionPollInterval,
+                                             logger: logger)),
                 .init(service: ModelLoaderService(path: configuration.modelPath, adapters: configuration.adapterDirectories,
                                                   holder: holder, logger: logger)),
                 .init(service: VersionWatcher(registry: registry, holder: holder, wake: versionsWake,
@@ -113,4 +129,10 @@ public enum Daemon {
         await pool.close()
         await report.pool.close()
     }
+}
+
+/// The daemon cannot start as configured.
+struct DaemonError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -17,10 +17,12 @@ extension HoneServer {
         }
         var entered = true
         defer { if entered { inFlight.leave() } }
+        let access = try authorize(request)
         let snapshot = try ready()
         let parsed = try await Self.body(of: request, limit: configuration.maxBodyBytes)
         let req = try CompletionRequest(body: parsed, chat: chat, configuration: configuration)
-        guard let (adapter, version) = snapshot.resolve(req.model) else {
+        // Another tenant's adapter is answered as if it did not exist.
+        guard let (adapter, version) = snapshot.resolve(req.model), access.mayUse(adapter?.name) else {
             throw OpenAIError(.notFound, "The model `\(req.model)` does not exist or you do not have access to it.",
                               param: "model", code: "model_not_found")
         }

@@ -16,14 +16,18 @@ public struct HoneServer: Sendable {
     let recorder: CompletionRecorder
     /// The daemon's part of `/metrics` and `/status` (nil: the server alone, no status page).
     let report: OperatorReport?
+    /// Who may use what; empty: open (the daemon keeps it in step with `hone.api_keys`).
+    let keys: APIKeys
     let inFlight = InFlight()
     /// What `/metrics` reports.
     public let metrics = ServerMetrics()
 
     public init(configuration: ServerConfiguration, holder: SnapshotHolder, scheduler: BatchScheduler,
-                recorder: CompletionRecorder = NoCompletionRecorder(), report: OperatorReport? = nil, logger: Logger) {
+                recorder: CompletionRecorder = NoCompletionRecorder(), report: OperatorReport? = nil,
+                keys: APIKeys = APIKeys(), logger: Logger) {
         self.configuration = configuration
         self.report = report
+        self.keys = keys
         self.holder = holder
         self.scheduler = scheduler
         self.recorder = recorder
@@ -41,14 +45,17 @@ public struct HoneServer: Sendable {
             }
             return Self.json(.object(["status": .string("ready"), "version": .string(snapshot.version)]))
         }
-        router.get("/v1/models") { _, _ in
+        router.get("/v1/models") { request, _ in
+            let access = try authorize(request)
             let snapshot = try ready()
-            let models: [JSONValue] = snapshot.servedModelIDs.map { id in
+            let visible = snapshot.servedModelIDs.filter { id in snapshot.resolve(id).map { access.mayUse($0.adapter?.name) } ?? false }
+            let models: [JSONValue] = visible.map { id in
                 .object(["id": .string(id), "object": .string("model"), "created": .int(0), "owned_by": .string("hone")])
             }
             return Self.json(.object(["object": .string("list"), "data": .array(models)]))
         }
-        router.get("/metrics") { _, _ in
+        router.get("/metrics") { request, _ in
+            try authorizeOperator(request)
             var gauges = ServerMetrics.Gauges()
             if let snapshot = holder.snapshot {
                 gauges.versions = snapshot.servedModelIDs.compactMap { id in snapshot.resolve(id).map { (id, $0.version) } }
@@ -62,7 +69,8 @@ public struct HoneServer: Sendable {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                             body: .init(byteBuffer: ByteBuffer(string: text)))
         }
-        router.get("/status") { _, _ in
+        router.get("/status") { request, _ in
+            try authorizeOperator(request)
             guard let report else {
                 throw OpenAIError(.notFound, "This server has no status page (it runs without the daemon's database).",
                                   type: "invalid_request_error", code: "not_found")
@@ -100,6 +108,25 @@ public struct HoneServer: Sendable {
         } catch {
             metrics.request(endpoint: endpoint, status: 500, seconds: (ContinuousClock.now - start) / .seconds(1))
             throw error
+        }
+    }
+
+    /// The request's access; 401 (OpenAI's error object) when a key is needed and missing or wrong.
+    func authorize(_ request: Request) throws -> APIKeys.Access {
+        let access = keys.access(authorization: request.headers[.authorization])
+        guard case .denied(let missing) = access else { return access }
+        var error = missing
+            ? OpenAIError(.unauthorized, "You didn't provide an API key. Provide it in an Authorization header using Bearer auth (Authorization: Bearer YOUR_KEY); operators create keys with `honectl keys create`.")
+            : OpenAIError(.unauthorized, "Incorrect API key provided.", code: "invalid_api_key")
+        error.headers[.wwwAuthenticate] = "Bearer"
+        throw error
+    }
+
+    /// Operator pages need an operator's key once keys exist (403 for another valid key).
+    func authorizeOperator(_ request: Request) throws {
+        guard try authorize(request).isOperator else {
+            throw OpenAIError(.forbidden, "This key may not read the operator pages; use an operator's key (`honectl keys create --operator`).",
+                              code: "permission_denied")
         }
     }
 

@@ -18,7 +18,7 @@ struct Honectl: AsyncParsableCommand {
             or option, invalid value, no database given).
             """,
         subcommands: [Status.self, Adapters.self, Versions.self, Rollback.self, Pin.self, Unpin.self, Pause.self, Resume.self,
-                      Jobs.self, Feedback.self, Review.self, Export.self, Migrate.self, CPU.self, Generate.self, Tokenize.self, Train.self])
+                      Jobs.self, Feedback.self, Review.self, Keys.self, Export.self, Migrate.self, CPU.self, Generate.self, Tokenize.self, Train.self])
 
     /// Exit codes scripts can trust: 0 done, 1 the operation failed (database error,
     /// refused change, missing object), 2 bad usage (ArgumentParser's 64 is mapped to 2).

@@ -49,6 +49,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port to listen on (or HONE_PORT).")
     var port: Int?
 
+    @Flag(name: .customLong("allow-open-api"),
+          help: "Serve on a non-loopback --host although no API key exists (anyone who reaches the port may use every adapter).")
+    var allowOpenAPI = false
+
     @Option(name: .customLong("max-batch"), help: "Sequences decoded together at most.")
     var maxBatch: Int = 16
 
@@ -127,6 +131,7 @@ struct Serve: AsyncParsableCommand {
         configuration.learner = !noLearner
         configuration.learnerLease = learnerLease.map { .milliseconds(Int64($0 * 1000)) }
         configuration.learningShare = learningShare
+        configuration.allowOpenAPI = allowOpenAPI
         for spec in adapters {
             let parts = spec.split(separator: "=", maxSplits: 1)
             configuration.adapterDirectories[String(parts[0])] = String(parts[1])

@@ -18,7 +18,7 @@ struct HonectlTests {
         [], ["status"], ["adapters"], ["adapters", "create"], ["adapters", "list"], ["versions"], ["versions", "list"],
         ["versions", "show"], ["versions", "diff"], ["rollback"], ["pin"], ["unpin"], ["pause"], ["resume"],
         ["jobs"], ["jobs", "list"], ["jobs", "show"], ["jobs", "retry"], ["jobs", "cancel"], ["jobs", "discard"],
-        ["feedback", "stats"], ["review"], ["review", "list"], ["review", "answer"], ["export"],
+        ["feedback", "stats"], ["review"], ["review", "list"], ["review", "answer"], ["keys"], ["keys", "create"], ["keys", "list"], ["keys", "revoke"], ["export"],
     ]
 
     /// Compares `text` with the named snapshot (times and hosts masked first).

@@ -118,7 +118,7 @@ struct SQLAPITests {
                 ("INSERT INTO hone.feedback (adapter, rating) VALUES ('support', 1)",
                  "feedback needs a completion_id, a prompt or messages"),
                 ("INSERT INTO hone.feedback (adapter, prompt, rating) VALUES ('nosuch', 'hi', 1)",
-                 "adapter must exist in hone.adapters"),
+                 "adapter \"nosuch\" does not exist or is not yours"),
                 ("INSERT INTO hone.feedback (prompt, rating) VALUES ('hi', 1)",
                  "feedback needs an adapter (or a logged completion_id)"),
                 ("INSERT INTO hone.feedback (adapter, prompt, correction) VALUES ('support', 'hi', \(big))",
@@ -130,7 +130,7 @@ struct SQLAPITests {
                 ("SELECT hone.submit_task('support', '', '{\"type\": \"exact\", \"answer\": \"x\"}')",
                  "prompt must not be empty"),
                 ("SELECT hone.add_document('support', '')", "document text must not be empty"),
-                ("SELECT hone.add_document('ghost', 'text')", "adapter must exist in hone.adapters"),
+                ("SELECT hone.add_document('ghost', 'text')", "adapter \"ghost\" does not exist or is not yours"),
             ]
             for (sql, message) in cases {
                 let e = await failure(app, sql)

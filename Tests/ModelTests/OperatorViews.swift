@@ -20,8 +20,8 @@ enum OperatorViews {
     }
 
     /// `learner` is the replica that trained `facts` (versions `facts`, `active` serving);
-    /// `other` was rolled back and has `otherWaiting` completions in review.
-    static func check(learner: ServerTests.LiveServer, url: String, facts: [Int], active: Int, otherWaiting: Int) async throws {
+    /// `other` was rolled back; the `answered` completions were corrected and left review.
+    static func check(learner: ServerTests.LiveServer, url: String, facts: [Int], active: Int, answered: [String]) async throws {
         let ctl = BuiltTool("honectl")!
         let env = ["HONE_DATABASE_URL": url]
 
@@ -40,11 +40,14 @@ enum OperatorViews {
         let table = try ctl.run(["versions", "show", "facts", "\(active)", "--steps"], environment: env)
         #expect(table.out.hasPrefix("STEP") || table.out.contains("STEP"), "\(table.out)")
 
-        // The operator's review queue: the other tenant's unanswered completions, none of facts'.
-        let review = try ctl.run(["review", "list", "--json"], environment: env)
+        // The operator's review queue: both tenants' unanswered completions, none of the answered ones.
+        let review = try ctl.run(["review", "list", "--json", "--limit", "1000"], environment: env)
         #expect(review.status == 0, "\(review.err)")
         let waiting = try JSONValue(parsing: review.out).arrayValue ?? []
-        #expect(waiting.count == otherWaiting && waiting.allSatisfy { $0["adapter"]?.stringValue == "other" })
+        let waitingBy = Dictionary(grouping: waiting) { $0["adapter"]?.stringValue ?? "" }.mapValues(\.count)
+        #expect(Set(waitingBy.keys).isSubset(of: ["facts", "other"]) && (waitingBy["other"] ?? 0) > 0)
+        #expect(!waiting.contains { answered.contains($0["completion_id"]?.stringValue ?? "") })
+        #expect(waiting.map { $0["confidence"]?.doubleValue ?? 1 }.allSatisfy { $0 < 0.55 })
 
         // /metrics: every learning family, accepted by promtool.
         let (status, metrics, _) = try await learner.get("/metrics")
@@ -62,8 +65,8 @@ enum OperatorViews {
         #expect(value("hone_learner_update_steps_count", in: metrics) == value("hone_learner_update_duration_seconds_count", in: metrics))
         #expect((value("hone_freshness_seconds_count", in: metrics) ?? 0) >= 1, "no freshness observed on the learner's replica")
         #expect(value(#"hone_queue_jobs{adapter="facts",kind="feedback",state="available"}"#, in: metrics) == 0)
-        #expect(value(#"hone_review_queue_items{adapter="other"}"#, in: metrics) == Double(otherWaiting))
-        #expect(value(#"hone_review_queue_items{adapter="facts"}"#, in: metrics) == 0)
+        #expect(value(#"hone_review_queue_items{adapter="other"}"#, in: metrics) == Double(waitingBy["other"] ?? 0))
+        #expect(value(#"hone_review_queue_items{adapter="facts"}"#, in: metrics) == Double(waitingBy["facts"] ?? 0))
         #expect(value(#"hone_low_confidence_ratio{adapter="facts"}"#, in: metrics) != nil)
         #expect(value(#"hone_versions_total{adapter="other",status="accepted"}"#, in: metrics) == 2)
 

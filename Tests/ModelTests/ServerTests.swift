@@ -27,23 +27,24 @@ struct ServerTests {
     struct LiveServer: Sendable {
         let port: Int
 
-        func get(_ path: String) async throws -> (Int, String, [AnyHashable: Any]) {
-            try await send("GET", path, nil)
+        func get(_ path: String, headers: [String: String] = [:]) async throws -> (Int, String, [AnyHashable: Any]) {
+            try await send("GET", path, nil, headers: headers)
         }
 
-        func post(_ path: String, _ body: String) async throws -> (Int, String, [AnyHashable: Any]) {
-            try await send("POST", path, Data(body.utf8))
+        func post(_ path: String, _ body: String, headers: [String: String] = [:]) async throws -> (Int, String, [AnyHashable: Any]) {
+            try await send("POST", path, Data(body.utf8), headers: headers)
         }
 
         func post(_ path: String, bytes: [UInt8]) async throws -> (Int, String, [AnyHashable: Any]) {
             try await send("POST", path, Data(bytes))
         }
 
-        private func send(_ method: String, _ path: String, _ body: Data?) async throws -> (Int, String, [AnyHashable: Any]) {
+        private func send(_ method: String, _ path: String, _ body: Data?, headers: [String: String] = [:]) async throws -> (Int, String, [AnyHashable: Any]) {
             var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
             request.httpMethod = method
             request.httpBody = body
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
             // Generous: the whole suite shares two cores with debug builds.
             request.timeoutInterval = 600
             let session = URLSession(configuration: .ephemeral)
