@@ -6,29 +6,8 @@ import Testing
 
 @Suite("SQL API: roles, feedback, tasks, documents, status", .timeLimit(.minutes(3)))
 struct SQLAPITests {
-    /// A connection acting as `role` (privileges checked as that role, as for a login of it).
-    func connect(_ url: String, as role: String) async throws -> PostgresConnection {
-        let c = try await PostgresConnection.connect(url, logger: TestDatabase.logger)
-        try await c.execute(PostgresQuery(unsafeSQL: "SET ROLE \(role)"))
-        return c
-    }
-
     func createAdapter(_ queue: JobQueue, _ name: String) async throws {
         try await queue.pool.query("INSERT INTO hone.adapters (name) VALUES (\(name))")
-    }
-
-    /// The error a statement fails with; records an issue when it succeeds.
-    func failure(_ c: PostgresConnection, _ sql: PostgresQuery) async -> PostgresError? {
-        do {
-            try await c.query(sql)
-            Issue.record("expected \(sql.sql) to fail")
-            return nil
-        } catch let e as PostgresError {
-            return e
-        } catch {
-            Issue.record("unexpected error \(error)")
-            return nil
-        }
     }
 
     @Test("a feedback INSERT by hone_feedback enqueues exactly one job; the role cannot touch jobs, versions or other schemas")
@@ -36,7 +15,7 @@ struct SQLAPITests {
         try await TestDatabase.withQueue { url, queue in
             try await createAdapter(queue, "support")
             try await queue.pool.query("CREATE TABLE public.secrets (x int)")
-            let app = try await connect(url, as: "hone_feedback")
+            let app = try await TestDatabase.connect(url, as: "hone_feedback")
             defer { app.close() }
             let id: Int64 = try await app.query("""
                 INSERT INTO hone.feedback (adapter, prompt, correction)
@@ -70,7 +49,7 @@ struct SQLAPITests {
                 "SELECT hone.enqueue('feedback', 'support', '{}'::jsonb)",
                 "SELECT hone.retry_delay(1, 1, 1)",
             ] {
-                let e = await failure(app, sql)
+                let e = await TestDatabase.failure(app, sql)
                 #expect(e?.sqlState == "42501", "\(sql.sql): \(e?.description ?? "succeeded")")
             }
             let count = try await queue.pool.query("SELECT count(*) AS n FROM hone.jobs WHERE state = 'available'")[0]
@@ -82,7 +61,7 @@ struct SQLAPITests {
     func taskAndDocument() async throws {
         try await TestDatabase.withQueue { url, queue in
             try await createAdapter(queue, "math")
-            let app = try await connect(url, as: "hone_feedback")
+            let app = try await TestDatabase.connect(url, as: "hone_feedback")
             defer { app.close() }
             let task: Int64 = try await app.query("""
                 SELECT hone.submit_task('math', 'What is 12 * 12?', '{"type": "numeric", "answer": 144}', '144') AS id
@@ -105,7 +84,7 @@ struct SQLAPITests {
     func constraintsExplain() async throws {
         try await TestDatabase.withQueue { url, queue in
             try await createAdapter(queue, "support")
-            let app = try await connect(url, as: "hone_feedback")
+            let app = try await TestDatabase.connect(url, as: "hone_feedback")
             defer { app.close() }
             let big = String(repeating: "x", count: 20_000)
             let cases: [(PostgresQuery, String)] = [
@@ -133,12 +112,12 @@ struct SQLAPITests {
                 ("SELECT hone.add_document('ghost', 'text')", "adapter \"ghost\" does not exist or is not yours"),
             ]
             for (sql, message) in cases {
-                let e = await failure(app, sql)
+                let e = await TestDatabase.failure(app, sql)
                 #expect(e?.description.contains(message) == true, "\(sql.sql.prefix(80)): \(e?.description ?? "succeeded")")
             }
             let jobs = try await queue.pool.query("SELECT count(*) AS n FROM hone.jobs")[0].decode("n", as: Int.self)
             #expect(jobs == 0, "a rejected submission leaves no job behind")
-            let bad = await failure(try await connect(url, as: "hone_operator"), "INSERT INTO hone.adapters (name) VALUES ('Bad Name')")
+            let bad = await TestDatabase.failure(try await TestDatabase.connect(url, as: "hone_operator"), "INSERT INTO hone.adapters (name) VALUES ('Bad Name')")
             #expect(bad?.description.contains("adapter name is 1-63 lowercase letters, digits, - or _") == true)
         }
     }
@@ -152,14 +131,14 @@ struct SQLAPITests {
                 INSERT INTO hone.completions (id, adapter, version, messages, response)
                 VALUES ('chatcmpl-1', 'support', NULL, '[{"role": "user", "content": "Hi"}]', 'Hello!')
                 """)
-            let app = try await connect(url, as: "hone_feedback")
+            let app = try await TestDatabase.connect(url, as: "hone_feedback")
             defer { app.close() }
             try await app.query("INSERT INTO hone.feedback (completion_id, rating) VALUES ('chatcmpl-1', 1)")
             let args = try JSONValue(parsing: try await queue.pool.query("SELECT args::text AS a FROM hone.jobs")[0].decode("a", as: String.self))
             #expect(args["adapter"] == .string("support"))
             #expect(args["response"] == .string("Hello!"))
             #expect(args["messages"] == .array([.object(["role": .string("user"), "content": .string("Hi")])]))
-            let e = await failure(app, "INSERT INTO hone.feedback (completion_id, adapter, rating) VALUES ('chatcmpl-1', 'sales', 1)")
+            let e = await TestDatabase.failure(app, "INSERT INTO hone.feedback (completion_id, adapter, rating) VALUES ('chatcmpl-1', 'sales', 1)")
             #expect(e?.description.contains("was answered by adapter \"support\", not \"sales\"") == true)
         }
     }

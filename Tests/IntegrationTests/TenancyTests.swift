@@ -16,27 +16,6 @@ struct TenancyTests {
         return ("tenant_a_\(getpid())_\(n)", "tenant_b_\(getpid())_\(n)")
     }
 
-    /// A connection acting as `role`, as a pool's login role does with SET ROLE.
-    func connect(_ url: String, as role: String) async throws -> PostgresConnection {
-        let c = try await PostgresConnection.connect(url, logger: TestDatabase.logger)
-        try await c.execute(PostgresQuery(unsafeSQL: "SET ROLE \(role)"))
-        return c
-    }
-
-    /// The SQLSTATE and message a statement fails with (nil, and an issue, when it succeeds).
-    func failure(_ c: PostgresConnection, _ sql: PostgresQuery) async -> PostgresError? {
-        do {
-            try await c.query(sql)
-            Issue.record("expected \(sql.sql) to fail")
-            return nil
-        } catch let e as PostgresError {
-            return e
-        } catch {
-            Issue.record("unexpected error \(error)")
-            return nil
-        }
-    }
-
     @Test("two tenants: each submits to and sees only its own and the shared adapters, over every table, view and function; injections stay data")
     func twoTenants() async throws {
         let (ta, tb) = Self.roleNames()
@@ -55,7 +34,7 @@ struct TenancyTests {
                 """)
             try await admin.query("INSERT INTO hone.feedback (adapter, prompt, correction) VALUES ('b', 'Code of b?', 'B-1')")
 
-            let a = try await connect(url, as: ta)
+            let a = try await TestDatabase.connect(url, as: ta)
             defer { a.close() }
             // What A reads: its adapter and the shared one, nothing of B's.
             #expect(try await a.query("SELECT name FROM hone.adapters ORDER BY name").map { try $0.decode("name", as: String.self) } == ["a", "shared"])
@@ -74,7 +53,7 @@ struct TenancyTests {
                 "SELECT hone.add_document('b', 'A writes into B.')",
                 "SELECT hone.add_document('a'' OR ''1''=''1', 'injected adapter name')",
             ] {
-                let e = await failure(a, sql)
+                let e = await TestDatabase.failure(a, sql)
                 #expect(e?.sqlState == "42501", "\(sql.sql): \(e?.description ?? "succeeded")")
                 #expect(e?.message.contains("does not exist or is not yours") == true, "\(e?.message ?? "")")
             }
@@ -97,7 +76,7 @@ struct TenancyTests {
                 "SELECT hone.activate_version('b', 1, 'rollback')", "SELECT hone.set_adapter_flag('b', 'pause')",
                 "SELECT hone.create_adapter('mine')",
             ] {
-                let e = await failure(a, sql)
+                let e = await TestDatabase.failure(a, sql)
                 #expect(e?.sqlState == "42501", "\(sql.sql): \(e?.description ?? "succeeded")")
             }
 
@@ -111,15 +90,15 @@ struct TenancyTests {
             #expect(try await admin.query("SELECT count(*) AS n FROM hone.jobs")[0].decode("n", as: Int.self) == 6)
 
             // B, symmetrically; the operator sees every tenant.
-            let b = try await connect(url, as: tb)
+            let b = try await TestDatabase.connect(url, as: tb)
             defer { b.close() }
             #expect(try await b.query("SELECT name FROM hone.adapters ORDER BY name").map { try $0.decode("name", as: String.self) } == ["b", "shared"])
             #expect(try await b.query("SELECT DISTINCT adapter FROM hone.submission_status ORDER BY 1").map { try $0.decode("adapter", as: String.self) }
                     == ["b", "shared"])
             #expect(try await b.query("SELECT completion_id FROM hone.review_queue").map { try $0.decode("completion_id", as: String.self) } == ["cmpl-b"])
-            let e = await failure(b, "INSERT INTO hone.feedback (adapter, prompt, rating) VALUES ('a', 'q', 1)")
+            let e = await TestDatabase.failure(b, "INSERT INTO hone.feedback (adapter, prompt, rating) VALUES ('a', 'q', 1)")
             #expect(e?.sqlState == "42501")
-            let op = try await connect(url, as: "hone_operator")
+            let op = try await TestDatabase.connect(url, as: "hone_operator")
             defer { op.close() }
             #expect(try await op.query("SELECT name FROM hone.adapters").count == 3)
             #expect(try await op.query("SELECT DISTINCT adapter FROM hone.submission_status").count == 3)

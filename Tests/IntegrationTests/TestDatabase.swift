@@ -6,6 +6,7 @@ import Logging
 import Postgres
 import Queue
 import Synchronization
+import Testing
 
 /// One private PostgreSQL cluster per test process (or `HONE_TEST_DATABASE_URL`'s server),
 /// a migrated template database, and a fresh database per test copied from it, so tests
@@ -90,6 +91,27 @@ enum TestDatabase {
         } catch {
             _ = try? await admin.execute(PostgresQuery(unsafeSQL: "DROP DATABASE \(name) WITH (FORCE)"))
             throw error
+        }
+    }
+
+    /// A connection acting as `role` (SET ROLE: privileges, policies and hone.caller() as for a login of it).
+    static func connect(_ url: String, as role: String) async throws -> PostgresConnection {
+        let c = try await PostgresConnection.connect(url, logger: logger)
+        try await c.execute(PostgresQuery(unsafeSQL: "SET ROLE \(role)"))
+        return c
+    }
+
+    /// The error a statement fails with; records an issue when it succeeds.
+    static func failure(_ c: PostgresConnection, _ sql: PostgresQuery) async -> PostgresError? {
+        do {
+            try await c.query(sql)
+            Issue.record("expected \(sql.sql) to fail")
+            return nil
+        } catch let e as PostgresError {
+            return e
+        } catch {
+            Issue.record("unexpected error \(error)")
+            return nil
         }
     }
 

@@ -28,10 +28,7 @@ struct AccessTests {
         replicas within 2 s; keys appear in no log; a non-loopback address without keys is refused
         """)
     func apiKeys() async throws {
-        let dir = (ProcessInfo.processInfo.environment["HONE_TEST_TMP"] ?? NSTemporaryDirectory()) + "/access-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        chmod(dir, 0o755)
+        let dir = try ReplicaTests.directory("access")
         let base = 20000 + Int((getpid() + 3000) % 10000)
         let a = try Replica.start(port: base, dataDir: dir + "/a", databaseURL: nil)
         defer { a.stop() }

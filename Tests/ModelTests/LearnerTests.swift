@@ -18,10 +18,7 @@ struct LearnerTests {
 
     /// A serving replica that owns the embedded database (no learner), and its URL.
     static func database(_ name: String, port: Int) async throws -> (Replica, String, String) {
-        let dir = (ProcessInfo.processInfo.environment["HONE_TEST_TMP"] ?? NSTemporaryDirectory()) + "/\(name)-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        chmod(dir, 0o755)
+        let dir = try ReplicaTests.directory(name)
         let holder = try Replica.start(port: port, dataDir: dir + "/db", databaseURL: nil)
         try await holder.ready()
         let url = "postgresql://postgres@/hone?host=\(dir)/db/pg"

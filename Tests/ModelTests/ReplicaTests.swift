@@ -57,6 +57,16 @@ struct ReplicaTests {
         }
     }
 
+    /// A fresh directory for one test's data directories and logs, under HONE_TEST_TMP
+    /// (which the server user can reach) when set.
+    static func directory(_ name: String) throws -> String {
+        let dir = (ProcessInfo.processInfo.environment["HONE_TEST_TMP"] ?? NSTemporaryDirectory()) + "/\(name)-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        chmod(dir, 0o755)
+        return dir
+    }
+
     /// Shared by the client tasks (Atomic and Mutex cannot be captured by escaping closures).
     final class Tally: Sendable {
         let stop = Atomic<Bool>(false)
@@ -80,10 +90,7 @@ struct ReplicaTests {
 
     @Test("after honectl rollback both replicas serve the rolled-back version within 2 s, with no failed request while streaming")
     func rollbackReachesEveryReplica() async throws {
-        let dir = (ProcessInfo.processInfo.environment["HONE_TEST_TMP"] ?? NSTemporaryDirectory()) + "/replicas-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        chmod(dir, 0o755)
+        let dir = try ReplicaTests.directory("replicas")
         let base = 20000 + Int(getpid() % 10000)
         // Replica A runs the embedded default; B joins A's database.
         let a = try Replica.start(port: base, dataDir: dir + "/a", databaseURL: nil)
@@ -178,10 +185,7 @@ struct ReplicaTests {
 
     @Test("a pinned adapter gets candidate versions from new feedback but keeps serving its version until unpinned; bad rollbacks change nothing")
     func pinHolds() async throws {
-        let dir = (ProcessInfo.processInfo.environment["HONE_TEST_TMP"] ?? NSTemporaryDirectory()) + "/pin-\(getpid())"
-        try? FileManager.default.removeItem(atPath: dir)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        chmod(dir, 0o755)
+        let dir = try ReplicaTests.directory("pin")
         let replica = try Replica.start(port: 20000 + Int((getpid() + 5000) % 10000), dataDir: dir + "/a", databaseURL: nil, learner: true)
         defer { replica.stop() }
         try await replica.ready()
