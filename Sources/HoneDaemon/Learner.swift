@@ -7,7 +7,6 @@ import Logging
 import Postgres
 import Queue
 import Registry
-import Server
 import ServiceLifecycle
 import Tensor
 import Tokenizer

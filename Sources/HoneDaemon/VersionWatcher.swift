@@ -5,7 +5,6 @@ import Logging
 import Postgres
 import Queue
 import Registry
-import Server
 import ServiceLifecycle
 import Synchronization
 import Tensor
@@ -31,6 +30,10 @@ struct VersionWatcher: Service {
     /// Recently served versions' checked weights, so a rollback to one of them swaps at once
     /// (no blob fetch or decode), as TF Serving keeps recent versions loaded.
     private let recent = RecentAdapters(capacity: 4)
+    /// Versions refused lately, by version id, with when: retried after `refusalRetry`, not at
+    /// every poll, and logged and counted once per refusal, not once per poll.
+    private let refused = RefusedVersions()
+    static let refusalRetry = Duration.seconds(60)
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
@@ -60,6 +63,7 @@ struct VersionWatcher: Service {
         for record in adapters where !localAdapters.contains(record.name) {
             let wanted = record.activeVersion.map { VersionRecord.id(adapter: record.name, version: $0) } ?? "\(record.name)@base"
             if holder.snapshot?.adapters[record.name]?.version == wanted { continue }
+            if let at = refused.at(wanted), ContinuousClock.now - at < Self.refusalRetry { continue }
             do {
                 let served: ServedAdapter
                 if let version = record.activeVersion {
@@ -83,9 +87,17 @@ struct VersionWatcher: Service {
                 if served.weights != nil { recent.put(served) }
                 if let version = record.activeVersion { await countFreshness(record.name, version) }
                 logger.info("adapter version installed", metadata: ["adapter.name": "\(record.name)", "adapter.version": "\(wanted)"])
-            } catch {
-                logger.error("cannot serve adapter version; keeping the one served", metadata: [
+            } catch let error as PostgresError {
+                logger.warning("cannot fetch adapter version; keeping the one served, retrying", metadata: [
                     "adapter.name": "\(record.name)", "adapter.version": "\(wanted)", "error": "\(error)"])
+            } catch {
+                // A blob that fails its checks (a corrupted row, another base model) is refused
+                // and reported; requests go on with the version served before.
+                refused.mark(wanted)
+                holder.refused()
+                logger.error("cannot serve adapter version; keeping the one served", metadata: [
+                    "adapter.name": "\(record.name)", "adapter.version": "\(wanted)", "error": "\(error)",
+                    "retry.seconds": "\(Self.refusalRetry / .seconds(1))"])
             }
         }
     }
@@ -124,6 +136,15 @@ struct VersionWatcher: Service {
             logger.warning("replica heartbeat failed", metadata: ["error": "\(error)"])
         }
     }
+}
+
+/// When each version was last refused, by version id.
+final class RefusedVersions: Sendable {
+    private let times = Mutex<[String: ContinuousClock.Instant]>([:])
+
+    func at(_ version: String) -> ContinuousClock.Instant? { times.withLock { $0[version] } }
+
+    func mark(_ version: String) { times.withLock { $0[version] = .now } }
 }
 
 /// The last few installed adapter versions, by version id, most recent last.

@@ -68,13 +68,25 @@ public final class APIKeys: Sendable {
         return "hone-" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
     }
 
+    /// The key an `Authorization` header carries: `Bearer KEY` (API clients), or `Basic` with
+    /// the key as the password (a browser's login prompt, for the status page).
+    static func presentedKey(_ header: String?) -> String? {
+        guard let header else { return nil }
+        let lower = header.lowercased()
+        if lower.hasPrefix("bearer ") { return String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces) }
+        guard lower.hasPrefix("basic "),
+              let decoded = Data(base64Encoded: String(header.dropFirst("basic ".count)).trimmingCharacters(in: .whitespaces)),
+              let pair = String(data: decoded, encoding: .utf8), let colon = pair.firstIndex(of: ":") else { return nil }
+        return String(pair[pair.index(after: colon)...])
+    }
+
     /// The access an `Authorization` header value grants. Digests are compared in constant
     /// time, every stored one, so the time taken tells nothing about which bytes matched.
     public func access(authorization: String?) -> Access {
         let all = keys.withLock { $0 }
         guard !all.isEmpty else { return .open }
-        guard let header = authorization, header.lowercased().hasPrefix("bearer ") else { return .denied(missing: true) }
-        let presented = Self.digest(String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces))
+        guard let key = Self.presentedKey(authorization) else { return .denied(missing: true) }
+        let presented = Self.digest(key)
         var found: Key?
         for key in all where Self.constantTimeEqual(key.digest, presented) { found = key }
         return found.map { .key($0) } ?? .denied(missing: false)

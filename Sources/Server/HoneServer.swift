@@ -61,6 +61,7 @@ public struct HoneServer: Sendable {
                 gauges.versions = snapshot.servedModelIDs.compactMap { id in snapshot.resolve(id).map { (id, $0.version) } }
             }
             gauges.swaps = holder.swaps
+            gauges.refusals = holder.refusals
             gauges.schedulerLoad = scheduler.load
             gauges.inFlight = inFlight.count.load(ordering: .relaxed)
             gauges.completionLog = recorder.health
@@ -70,7 +71,7 @@ public struct HoneServer: Sendable {
                             body: .init(byteBuffer: ByteBuffer(string: text)))
         }
         router.get("/status") { request, _ in
-            try authorizeOperator(request)
+            try authorizeOperator(request, challenge: #"Basic realm="hone operators", charset="UTF-8""#)
             guard let report else {
                 throw OpenAIError(.notFound, "This server has no status page (it runs without the daemon's database).",
                                   type: "invalid_request_error", code: "not_found")
@@ -111,20 +112,23 @@ public struct HoneServer: Sendable {
         }
     }
 
-    /// The request's access; 401 (OpenAI's error object) when a key is needed and missing or wrong.
-    func authorize(_ request: Request) throws -> APIKeys.Access {
+    /// The request's access; 401 (OpenAI's error object) when a key is needed and missing or
+    /// wrong. `challenge` is the WWW-Authenticate scheme offered.
+    func authorize(_ request: Request, challenge: String = "Bearer") throws -> APIKeys.Access {
         let access = keys.access(authorization: request.headers[.authorization])
         guard case .denied(let missing) = access else { return access }
         var error = missing
             ? OpenAIError(.unauthorized, "You didn't provide an API key. Provide it in an Authorization header using Bearer auth (Authorization: Bearer YOUR_KEY); operators create keys with `honectl keys create`.")
             : OpenAIError(.unauthorized, "Incorrect API key provided.", code: "invalid_api_key")
-        error.headers[.wwwAuthenticate] = "Bearer"
+        error.headers[.wwwAuthenticate] = challenge
         throw error
     }
 
     /// Operator pages need an operator's key once keys exist (403 for another valid key).
-    func authorizeOperator(_ request: Request) throws {
-        guard try authorize(request).isOperator else {
+    /// `/status` offers a browser Basic auth (any user name, the key as the password);
+    /// `/metrics` asks for Bearer, as Prometheus sends it.
+    func authorizeOperator(_ request: Request, challenge: String = "Bearer") throws {
+        guard try authorize(request, challenge: challenge).isOperator else {
             throw OpenAIError(.forbidden, "This key may not read the operator pages; use an operator's key (`honectl keys create --operator`).",
                               code: "permission_denied")
         }

@@ -80,6 +80,8 @@ public final class ServerMetrics: Sendable {
         /// (model id, version) pairs served now.
         public var versions: [(model: String, version: String)] = []
         public var swaps = 0
+        /// Versions refused (checksum, shape or base model), the served one kept.
+        public var refusals = 0
         /// Sequences decoding or waiting for a place.
         public var schedulerLoad = 0
         /// Requests being answered.
@@ -121,6 +123,8 @@ public final class ServerMetrics: Sendable {
         for (model, version) in gauges.versions { sample("hone_active_version", [("model", model), ("version", version)], 1) }
         family("hone_swaps_total", "counter", "Adapter versions installed since start.")
         sample("hone_swaps_total", [], Double(gauges.swaps))
+        family("hone_version_refusals_total", "counter", "Adapter versions this replica refused to serve (bad checksum, shape or base model); it kept the one it served.")
+        sample("hone_version_refusals_total", [], Double(gauges.refusals))
         family("hone_scheduler_sequences", "gauge", "Sequences decoding or waiting for a place in the batch.")
         sample("hone_scheduler_sequences", [], Double(gauges.schedulerLoad))
         family("hone_requests_in_flight", "gauge", "Requests being answered.")

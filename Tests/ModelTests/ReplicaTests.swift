@@ -183,6 +183,51 @@ struct ReplicaTests {
         await pool.close()
     }
 
+    @Test("a version whose blob was corrupted in the database is refused, counted on /metrics and logged; the served version keeps answering")
+    func corruptedBlobIsRefused() async throws {
+        let dir = try ReplicaTests.directory("corrupt")
+        let replica = try Replica.start(port: 20000 + Int((getpid() + 7000) % 10000), dataDir: dir + "/a", databaseURL: nil)
+        defer { replica.stop() }
+        try await replica.ready()
+        let url = "postgresql://postgres@/hone?host=\(dir)/a/pg"
+        var logger = Logger(label: "corrupt-test")
+        logger.logLevel = .warning
+        let pool = PostgresPool(conninfo: url, size: 2, logger: logger)
+        defer { Task { await pool.close() } }
+        let registry = Registry(pool: pool)
+        #expect(try BuiltTool("honectl")!.run(["adapters", "create", "support", "--rank", "4"], environment: ["HONE_DATABASE_URL": url]).status == 0)
+        func publish(_ blob: (bytes: [UInt8], sha256: String), parent: Int?) async throws {
+            _ = try await pool.transaction { tx in
+                try await registry.record(VersionCandidate(adapter: "support", parentVersion: parent, accepted: true,
+                                                           baseModelSHA256: RealModel.model.file.sha256, blob: blob, metrics: .object([:]),
+                                                           jobIDs: [], examples: 0, reason: nil), actor: "test", on: tx)
+            }
+        }
+        try await publish(AdapterBlob.encode(Self.weights(seed: 1), model: RealModel.model), parent: nil)
+        var seen: String?
+        for _ in 0..<100 where seen != "support@v1" {
+            seen = try await replica.fingerprint("smollm2:support")
+            if seen != "support@v1" { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(seen == "support@v1")
+        // v2's stored blob has a byte flipped since its sha256 was recorded (the disk, a bad restore, a hand edit).
+        let good = AdapterBlob.encode(Self.weights(seed: 2), model: RealModel.model)
+        var corrupt = good.bytes
+        corrupt[200] ^= 0xff
+        try await publish((corrupt, good.sha256), parent: 1)
+        #expect(try await registry.adapter("support")?.activeVersion == 2)
+        var refusals = 0.0
+        for _ in 0..<100 where refusals < 1 {
+            let (_, metrics, _) = try await replica.server.get("/metrics")
+            refusals = OperatorViews.value("hone_version_refusals_total", in: metrics) ?? 0
+            if refusals < 1 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(refusals == 1)
+        #expect(try await replica.fingerprint("smollm2:support") == "support@v1")
+        let log = (try? String(contentsOfFile: replica.log + ".err", encoding: .utf8)) ?? ""
+        #expect(log.contains("cannot serve adapter version; keeping the one served") && log.contains("refusing a corrupted adapter"), "\(log.suffix(1000))")
+    }
+
     @Test("a pinned adapter gets candidate versions from new feedback but keeps serving its version until unpinned; bad rollbacks change nothing")
     func pinHolds() async throws {
         let dir = try ReplicaTests.directory("pin")

@@ -1,4 +1,3 @@
-import Generation
 import Synchronization
 
 /// The one reference to the snapshot new requests use. A request reads it once at its
@@ -8,6 +7,7 @@ public final class SnapshotHolder: Sendable {
     /// Serializes installs (validation runs outside `current`'s lock, readers never wait).
     private let installing = Mutex<Void>(())
     private let swapCount = Atomic<Int>(0)
+    private let refusalCount = Atomic<Int>(0)
 
     public init(_ snapshot: ModelSnapshot? = nil) {
         current.withLock { $0 = snapshot }
@@ -18,6 +18,12 @@ public final class SnapshotHolder: Sendable {
 
     /// Adapter versions installed since start.
     public var swaps: Int { swapCount.load(ordering: .relaxed) }
+
+    /// Adapter versions refused since start (a blob that failed its checks); the one served stayed.
+    public var refusals: Int { refusalCount.load(ordering: .relaxed) }
+
+    /// Counts a version that was refused before or during `install`.
+    public func refused() { refusalCount.wrappingAdd(1, ordering: .relaxed) }
 
     /// Makes `snapshot` the one new requests see.
     public func install(_ snapshot: ModelSnapshot) {
