@@ -119,10 +119,8 @@ struct BenchDaemon {
 
     /// The daemon's peak resident memory so far (VmHWM), in MB.
     var peakRSSMegabytes: Double? {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-              let kB = Double(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") else { return nil }
-        return (kB / 1024).rounded()
+        let kB = statusField("VmHWM:")
+        return kB > 0 ? (kB / 1024).rounded() : nil
     }
 
     /// SIGTERM, wait for the exit, remove the data directory.

@@ -16,7 +16,7 @@ struct HoneBench {
         var logger = Logger(label: "honebench")
         logger.logLevel = .warning
         let names = CommandLine.arguments.dropFirst()
-        let known = ["queue", "decode", "prefill", "train", "serve", "swap", "learn", "freshness", "lifelong", "profile"]
+        let known = ["queue", "decode", "prefill", "train", "serve", "swap", "learn", "freshness", "lifelong", "profile", "soak"]
         let selected = names.isEmpty ? known : Array(names)
         for name in selected {
             switch name {
@@ -28,6 +28,7 @@ struct HoneBench {
             case "freshness": try await FreshnessBench.run(logger: logger)
             case "lifelong": try await LifelongBench.run(logger: logger)
             case "profile": try ProfileBench.run()
+            case "soak": try await SoakBench.run(logger: logger)
             default:
                 FileHandle.standardError.write(Data("honebench: unknown benchmark \(name) (known: \(known.joined(separator: ", ")))\n".utf8))
                 exit(2)

@@ -1,0 +1,114 @@
+import Foundation
+import Logging
+import Postgres
+import Registry
+import BuiltTools
+
+/// `honebench soak` (`ops/soak --minutes N`): a release `honed` (learner on, embedded
+/// database) serving two streaming clients while corrections keep arriving and an operator
+/// pins, unpins and rolls back, for HONE_SOAK_MINUTES (10 by default). One JSON line per
+/// interval (HONE_SOAK_INTERVAL seconds, 60): the daemon's RSS, open descriptors, threads,
+/// database connections, the clients' requests and latency, and the learner's progress;
+/// then a summary line comparing the first and last stretch after warm-up.
+enum SoakBench {
+    /// One interval's readings.
+    struct Reading {
+        var minute: Double
+        var rssMB: Double
+        var descriptors: Int
+        var threads: Int
+        var connections: Int
+        var ttftP50: Double
+        var ttftP99: Double
+        var requests: Int
+        var failed: Int
+    }
+
+    static func run(logger: Logger) async throws {
+        let env = ProcessInfo.processInfo.environment
+        let minutes = Double(env["HONE_SOAK_MINUTES"] ?? "10") ?? 10
+        let interval = Double(env["HONE_SOAK_INTERVAL"] ?? "60") ?? 60
+        let daemon = try BenchDaemon(name: "soak")
+        defer { daemon.stop() }
+        let port = daemon.port
+        for _ in 0..<600 where (try? ServeBench.stream(port: port, model: "smollm2", prompt: "Hi", origin: .now)) == nil {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let pool = PostgresPool(conninfo: daemon.databaseURL, size: 2, logger: logger)
+        let registry = Registry(pool: pool)
+        try await pool.query("SELECT hone.create_adapter('soak', \(FreshnessBench.settings)::jsonb, 'soak benchmark')")
+        let facts = try Facts.load()
+
+        let load = ServingLoad()
+        let clients = Task { await load.run(port: port, clients: 2) }
+        let start = ContinuousClock.now
+        var readings: [Reading] = []
+        var submitted = 0, actions = 0, next = 0
+        var seen = (ok: 0, failed: 0, samples: 0)
+        while ContinuousClock.now - start < .seconds(minutes * 60) {
+            // Two corrections per interval, cycling through the facts; an operator action every third.
+            let batch = (0..<2).map { _ in defer { next += 1 }; return facts[next % facts.count] }
+            try await pool.query("""
+                INSERT INTO hone.feedback (adapter, prompt, correction)
+                SELECT 'soak', q, c FROM unnest(\(batch.map(\.question))::text[], \(batch.map(\.correction))::text[]) AS t(q, c)
+                """)
+            submitted += batch.count
+            if readings.count % 3 == 2, let record = try await registry.adapter("soak"), let active = record.activeVersion {
+                let accepted = try await registry.versions(of: "soak").filter { $0.status == "accepted" && $0.version != active }
+                if let previous = accepted.first {
+                    try await pool.query("SELECT hone.activate_version('soak', \(previous.version), 'rollback', 'soak: operator rollback')")
+                } else {
+                    try await pool.query("SELECT hone.set_adapter_flag('soak', 'pin', 'soak: operator pin')")
+                    try await pool.query("SELECT hone.set_adapter_flag('soak', 'unpin', 'soak: operator unpin')")
+                }
+                actions += 1
+            }
+            try await Task.sleep(for: .seconds(interval))
+            let (counts, samples) = (load.counts.withLock { $0 }, load.samples.withLock { $0 })
+            let fresh = samples.dropFirst(seen.samples).map { $0.firstToken - $0.start }
+            let connections: Int = try await pool.query("""
+                SELECT count(*) AS n FROM pg_stat_activity WHERE datname = 'hone' AND pid <> pg_backend_pid()
+                """)[0].decode("n")
+            let reading = Reading(minute: (ContinuousClock.now - start) / .seconds(60), rssMB: daemon.statusField("VmRSS:") / 1024,
+                                  descriptors: daemon.descriptors, threads: Int(daemon.statusField("Threads:")), connections: connections,
+                                  ttftP50: percentile(Array(fresh), 0.5), ttftP99: percentile(Array(fresh), 0.99),
+                                  requests: counts.ok - seen.ok, failed: counts.failed - seen.failed)
+            seen = (counts.ok, counts.failed, samples.count)
+            readings.append(reading)
+            let versions = try await registry.versions(of: "soak")
+            emit(["bench": "soak", "minute": reading.minute, "rss_mb": reading.rssMB, "fds": reading.descriptors, "threads": reading.threads,
+                  "db_connections": reading.connections, "requests": reading.requests, "failed": reading.failed,
+                  "ttft_p50_s": reading.ttftP50, "ttft_p99_s": reading.ttftP99, "submitted": submitted, "operator_actions": actions,
+                  "versions": versions.count, "accepted": versions.filter { $0.status == "accepted" }.count])
+        }
+        load.stop.store(true, ordering: .relaxed)
+        await clients.value
+        // Warm-up is the first fifth; the first and last stretches are a fifth each after it.
+        let stretch = max(readings.count / 5, 1)
+        let early = Array(readings.dropFirst(stretch).prefix(stretch)), late = Array(readings.suffix(stretch))
+        func mean(_ values: [Double]) -> Double { values.isEmpty ? .nan : values.reduce(0, +) / Double(values.count) }
+        let rssGrowth = 100 * (mean(late.map(\.rssMB)) / mean(early.map(\.rssMB)) - 1)
+        let p99Drift = 100 * (mean(late.map(\.ttftP99)) / mean(early.map(\.ttftP99)) - 1)
+        let outcomes = try await pool.query("SELECT status, count(*) AS n FROM hone.submission_status GROUP BY 1 ORDER BY 1")
+        emit(["bench": "soak_summary", "minutes": minutes, "rss_growth_pct": rssGrowth,
+              "fds_first": early.first?.descriptors ?? 0, "fds_last": late.last?.descriptors ?? 0,
+              "threads_first": early.first?.threads ?? 0, "threads_last": late.last?.threads ?? 0,
+              "db_connections_first": early.first?.connections ?? 0, "db_connections_last": late.last?.connections ?? 0,
+              "ttft_p99_drift_pct": p99Drift, "requests": readings.reduce(0) { $0 + $1.requests },
+              "failed": readings.reduce(0) { $0 + $1.failed }, "submitted": submitted, "operator_actions": actions,
+              "outcomes": try outcomes.map { "\(try $0.decode("status", as: String.self)) \(try $0.decode("n", as: Int.self))" }.joined(separator: ", ")])
+        await pool.close()
+    }
+}
+
+extension BenchDaemon {
+    /// A numeric field of /proc/PID/status (kB for memory fields), 0 when unreadable.
+    func statusField(_ name: String) -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return 0 }
+        return Double(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") ?? 0
+    }
+
+    /// Open file descriptors of the daemon.
+    var descriptors: Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? 0 }
+}
