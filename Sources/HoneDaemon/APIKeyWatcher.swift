@@ -36,15 +36,7 @@ struct APIKeyWatcher: Service {
     /// The keys not revoked.
     static func load(_ pool: PostgresPool) async throws -> [APIKeys.Key] {
         try await pool.query("SELECT key_sha256, adapters, operator FROM hone.api_keys WHERE revoked_at IS NULL ORDER BY id").map { row in
-            let hex: String = try row.decode("key_sha256")
-            var digest: [UInt8] = []
-            var index = hex.startIndex
-            while index < hex.endIndex {
-                let next = hex.index(index, offsetBy: 2)
-                digest.append(UInt8(hex[index..<next], radix: 16) ?? 0)
-                index = next
-            }
-            return APIKeys.Key(digest: digest, adapters: Set(try row.decode("adapters", as: [String].self)),
+            APIKeys.Key(digest: try row.decode("key_sha256"), adapters: Set(try row.decode("adapters", as: [String].self)),
                                isOperator: try row.decode("operator"))
         }
     }

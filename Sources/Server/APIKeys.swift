@@ -9,14 +9,14 @@ import Synchronization
 public final class APIKeys: Sendable {
     /// One accepted key.
     public struct Key: Sendable, Equatable {
-        /// SHA-256 of the key's bytes.
-        public var digest: [UInt8]
+        /// SHA-256 of the key's bytes, in lowercase hex (as `hone.api_keys` stores it).
+        public var digest: String
         /// Adapters it may use (the base model is shared by everyone).
         public var adapters: Set<String>
         /// An operator's key: every adapter, `/status` and `/metrics`.
         public var isOperator: Bool
 
-        public init(digest: [UInt8], adapters: Set<String>, isOperator: Bool) {
+        public init(digest: String, adapters: Set<String>, isOperator: Bool) {
             self.digest = digest
             self.adapters = adapters
             self.isOperator = isOperator
@@ -59,8 +59,10 @@ public final class APIKeys: Sendable {
 
     public var count: Int { keys.withLock { $0.count } }
 
-    /// The SHA-256 digest a key is stored and compared as.
-    public static func digest(_ key: String) -> [UInt8] { Array(SHA256.hash(data: Data(key.utf8))) }
+    /// The SHA-256 digest a key is stored and compared as, in lowercase hex.
+    public static func digest(_ key: String) -> String {
+        SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
 
     /// A new random key: `hone-` and 32 random bytes in hex.
     public static func generate() -> String {
@@ -92,7 +94,8 @@ public final class APIKeys: Sendable {
         return found.map { .key($0) } ?? .denied(missing: false)
     }
 
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    static func constantTimeEqual(_ x: String, _ y: String) -> Bool {
+        let a = Array(x.utf8), b = Array(y.utf8)
         guard a.count == b.count else { return false }
         var difference: UInt8 = 0
         for i in a.indices { difference |= a[i] ^ b[i] }

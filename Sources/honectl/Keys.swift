@@ -31,7 +31,7 @@ struct Keys: AsyncParsableCommand {
                     throw Output.Failure("adapter \"\(name)\" does not exist")
                 }
                 let key = APIKeys.generate()
-                let digest = APIKeys.digest(key).map { String(format: "%02x", $0) }.joined()
+                let digest = APIKeys.digest(key)
                 let rows = try await registry.pool.query("""
                     INSERT INTO hone.api_keys (prefix, key_sha256, adapters, operator, note)
                     VALUES (\(String(key.prefix(12))), \(digest), \(adapters)::text[], \(`operator`), \(note)) RETURNING id
