@@ -58,16 +58,40 @@ public struct JobQueue: Sendable {
 
     // MARK: Working
 
+    /// The next available job in line (most urgent first) among `kinds` of `adapter`, without
+    /// claiming it: its kind decides the batch size and lease of the next claim.
+    public func next(kinds: [String]? = nil, adapter: String? = nil, on connection: PostgresConnection? = nil) async throws -> Job? {
+        try await run("""
+            SELECT \(unsafe: Job.columns) FROM hone.jobs
+            WHERE state = 'available' AND scheduled_at <= now()
+              AND (\(kinds)::text[] IS NULL OR kind = ANY(\(kinds)::text[]))
+              AND (\(adapter)::text IS NULL OR adapter = \(adapter)::text)
+            ORDER BY priority, scheduled_at, id LIMIT 1
+            """, on: connection).first.map(Job.init(row:))
+    }
+
     /// Claims up to `limit` available jobs, most urgent first, skipping rows other
     /// claimers hold locked: concurrent claimers never get the same job.
+    ///
+    /// With `retriesAlone`, a job that was attempted before is claimed by itself and fresh
+    /// jobs only with fresh ones: a payload that crashes its worker (every attempt dies with
+    /// the process and its lease expires) then spends only its own attempts, not those of
+    /// the jobs that happened to share its batch.
     public func claim(limit: Int, worker: String, kinds: [String]? = nil, adapter: String? = nil,
-                      lease: Duration, on connection: PostgresConnection? = nil) async throws -> [Job] {
+                      lease: Duration, retriesAlone: Bool = false, on connection: PostgresConnection? = nil) async throws -> [Job] {
+        var limit = limit
+        var freshOnly = false
+        if retriesAlone, limit > 1 {
+            guard let first = try await next(kinds: kinds, adapter: adapter, on: connection) else { return [] }
+            if first.attempt > 0 { limit = 1 } else { freshOnly = true }
+        }
         let rows = try await run("""
             WITH picked AS MATERIALIZED (
                 SELECT id FROM hone.jobs
                 WHERE state = 'available' AND scheduled_at <= now()
                   AND (\(kinds)::text[] IS NULL OR kind = ANY(\(kinds)::text[]))
                   AND (\(adapter)::text IS NULL OR adapter = \(adapter)::text)
+                  AND (NOT \(freshOnly) OR attempt = 0)
                 ORDER BY priority, scheduled_at, id
                 LIMIT \(limit)
                 FOR UPDATE SKIP LOCKED

@@ -47,6 +47,11 @@ public struct QueueMaintenance: Service {
                 if connection == nil || !connection!.isOpen {
                     connection?.close()
                     connection = try await PostgresConnection.connect(queue.pool.conninfo, logger: logger)
+                    // The leader's lock lives as long as this session. A leader frozen (stopped,
+                    // swapped out) stops ticking; the server then ends its idle session and
+                    // another replica takes over rescuing the jobs it would have rescued.
+                    let idle = max(configuration.interval * 10, .seconds(10))
+                    try await connection!.query("SELECT set_config('idle_session_timeout', \(String(Int(idle / .milliseconds(1)))), false)")
                 }
                 let tick = try await Self.tick(queue: queue, connection: connection!, retention: configuration.retention)
                 if tick.rescued + tick.staged + tick.pruned > 0 {

@@ -89,6 +89,30 @@ struct QueueClaimTests {
         }
     }
 
+    @Test("with retriesAlone a job tried before is claimed by itself, and fresh jobs only with fresh ones")
+    func retriesAlone() async throws {
+        try await TestDatabase.withQueue { url, queue in
+            let ids = try await queue.enqueueMany(kind: "echo", adapter: nil, args: (0..<4).map { .object(["n": .int($0)]) })
+            // A batch dies with its worker (a payload that crashes it): every job is rescued.
+            let batch = try await queue.claim(limit: 8, worker: "crashed", lease: .milliseconds(50))
+            #expect(batch.map(\.id) == ids)
+            let leader = try await PostgresConnection.connect(url, logger: TestDatabase.logger)
+            defer { leader.close() }
+            try await leader.execute("SELECT pg_sleep(0.2)")
+            #expect(try await QueueMaintenance.tick(queue: queue, connection: leader, retention: .seconds(3600)).rescued == 4)
+            let fresh = try await queue.enqueue(JobRequest(kind: "echo", args: .object(["n": .int(9)]), priority: 1))
+            // The fresh, more urgent job comes first and alone of its kind; then each retry alone.
+            var claims: [[Int64]] = []
+            while true {
+                let jobs = try await queue.claim(limit: 8, worker: "next", lease: .seconds(60), retriesAlone: true)
+                if jobs.isEmpty { break }
+                claims.append(jobs.map(\.id))
+                _ = try await queue.complete(jobs.map { ($0.lease, nil) })
+            }
+            #expect(claims == [[fresh]] + ids.map { [$0] })
+        }
+    }
+
     @Test("a late heartbeat or finalize from a rescued worker changes nothing")
     func lateFinalizeIsFenced() async throws {
         try await TestDatabase.withQueue { url, queue in
