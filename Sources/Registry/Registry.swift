@@ -240,6 +240,12 @@ public struct Registry: Sendable {
         guard let adapter = lock.first else { throw PostgresError(kind: .server, sqlState: "P0002", message: "adapter \"\(candidate.adapter)\" does not exist") }
         let active: Int? = try adapter.decodeIfPresent("active_version")
         let pinned: Bool = try adapter.decode("pinned")
+        // A candidate is trained on a parent; if the active version changed since (an operator's
+        // rollback, or another learner that took over a frozen one's jobs), activating it would
+        // undo that change, so it is refused and its jobs run again on the new active version.
+        guard candidate.parentVersion == active else {
+            throw StaleCandidate(adapter: candidate.adapter, parent: candidate.parentVersion, active: active)
+        }
         let next: Int = try await connection.query("""
             SELECT coalesce(max(version), 0) + 1 AS next FROM hone.model_versions WHERE adapter = \(candidate.adapter)
             """)[0].decode("next")
@@ -263,5 +269,17 @@ public struct Registry: Sendable {
                     \(candidate.accepted ? (pinned ? "pinned: candidate v\(next) recorded, not activated" : nil) : candidate.reason))
             """)
         return (next, activate)
+    }
+}
+
+/// A candidate whose parent is no longer the adapter's active version: recording it would
+/// undo whatever changed the active version while it trained.
+public struct StaleCandidate: Error, CustomStringConvertible, Sendable {
+    public let adapter: String
+    public let parent: Int?
+    public let active: Int?
+    public var description: String {
+        "\(adapter)'s active version changed from \(parent.map { "v\($0)" } ?? "the base model") to "
+            + "\(active.map { "v\($0)" } ?? "the base model") while the candidate trained; its jobs run again on the new one"
     }
 }

@@ -96,6 +96,22 @@ struct RegistryTests {
         }
     }
 
+    @Test("a candidate trained on a version that is no longer active is refused: an operator's rollback is not undone")
+    func staleCandidate() async throws {
+        try await TestDatabase.withQueue { _, queue in
+            let registry = Registry(pool: queue.pool)
+            try await registry.createAdapter("support", settings: .object([:]))
+            _ = try await record(registry, candidate("support", accepted: true))
+            _ = try await record(registry, candidate("support", accepted: true, parent: 1))
+            // The learner starts an update on v2; meanwhile an operator rolls back to v1.
+            try await registry.activate("support", version: 1, action: "rollback", reason: "v2 answers worse")
+            let refused = await refusal { _ = try await record(registry, candidate("support", accepted: true, parent: 2)) }
+            #expect(refused.contains("active version changed from v2 to v1"), "\(refused)")
+            #expect(try await registry.adapter("support")?.activeVersion == 1)
+            #expect(try await registry.versions(of: "support").count == 2)
+        }
+    }
+
     @Test("a pinned adapter records accepted candidates without activating them until unpinned")
     func pin() async throws {
         try await TestDatabase.withQueue { _, queue in
