@@ -16,6 +16,8 @@ let package = Package(
     products: [
         .executable(name: "honed", targets: ["honed"]),
         .executable(name: "honectl", targets: ["honectl"]),
+        // The parsers under fuzzing, for the `Fuzz/` package (`ops/fuzz`).
+        .library(name: "FuzzTargets", targets: ["FuzzTargets"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -80,6 +82,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Every parser of outside input as a function of bytes (fuzzing and its regressions).
+        .target(name: "FuzzTargets", dependencies: ["GGUF", "JSON", "Learning", "Llama", "Queue", "Server", "Tokenizer", "Training"]),
         // Wiring and executables.
         .target(
             name: "HoneDaemon",
@@ -115,7 +119,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue", "CKernels", "GGUF", "Tokenizer", "Llama", "Generation", "Tensor", "Learning"]),
+        .testTarget(name: "UnitTests", dependencies: ["JSON", "Postgres", "Queue", "CKernels", "GGUF", "Tokenizer", "Llama", "Generation", "Tensor", "Learning", "FuzzTargets"]),
         .testTarget(
             name: "ModelTests",
             dependencies: [

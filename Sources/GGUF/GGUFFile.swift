@@ -95,6 +95,15 @@ public final class GGUFFile: @unchecked Sendable {
                 guard dims[0] % type.blockSize == 0 else {
                     throw GGUFError("tensor \(name): row length \(dims[0]) is not a multiple of \(type)'s block size \(type.blockSize)")
                 }
+                // Bounds before arithmetic: a corrupt offset or shape must not overflow an Int.
+                // Every type stores an element in at least half a byte.
+                let elements = dims.reduce((value: 1, overflow: false)) { product, d in
+                    let (value, overflow) = product.value.multipliedReportingOverflow(by: d)
+                    return (value, product.overflow || overflow)
+                }
+                guard offset < UInt64(size), !elements.overflow, elements.value <= 2 * size else {
+                    throw GGUFError("file is truncated: tensor \(name) (shape \(dims), offset \(offset)) cannot fit in its \(size) bytes")
+                }
                 let info = GGUFTensorInfo(name: name, dims: dims, type: type, fileOffset: dataStart + Int(offset))
                 guard offset % UInt64(alignment) == 0 else { throw GGUFError("tensor \(name) data is not aligned to \(alignment)") }
                 guard info.fileOffset + info.byteCount <= size else {

@@ -184,7 +184,11 @@ extension HoneServer {
         } catch is NIOTooManyBytesError {
             throw OpenAIError(.contentTooLarge, "The request body is larger than \(limit) bytes.", code: "request_too_large")
         }
-        let bytes = Data(buffer.readableBytesView)
+        return try parseBody(Data(buffer.readableBytesView))
+    }
+
+    /// A body's bytes as JSON: valid UTF-8 and JSON, else the OpenAI error a client gets.
+    static func parseBody(_ bytes: Data) throws -> JSONValue {
         guard String(validating: bytes, as: UTF8.self) != nil else {
             throw OpenAIError(.badRequest, "The request body is not valid UTF-8.", code: "invalid_encoding")
         }
@@ -194,6 +198,12 @@ extension HoneServer {
             throw OpenAIError(.badRequest, "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
                               code: "invalid_json")
         }
+    }
+
+    /// What the completion routes check in a body before any model work (encoding, JSON,
+    /// every field); throws the `OpenAIError` a client would get. Exposed for fuzzing.
+    public static func validateCompletionBody(_ bytes: Data, chat: Bool, configuration: ServerConfiguration) throws {
+        _ = try CompletionRequest(body: parseBody(bytes), chat: chat, configuration: configuration)
     }
 
     static func randomID() -> String {

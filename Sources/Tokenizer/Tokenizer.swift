@@ -73,6 +73,11 @@ public final class Tokenizer: Sendable {
     /// The id of a token's exact text, if it is in the vocabulary.
     public func id(of token: String) -> Int? { ids[token] }
 
+    /// Whether a lone byte has a token. A byte-level vocabulary may lack some (SmolLM2's has
+    /// no token for several control bytes); `encode` drops such bytes, as llama.cpp and
+    /// Hugging Face's tokenizers do, so text with them does not decode back unchanged.
+    public func encodes(byte: UInt8) -> Bool { ids[ByteLevel.encode([byte])] != nil }
+
     /// Token ids of `text`. With `parseSpecial`, control tokens written in the text (such as
     /// `<|im_start|>`) become their ids; without it only user-defined tokens do. No BOS.
     public func encode(_ text: String, parseSpecial: Bool = true) -> [Int] {
