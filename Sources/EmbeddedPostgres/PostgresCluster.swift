@@ -131,12 +131,20 @@ public struct PostgresCluster: Sendable {
                          "-l", directory.appendingPathComponent("server.log").path, "-w", "-t", "60", "start"])
     }
 
-    /// Stops the server (fast shutdown: sessions are ended, the cluster stays consistent).
-    public func stop(logger: Logger) throws {
+    /// How `stop` shuts the server down (`pg_ctl stop -m`).
+    public enum ShutdownMode: String, Sendable {
+        /// Sessions are ended and the cluster is left consistent (a checkpoint is written).
+        case fast
+        /// The server quits at once, as in a crash: the next start replays the WAL.
+        case immediate
+    }
+
+    /// Stops the server (fast shutdown by default).
+    public func stop(logger: Logger, mode: ShutdownMode = .fast) throws {
         guard isRunning else { return }
-        logger.info("stopping private PostgreSQL", metadata: ["postgres.data_dir": "\(directory.path)"])
+        logger.info("stopping private PostgreSQL", metadata: ["postgres.data_dir": "\(directory.path)", "postgres.shutdown": "\(mode.rawValue)"])
         try runAsServer([binDirectory.appendingPathComponent("pg_ctl").path, "-D", directory.path,
-                         "-m", "fast", "-w", "-t", "60", "stop"])
+                         "-m", mode.rawValue, "-w", "-t", "60", "stop"])
     }
 
     /// True when a server is running on this data directory.

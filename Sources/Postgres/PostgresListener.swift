@@ -94,6 +94,9 @@ public final class PostgresListener: @unchecked Sendable {
         }
     }
 
+    /// The listening session's `application_name`.
+    public static let applicationName = "hone listener"
+
     private func openListening() -> OpaquePointer? {
         guard let conn = PQconnectdb(conninfo) else { return nil }
         guard PQstatus(conn) == CONNECTION_OK else {
@@ -103,6 +106,8 @@ public final class PostgresListener: @unchecked Sendable {
             PQfinish(conn)
             return nil
         }
+        // Named, so operators (and `ops/chaos`) can tell it apart in pg_stat_activity.
+        _ = exec(conn, "SET application_name = '\(Self.applicationName)'")
         for channel in channels {
             let quoted = "\"" + channel.replacingOccurrences(of: "\"", with: "\"\"") + "\""
             guard exec(conn, "LISTEN \(quoted)") else {

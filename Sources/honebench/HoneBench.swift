@@ -16,7 +16,7 @@ struct HoneBench {
         var logger = Logger(label: "honebench")
         logger.logLevel = .warning
         let names = CommandLine.arguments.dropFirst()
-        let known = ["queue", "decode", "prefill", "train", "serve", "swap", "learn", "freshness", "lifelong", "profile", "soak"]
+        let known = ["queue", "decode", "prefill", "train", "serve", "swap", "learn", "freshness", "lifelong", "profile", "soak", "chaos"]
         let selected = names.isEmpty ? known : Array(names)
         for name in selected {
             switch name {
@@ -29,6 +29,7 @@ struct HoneBench {
             case "lifelong": try await LifelongBench.run(logger: logger)
             case "profile": try ProfileBench.run()
             case "soak": try await SoakBench.run(logger: logger)
+            case "chaos": try await Chaos.run(logger: logger)
             default:
                 FileHandle.standardError.write(Data("honebench: unknown benchmark \(name) (known: \(known.joined(separator: ", ")))\n".utf8))
                 exit(2)

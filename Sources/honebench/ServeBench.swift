@@ -160,9 +160,27 @@ enum ServeBench {
     /// Sends one POST /v1/chat/completions with `body` over a new connection and returns the
     /// whole response; `progress` sees what has arrived after every read.
     static func exchange(port: Int, body: String, progress: (String) -> Void) throws -> String {
-        let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        try exchange(port: port, method: "POST", path: "/v1/chat/completions", body: body, progress: progress)
+    }
+
+    /// Status and body of a GET over a new connection.
+    static func get(port: Int, path: String, timeoutSeconds: Int = 10) throws -> (status: Int, body: String) {
+        let received = try exchange(port: port, method: "GET", path: path, body: "", timeoutSeconds: timeoutSeconds) { _ in }
+        let status = received.split(separator: " ", maxSplits: 2).dropFirst().first.flatMap { Int($0) } ?? 0
+        let body = received.range(of: "\r\n\r\n").map { String(received[$0.upperBound...]) } ?? ""
+        return (status, body)
+    }
+
+    /// One HTTP/1.1 request over a new connection; the whole response as text. A read that
+    /// waits longer than `timeoutSeconds` (a stopped server) fails the exchange.
+    static func exchange(port: Int, method: String, path: String, body: String, timeoutSeconds: Int = 120,
+                         progress: (String) -> Void) throws -> String {
+        let request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
