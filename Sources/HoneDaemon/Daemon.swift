@@ -29,6 +29,9 @@ public struct DaemonConfiguration: Sendable {
     public var learner = true
     /// Lease of the jobs an update holds (nil: each job kind's); a crashed replica's jobs run again after it.
     public var learnerLease: Duration?
+    /// Chaos testing only (`HONE_FAILPOINT_CRASH`): the learner traps on a job whose payload
+    /// contains this text. See `LearnerService.Configuration.crashMarker`.
+    public var learnerCrashMarker: String?
     /// Learning's share of a core that serving also wants (ComputeScheduler).
     public var learningShare: Double = 0.1
     /// How often the version watcher checks the registry when no notification came.
@@ -117,7 +120,8 @@ public enum Daemon {
             ] + (configuration.learner ? [
                 .init(service: LearnerService(queue: queue, registry: registry, catalogue: catalogue, holder: holder,
                                               scheduler: learningScheduler, compute: compute, wake: jobsWake, replica: replica, activity: activity,
-                                              configuration: .init(lease: configuration.learnerLease), logger: logger)),
+                                              configuration: .init(lease: configuration.learnerLease, crashMarker: configuration.learnerCrashMarker),
+                                              logger: logger)),
             ] : []) + [
                 .init(service: server.application()),
             ], gracefulShutdownSignals: [.sigterm, .sigint], cancellationSignals: [.sigquit], logger: logger)

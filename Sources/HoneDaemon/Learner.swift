@@ -23,8 +23,15 @@ struct LearnerService: Service {
         /// Lease of claimed jobs, renewed every third of it while the update runs; nil: the
         /// job kind's (`lease_seconds` in jobs/KIND/kind.json).
         var lease: Duration?
+        /// Chaos testing's failpoint (`HONE_FAILPOINT_CRASH`): the process traps while making
+        /// examples for a job whose payload contains this text, as a payload that crashes the
+        /// example builder would. Nil (always, outside `ops/chaos`): no failpoint.
+        var crashMarker: String?
 
-        init(lease: Duration? = nil) { self.lease = lease }
+        init(lease: Duration? = nil, crashMarker: String? = nil) {
+            self.lease = lease
+            self.crashMarker = crashMarker
+        }
     }
 
     static let kinds = ["feedback", "task", "document"]
@@ -90,12 +97,39 @@ struct LearnerService: Service {
         let anchors = AnchorSet(answers: anchorAnswers, tokenizer: snapshot.tokenizer)
         let locality = LocalitySet(answers: localityAnswers, tokenizer: snapshot.tokenizer)
         let model = snapshot.model
-        return try await compute.run(.learning) { [anchors, locality] in
-            var references = BaseReferences(anchors: anchors, locality: locality)
-            try references.anchors.distill(model: model)
-            try references.locality.distill(model: model)
-            return references
+        let sha = model.file.sha256
+        // The distilled targets: stored by an earlier start when their inputs are the same.
+        let keys = [anchors.distillationInputs, locality.distillationInputs].map { AdapterBlob.sha256(DistilledTargets.inputBytes($0)) }
+        var stored: [String: [UInt8]] = [:]
+        for row in try await queue.pool.query("""
+            SELECT inputs_sha256, targets FROM hone.reference_targets WHERE base_model_sha256 = \(sha) AND inputs_sha256 = ANY(\(keys)::text[])
+            """) {
+            stored[try row.decode("inputs_sha256")] = try row.decode("targets", as: Bytea.self).bytes
         }
+        let (references, made) = try await compute.run(.learning) { [anchors, locality, stored] in
+            var references = BaseReferences(anchors: anchors, locality: locality)
+            var made: [String: [UInt8]] = [:]
+            if let bytes = stored[keys[0]], let sequences = DistilledTargets.decode(bytes, onto: anchors.distillationInputs) {
+                references.anchors.setDistilled(sequences)
+            } else {
+                try references.anchors.distill(model: model)
+                made[keys[0]] = DistilledTargets.encode(references.anchors.distillationInputs)
+            }
+            if let bytes = stored[keys[1]], let sequences = DistilledTargets.decode(bytes, onto: locality.distillationInputs) {
+                references.locality.setDistilled(sequences)
+            } else {
+                try references.locality.distill(model: model)
+                made[keys[1]] = DistilledTargets.encode(references.locality.distillationInputs)
+            }
+            return (references, made)
+        }
+        for (key, bytes) in made {
+            try await queue.pool.query("""
+                INSERT INTO hone.reference_targets (base_model_sha256, inputs_sha256, targets)
+                VALUES (\(sha), \(key), \(Bytea(bytes))) ON CONFLICT DO NOTHING
+                """)
+        }
+        return references
     }
 
     /// The stored base answers to `prompts` (in order), made by `make` and stored when any is missing.
@@ -138,7 +172,15 @@ struct LearnerService: Service {
             let key = "hone learner \(adapter)"
             let locked: Bool = try await connection.query("SELECT pg_try_advisory_lock(hashtextextended(\(key), 0)) AS locked")[0].decode("locked")
             guard locked else { return false }
-            func unlock() async { _ = try? await connection.query("SELECT pg_advisory_unlock(hashtextextended(\(key), 0))") }
+            // The lock is this session's: the server ends the session (and so frees the lock
+            // for another replica) once it sits idle for a lease. The update's heartbeat pings
+            // it; a replica frozen past its lease loses the adapter and, when it wakes, finds
+            // its session gone and its jobs' leases taken: it can no longer publish.
+            try await connection.query("SELECT set_config('idle_session_timeout', \(String(Int(idleLimit / .milliseconds(1)))), false)")
+            func unlock() async {
+                _ = try? await connection.query("SELECT pg_advisory_unlock(hashtextextended(\(key), 0))")
+                _ = try? await connection.query("SELECT set_config('idle_session_timeout', '0', false)")
+            }
             do {
                 let worked = try await updateLocked(adapter, references: references, connection: connection)
                 await unlock()
@@ -150,18 +192,20 @@ struct LearnerService: Service {
         }
     }
 
+    /// How long the lock's session may sit idle: the shortest lease an update may hold.
+    private var idleLimit: Duration {
+        configuration.lease ?? .seconds(catalogue.kinds.values.map(\.leaseSeconds).min() ?? 60)
+    }
+
     private func updateLocked(_ adapter: String, references: BaseReferences, connection: PostgresConnection) async throws -> Bool {
         guard let record = try await registry.adapter(adapter, on: connection), !record.paused else { return false }
         // One kind per update, the kind of the job first in line: its batch size and lease
         // come from the catalogue (a document is bigger work than a correction).
-        let next = try await queue.pool.query("""
-            SELECT kind FROM hone.jobs
-            WHERE state = 'available' AND scheduled_at <= now() AND adapter = \(adapter) AND kind = ANY(\(Self.kinds)::text[])
-            ORDER BY priority, scheduled_at, id LIMIT 1
-            """)
-        guard let kindName: String = try next.first?.decode("kind"), let kind = catalogue.kinds[kindName] else { return false }
+        guard let next = try await queue.next(kinds: Self.kinds, adapter: adapter), let kind = catalogue.kinds[next.kind] else { return false }
         let lease = configuration.lease ?? .milliseconds(Int64(kind.leaseSeconds * 1000))
-        let jobs = try await queue.claim(limit: kind.batchSize, worker: replica.id, kinds: [kind.name], adapter: adapter, lease: lease)
+        // A job tried before runs alone: one that kills the process cannot fail its batch-mates.
+        let jobs = try await queue.claim(limit: kind.batchSize, worker: replica.id, kinds: [kind.name], adapter: adapter,
+                                         lease: lease, retriesAlone: true)
         guard !jobs.isEmpty else { return false }
         var log = logger
         log[metadataKey: "adapter.name"] = "\(adapter)"
@@ -205,7 +249,9 @@ struct LearnerService: Service {
         try await withThrowingTaskGroup(of: Bool?.self) { group in
             group.addTask {
                 while !Task.isCancelled {
-                    try await Task.sleep(for: lease / 3)
+                    try await Task.sleep(for: min(lease, idleLimit) / 3)
+                    // Keeps the adapter's lock session alive (see `update`); fails when it was ended.
+                    try await connection.query("SELECT 1")
                     for job in claimed where try await !queue.heartbeat(job.lease, lease: lease) {
                         throw LearnerError("job \(job.id)'s lease was lost (cancelled or rescued); abandoning the update")
                     }
@@ -243,6 +289,9 @@ struct LearnerService: Service {
         let sampler = SchedulerSampler(scheduler: scheduler, snapshot: snapshot)
         let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: parent)
         let planning = ContinuousClock.now
+        if let marker = configuration.crashMarker, let job = jobs.first(where: { $0.args.jsonText.contains(marker) }) {
+            fatalError("failpoint HONE_FAILPOINT_CRASH: job \(job.id)'s payload contains \(marker)")
+        }
         let plans = try await builder.plans(jobs.map { WorkItem(jobID: $0.id, kind: $0.kind, args: $0.args) })
         // The replay buffer: the most recent verified examples, and the first example (the
         // question as asked) of every earlier item, so what was learned long ago is replayed

@@ -87,6 +87,15 @@ public struct AnchorSet: Sendable {
         replaySequences = try Self.distilled(replaySequences, model: model, topK: topK)
     }
 
+    /// The sequences `distill` gives targets to, in a fixed order.
+    public var distillationInputs: [TrainingSequence] { replaySequences }
+
+    /// Takes targets distilled before (`DistilledTargets.decode` of `distillationInputs`).
+    public mutating func setDistilled(_ sequences: [TrainingSequence]) {
+        precondition(sequences.map(\.tokens) == replaySequences.map(\.tokens), "distilled sequences of another set")
+        replaySequences = sequences
+    }
+
     /// `sequences` with the base model's distribution (top `topK`, renormalized) as the
     /// target of every answer position.
     public static func distilled(_ sequences: [TrainingSequence], model: LlamaModel, topK: Int = 32) throws -> [TrainingSequence] {

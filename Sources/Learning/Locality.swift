@@ -122,8 +122,16 @@ public struct LocalitySet: Sendable {
 
     /// Gives the replay sequences the base model's whole distributions as targets.
     public mutating func distill(model: LlamaModel) throws {
-        let questions = Array(replay.keys)
-        let sequences = try AnchorSet.distilled(questions.map { replay[$0]! }, model: model)
+        setDistilled(try AnchorSet.distilled(distillationInputs, model: model))
+    }
+
+    /// The sequences `distill` gives targets to, in a fixed order (by question).
+    public var distillationInputs: [TrainingSequence] { replay.keys.sorted().map { replay[$0]! } }
+
+    /// Takes targets distilled before (`DistilledTargets.decode` of `distillationInputs`).
+    public mutating func setDistilled(_ sequences: [TrainingSequence]) {
+        let questions = replay.keys.sorted()
+        precondition(sequences.map(\.tokens) == questions.map { replay[$0]!.tokens }, "distilled sequences of another set")
         replay = Dictionary(uniqueKeysWithValues: zip(questions, sequences))
     }
 

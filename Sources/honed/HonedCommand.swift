@@ -131,6 +131,7 @@ struct Serve: AsyncParsableCommand {
         configuration.learner = !noLearner
         configuration.learnerLease = learnerLease.map { .milliseconds(Int64($0 * 1000)) }
         configuration.learningShare = learningShare
+        configuration.learnerCrashMarker = ProcessInfo.processInfo.environment["HONE_FAILPOINT_CRASH"]
         configuration.allowOpenAPI = allowOpenAPI
         for spec in adapters {
             let parts = spec.split(separator: "=", maxSplits: 1)

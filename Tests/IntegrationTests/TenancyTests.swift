@@ -68,7 +68,7 @@ struct TenancyTests {
             for sql: PostgresQuery in [
                 "SELECT * FROM hone.completions", "SELECT * FROM hone.jobs", "SELECT * FROM hone.model_versions",
                 "SELECT * FROM hone.training_examples", "SELECT * FROM hone.adapter_events", "SELECT * FROM hone.replicas",
-                "SELECT * FROM hone.anchor_answers", "SELECT * FROM hone.queue_depth", "SELECT * FROM hone.adapter_status",
+                "SELECT * FROM hone.anchor_answers", "SELECT * FROM hone.reference_targets", "SELECT * FROM hone.queue_depth", "SELECT * FROM hone.adapter_status",
                 "SELECT * FROM hone.api_keys", "SELECT * FROM hone.version_steps", "SELECT * FROM hone.tasks", "SELECT * FROM hone.documents",
                 "SELECT prompt FROM hone.feedback",
                 "UPDATE hone.adapters SET owner_role = NULL WHERE name = 'b'",

@@ -2,6 +2,7 @@ import JSON
 import Learning
 import Llama
 import Synchronization
+import Tensor
 import Testing
 import Tokenizer
 
@@ -153,5 +154,38 @@ struct ExampleBuilderTests {
                 .object(["role": .string("assistant"), "content": .string("Hello! How can I help?")])]),
             "rating": .int(1)])))
         #expect(up.examples == [[ChatMessage(role: "user", content: "Hi"), ChatMessage(role: "assistant", content: "Hello! How can I help?")]])
+    }
+}
+
+@Suite("Stored distillation targets")
+struct DistilledTargetsTests {
+    static func sequences() -> [TrainingSequence] {
+        var a = TrainingSequence(tokens: [1, 5, 9, 2], lossMask: [false, false, true, true])
+        a.softTargets = [2: SoftTarget(tokens: [9, 4], probabilities: [0.75, 0.25]), 3: SoftTarget(tokens: [2], probabilities: [1])]
+        var b = TrainingSequence(tokens: [7, 3], lossMask: [false, true])
+        b.softTargets = [1: SoftTarget(tokens: [3, 8, 6], probabilities: [0.5, 0.3, 0.2])]
+        return [a, b]
+    }
+
+    @Test("targets read back onto their inputs are the ones stored")
+    func roundTrip() throws {
+        let distilled = Self.sequences()
+        let inputs = distilled.map { TrainingSequence(tokens: $0.tokens, lossMask: $0.lossMask) }
+        #expect(DistilledTargets.decode(DistilledTargets.encode(distilled), onto: inputs) == distilled)
+        // Inputs name the stored targets: another mask or token is another input.
+        var other = inputs
+        other[1].lossMask[1] = false
+        #expect(DistilledTargets.inputBytes(other) != DistilledTargets.inputBytes(inputs))
+    }
+
+    @Test("bytes that do not fit the inputs are refused, not applied")
+    func misfits() {
+        let distilled = Self.sequences()
+        let inputs = distilled.map { TrainingSequence(tokens: $0.tokens, lossMask: $0.lossMask) }
+        let bytes = DistilledTargets.encode(distilled)
+        #expect(DistilledTargets.decode(Array(bytes.dropLast(3)), onto: inputs) == nil)
+        #expect(DistilledTargets.decode(bytes + [0, 0, 0, 0], onto: inputs) == nil)
+        #expect(DistilledTargets.decode(bytes, onto: Array(inputs.prefix(1))) == nil)
+        #expect(DistilledTargets.decode(bytes, onto: [inputs[0], TrainingSequence(tokens: [7], lossMask: [false])]) == nil)
     }
 }
