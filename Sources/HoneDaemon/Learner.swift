@@ -108,20 +108,9 @@ struct LearnerService: Service {
         }
         let (references, made) = try await compute.run(.learning) { [anchors, locality, stored] in
             var references = BaseReferences(anchors: anchors, locality: locality)
-            var made: [String: [UInt8]] = [:]
-            if let bytes = stored[keys[0]], let sequences = DistilledTargets.decode(bytes, onto: anchors.distillationInputs) {
-                references.anchors.setDistilled(sequences)
-            } else {
-                try references.anchors.distill(model: model)
-                made[keys[0]] = DistilledTargets.encode(references.anchors.distillationInputs)
-            }
-            if let bytes = stored[keys[1]], let sequences = DistilledTargets.decode(bytes, onto: locality.distillationInputs) {
-                references.locality.setDistilled(sequences)
-            } else {
-                try references.locality.distill(model: model)
-                made[keys[1]] = DistilledTargets.encode(references.locality.distillationInputs)
-            }
-            return (references, made)
+            let made = [try references.anchors.distill(model: model, stored: stored[keys[0]]),
+                        try references.locality.distill(model: model, stored: stored[keys[1]])]
+            return (references, zip(keys, made).compactMap { key, bytes in bytes.map { (key, $0) } })
         }
         for (key, bytes) in made {
             try await queue.pool.query("""

@@ -7,12 +7,12 @@ import Training
 /// General prompts whose targets are the base model's own answers: four in five are
 /// replayed in updates (so the adapter keeps answering them as the base does), the fifth
 /// only measures drift at the gate, so the gate judges text the update never trained on.
-public struct AnchorSet: Sendable {
+public struct AnchorSet: DistilledSet, Sendable {
     /// Conversations replayed in training.
     public let replay: [[ChatMessage]]
     /// Sequences the gate measures NLL and KL on (loss mask: the base's answer).
     public let gate: [TrainingSequence]
-    /// `replay` as training sequences; after `distill(model:)` their targets are the base
+    /// `replay` as training sequences; after `distill(model:stored:)` their targets are the base
     /// model's whole next-token distributions.
     public private(set) var replaySequences: [TrainingSequence]
 
@@ -79,18 +79,11 @@ public struct AnchorSet: Sendable {
         replaySequences = replay.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
     }
 
-    /// Gives every replayed answer position the base model's distribution (its `topK`
-    /// most likely tokens, renormalized) as its target: replay then holds the adapter to
-    /// the base's whole distribution, which is what the gate's KL measures, rather than
-    /// only to its greedy tokens. One forward pass per replay sequence.
-    public mutating func distill(model: LlamaModel, topK: Int = 32) throws {
-        replaySequences = try Self.distilled(replaySequences, model: model, topK: topK)
-    }
-
-    /// The sequences `distill` gives targets to, in a fixed order.
+    /// The replayed answers: `distill` gives each answer position the base model's
+    /// distribution as its target, so replay holds the adapter to the base's whole
+    /// distribution, which is what the gate's KL measures, rather than only to its greedy tokens.
     public var distillationInputs: [TrainingSequence] { replaySequences }
 
-    /// Takes targets distilled before (`DistilledTargets.decode` of `distillationInputs`).
     public mutating func setDistilled(_ sequences: [TrainingSequence]) {
         precondition(sequences.map(\.tokens) == replaySequences.map(\.tokens), "distilled sequences of another set")
         replaySequences = sequences

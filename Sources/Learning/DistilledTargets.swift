@@ -1,6 +1,30 @@
 import Llama
 import Tensor
 
+/// A set of the learner's reference sequences (the anchors, the locality set) whose
+/// answers get the base model's distributions as targets.
+public protocol DistilledSet {
+    /// The sequences that get targets, in a fixed order.
+    var distillationInputs: [TrainingSequence] { get }
+    /// Takes `distillationInputs` with their targets set.
+    mutating func setDistilled(_ sequences: [TrainingSequence])
+}
+
+extension DistilledSet {
+    /// Gives every answer position the base model's distribution (its 32 most likely tokens,
+    /// renormalized) as its target: from `stored` (what `DistilledTargets.encode` wrote for
+    /// these inputs) when it fits, else by forward passes. Returns the bytes to store when
+    /// it distilled, nil when it read them.
+    public mutating func distill(model: LlamaModel, stored: [UInt8]? = nil) throws -> [UInt8]? {
+        if let stored, let sequences = DistilledTargets.decode(stored, onto: distillationInputs) {
+            setDistilled(sequences)
+            return nil
+        }
+        setDistilled(try AnchorSet.distilled(distillationInputs, model: model))
+        return DistilledTargets.encode(distillationInputs)
+    }
+}
+
 /// The base model's distilled targets of a set of sequences, as bytes: a learner distils
 /// the anchor and locality sets whenever it starts (~230 sequences of forward passes:
 /// 20–40 s on two cores), so the first one stores them and every later start, on any

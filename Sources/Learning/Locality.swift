@@ -8,7 +8,7 @@ import Training
 /// the same shape about other subjects. Average drift misses this damage: 40 corrections of
 /// fictional facts once turned "the capital of France" into nonsense at a drift the gate
 /// allowed. Expected answers are the base model's own, made once per base model.
-public struct LocalitySet: Sendable {
+public struct LocalitySet: DistilledSet, Sendable {
     /// Real questions in the shapes corrections take (capitals, painters, authors, rivers,
     /// languages, inventors, …), several per shape; a correction's neighbours come from here.
     public static let neighbourhoodBank = [
@@ -85,7 +85,7 @@ public struct LocalitySet: Sendable {
     /// The base model's answers, by question.
     public let baseAnswers: [String: String]
     /// The replay bank as training sequences with the base model's answers, by question;
-    /// after `distill(model:)` their targets are its whole distributions.
+    /// after `distill(model:stored:)` their targets are its whole distributions.
     var replay: [String: TrainingSequence] = [:]
 
     /// Every prompt whose base answer the set needs, in a fixed order.
@@ -120,15 +120,9 @@ public struct LocalitySet: Sendable {
                                    adapter: nil)
     }
 
-    /// Gives the replay sequences the base model's whole distributions as targets.
-    public mutating func distill(model: LlamaModel) throws {
-        setDistilled(try AnchorSet.distilled(distillationInputs, model: model))
-    }
-
-    /// The sequences `distill` gives targets to, in a fixed order (by question).
+    /// The replay sequences, by question: `distill` gives them the base model's whole distributions.
     public var distillationInputs: [TrainingSequence] { replay.keys.sorted().map { replay[$0]! } }
 
-    /// Takes targets distilled before (`DistilledTargets.decode` of `distillationInputs`).
     public mutating func setDistilled(_ sequences: [TrainingSequence]) {
         let questions = replay.keys.sorted()
         precondition(sequences.map(\.tokens) == questions.map { replay[$0]!.tokens }, "distilled sequences of another set")

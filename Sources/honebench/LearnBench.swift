@@ -26,9 +26,9 @@ enum LearnBench {
             let clock = ContinuousClock()
             let started = clock.now
             var anchors = AnchorSet(answers: try await AnchorSet.answers(sampler: sampler), tokenizer: tokenizer)
-            if environment["HONE_BENCH_DISTILL"] != "0" { try anchors.distill(model: model) }
+            if environment["HONE_BENCH_DISTILL"] != "0" { _ = try anchors.distill(model: model) }
             var locality = LocalitySet(answers: try await LocalitySet.answers(sampler: sampler), tokenizer: tokenizer)
-            try locality.distill(model: model)
+            _ = try locality.distill(model: model)
             let anchorSeconds = (clock.now - started) / .seconds(1)
             let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: nil)
             if environment["HONE_BENCH_KIND"] == "skill" {
