@@ -53,7 +53,19 @@ enum Chaos {
             }
         } ?? Fault.allCases
         let world = try await ChaosWorld(logger: logger)
-        defer { world.tearDown() }
+        // Torn down explicitly, not by defer: exit(1) below skips defers.
+        let violations: Int
+        do { violations = try await runTrials(count: trials, faults: chosen, random: &random, world: world, logger: logger) } catch {
+            world.tearDown()
+            throw error
+        }
+        world.tearDown()
+        if violations > 0 { exit(1) }
+    }
+
+    /// Runs the trials; returns how many invariants broke.
+    static func runTrials(count trials: Int, faults chosen: [Fault], random: inout SeededRandom, world: ChaosWorld,
+                       logger: Logger) async throws -> Int {
         let run = try await ChaosRun(world: world, logger: logger)
         let load = ChaosLoad(port: world.server.port)
         let clients = Task { await load.run() }
@@ -84,7 +96,7 @@ enum Chaos {
               "violations": violations, "submissions": summary.submissions, "outcomes": summary.outcomes,
               "versions": summary.versions, "requests_ok": requests.ok, "requests_failed_while_server_down": requests.excused,
               "requests_failed": requests.failed.count, "configuration": ChaosWorld.configuration])
-        if violations > 0 { exit(1) }
+        return violations
     }
 }
 
