@@ -25,8 +25,8 @@ final class ChaosWorld: @unchecked Sendable {
             self.learner = learner
             self.directory = directory
             self.environment = environment
-            // One thread each: with three replicas on two cores, a learner's fork-join loops on
-            // two threads wait on a descheduled one (measured: updates 3× slower).
+            // One thread each: three replicas share two cores, and a learner's fork-join loops
+            // on two threads would wait on whichever one is descheduled.
             var args = ["--port", "\(port)", "--data-dir", directory, "--database-url", databaseURL, "--log-level", "info",
                         "--threads", "1"]
             if let model = ProcessInfo.processInfo.environment["HONE_MODEL"] { args += ["--model", model] }
