@@ -114,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "honebench",
             dependencies: [
-                "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON", "Llama", "Tokenizer", "Tensor", "Training", "Server", "Generation",
+                "HoneDaemon", "Postgres", "EmbeddedPostgres", "Queue", "JSON", "GGUF", "Llama", "Tokenizer", "Tensor", "Training", "Server", "Generation",
                 "Learning", "Registry", "BuiltTools",
                 .product(name: "Logging", package: "swift-log"),
             ]

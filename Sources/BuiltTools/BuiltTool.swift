@@ -14,6 +14,12 @@ public struct BuiltTool: Sendable {
         self.path = path
     }
 
+    /// Where the tests and benchmarks keep what outlives a run (`HONE_CACHE`, else ~/.cache/hone),
+    /// as `ops/fetch-model` does.
+    public static var cacheDirectory: String {
+        ProcessInfo.processInfo.environment["HONE_CACHE"] ?? (NSHomeDirectory() + "/.cache/hone")
+    }
+
     /// The first of `candidates` (absolute paths) that is executable, or nil.
     public init?(system candidates: [String]) {
         guard let path = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else { return nil }

@@ -1,4 +1,7 @@
+import BuiltTools
 import Foundation
+import GGUF
+import JSON
 import Logging
 import Postgres
 import Registry
@@ -24,8 +27,14 @@ final class ChaosRun: Sendable {
         pool = PostgresPool(conninfo: world.url, size: 2, logger: logger)
         registry = Registry(pool: pool)
         try await retrying { _ = try await pool.query("SELECT hone.create_adapter(\(Chaos.adapter), \(Chaos.settings)::jsonb, 'chaos harness')") }
-        // Warm-up: the first update makes the base model's reference answers, and the
-        // adapter has a version to serve before the clients start.
+        // The base model's references, when this machine made them before (the learner tests
+        // and earlier runs keep them); else the first update makes them, and they are kept.
+        let model = ProcessInfo.processInfo.environment["HONE_MODEL"].flatMap { try? GGUFFile(path: $0).sha256 }
+        let file = model.map { BuiltTool.cacheDirectory + "/references/\($0).json" }
+        if let file, let data = FileManager.default.contents(atPath: file) {
+            try await registry.importReferences(try JSONValue(parsing: data))
+        }
+        // Warm-up: the adapter has a version to serve before the clients start.
         try await submit(1)
         try await waitFor("the first learner to store the base references", timeout: .seconds(900)) {
             try await pool.query("SELECT count(*) AS n FROM hone.reference_targets")[0].decode("n", as: Int.self) == 2
@@ -33,6 +42,11 @@ final class ChaosRun: Sendable {
         try await world.startSecondLearner()
         let warm = try await settle(timeout: .seconds(900))
         guard warm.isEmpty else { throw BenchError(message: "warm-up failed: \(warm)") }
+        if let file, let model, !FileManager.default.fileExists(atPath: file),
+           let document = try await registry.exportReferences(baseModelSHA256: model) {
+            try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try Data(document.jsonText.utf8).write(to: URL(fileURLWithPath: file), options: .atomic)
+        }
     }
 
     // MARK: Faults

@@ -22,37 +22,28 @@ struct LearnerTests {
         let holder = try Replica.start(port: port, dataDir: dir + "/db", databaseURL: nil)
         try await holder.ready()
         let url = "postgresql://postgres@/hone?host=\(dir)/db/pg"
-        if let (answers, targets) = references.withLock({ $0 }) {
+        if let data = FileManager.default.contents(atPath: referencesFile) {
             let pool = Self.pool(url)
-            let sha = RealModel.model.file.sha256
-            try await pool.query("""
-                INSERT INTO hone.anchor_answers (base_model_sha256, prompt, answer)
-                SELECT \(sha), p, a FROM unnest(\(answers.map(\.0))::text[], \(answers.map(\.1))::text[]) AS t(p, a)
-                """)
-            for (key, bytes) in targets {
-                try await pool.query("INSERT INTO hone.reference_targets (base_model_sha256, inputs_sha256, targets) VALUES (\(sha), \(key), \(Bytea(bytes)))")
-            }
+            try await Registry(pool: pool).importReferences(try JSONValue(parsing: data))
             await pool.close()
         }
         return (holder, url, dir)
     }
 
     /// The base model's anchor and locality answers and their distilled targets, as the
-    /// first learner stored them: each later test's database starts with them, as a daemon's
-    /// does after its first update (making them again costs each learner test about a minute).
-    static let references = Mutex<(answers: [(String, String)], targets: [(String, [UInt8])])?>(nil)
+    /// first learner stored them: each later test's database (and `ops/chaos`'s) starts with
+    /// them, as a daemon's does after its first update (making them costs a debug learner
+    /// two to four minutes).
+    static var referencesFile: String { BuiltTool.cacheDirectory + "/references/\(RealModel.model.file.sha256).json" }
 
-    /// Keeps what the learner stored in this database for the later tests.
+    /// Keeps what the learner stored in this database for the later tests, once per machine.
     static func keepReferences(_ pool: PostgresPool) async throws {
-        guard references.withLock({ $0 == nil }) else { return }
-        let sha = RealModel.model.file.sha256
-        let rows = try await pool.query("SELECT prompt, answer FROM hone.anchor_answers WHERE base_model_sha256 = \(sha)")
-        guard rows.count == AnchorSet.prompts.count + LocalitySet.prompts.count else { return }
-        let answers = try rows.map { (try $0.decode("prompt", as: String.self), try $0.decode("answer", as: String.self)) }
-        let targets = try await pool.query("SELECT inputs_sha256, targets FROM hone.reference_targets WHERE base_model_sha256 = \(sha)")
-            .map { (try $0.decode("inputs_sha256", as: String.self), try $0.decode("targets", as: Bytea.self).bytes) }
-        guard targets.count == 2 else { return }
-        references.withLock { $0 = (answers, targets) }
+        guard !FileManager.default.fileExists(atPath: referencesFile),
+              let document = try await Registry(pool: pool).exportReferences(baseModelSHA256: RealModel.model.file.sha256),
+              document["targets"]?.arrayValue?.count == 2,
+              document["answers"]?.arrayValue?.count == AnchorSet.prompts.count + LocalitySet.prompts.count else { return }
+        try FileManager.default.createDirectory(atPath: (referencesFile as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try Data(document.jsonText.utf8).write(to: URL(fileURLWithPath: referencesFile), options: .atomic)
     }
 
     static func pool(_ url: String) -> PostgresPool {
