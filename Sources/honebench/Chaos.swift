@@ -107,7 +107,7 @@ struct FaultReport {
 }
 
 /// Clients of the serving replica, streaming and not, on the base model and the adapter,
-/// with a short pause between requests (learning needs some of the two cores). A failure
+/// with half a second between requests (learning needs some of the two cores). A failure
 /// while the harness had the serving replica down is excused; any other is a violation.
 final class ChaosLoad: Sendable {
     let port: Int
@@ -138,7 +138,7 @@ final class ChaosLoad: Sendable {
                                 let excused = down || serverDown.load(ordering: .relaxed)
                                 tally.withLock { if excused { $0.excused += 1 } else { $0.failed.append("\(model): \(error)") } }
                             }
-                            usleep(300_000)
+                            usleep(500_000)
                         }
                     }
                 }

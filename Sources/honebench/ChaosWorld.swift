@@ -30,7 +30,9 @@ final class ChaosWorld: @unchecked Sendable {
             var args = ["--port", "\(port)", "--data-dir", directory, "--database-url", databaseURL, "--log-level", "info",
                         "--threads", "1"]
             if let model = ProcessInfo.processInfo.environment["HONE_MODEL"] { args += ["--model", model] }
-            args += learner ? ["--learner-lease", "\(ChaosWorld.leaseSeconds)"] : ["--no-learner"]
+            // Learning at serving's priority (share 0.5): the faults are the subject here, and
+            // at the default share the learners' updates wait behind the clients for minutes.
+            args += learner ? ["--learner-lease", "\(ChaosWorld.leaseSeconds)", "--learning-share", "0.5"] : ["--no-learner"]
             arguments = args
         }
 
