@@ -8,13 +8,27 @@ public final class SnapshotHolder: Sendable {
     private let installing = Mutex<Void>(())
     private let swapCount = Atomic<Int>(0)
     private let refusalCount = Atomic<Int>(0)
+    /// Whether the adapters' versions are in place: false only while a daemon that serves a
+    /// registry's adapters (`awaitingVersions: true`) has not finished its first look.
+    private let versionsInPlace: Atomic<Bool>
 
-    public init(_ snapshot: ModelSnapshot? = nil) {
+    /// `awaitingVersions`: this holder serves adapters from a registry, so it is not ready
+    /// with the base model alone, only after `versionsInstalled()` (a restarted replica
+    /// would otherwise answer 404 for adapters it has not installed yet).
+    public init(_ snapshot: ModelSnapshot? = nil, awaitingVersions: Bool = false) {
         current.withLock { $0 = snapshot }
+        versionsInPlace = Atomic(!awaitingVersions)
     }
 
     /// The snapshot for a request starting now; nil until one is installed.
     public var snapshot: ModelSnapshot? { current.withLock { $0 } }
+
+    /// A model is loaded and every adapter's version the registry named at the first look is
+    /// installed (or refused): what `/readyz` reports.
+    public var isReady: Bool { snapshot != nil && versionsInPlace.load(ordering: .acquiring) }
+
+    /// The first look at the registry installed what it names.
+    public func versionsInstalled() { versionsInPlace.store(true, ordering: .releasing) }
 
     /// Adapter versions installed since start.
     public var swaps: Int { swapCount.load(ordering: .relaxed) }

@@ -87,7 +87,7 @@ public enum Daemon {
         }
         let queue = JobQueue(pool: pool, backoff: configuration.backoff)
         let maintenance = QueueMaintenance(queue: queue, configuration: configuration.maintenance, logger: logger)
-        let holder = SnapshotHolder()
+        let holder = SnapshotHolder(awaitingVersions: true)
         let compute = ComputeScheduler(learningShare: configuration.learningShare)
         let scheduler = BatchScheduler(maxBatch: configuration.maxBatch, compute: compute)
         // The learner's generations batch among themselves, behind every client.

@@ -60,6 +60,7 @@ struct VersionWatcher: Service {
             logger.warning("version watcher cannot read the registry; serving what it has", metadata: ["error": "\(error)"])
             return
         }
+        defer { holder.versionsInstalled() }
         for record in adapters where !localAdapters.contains(record.name) {
             let wanted = record.activeVersion.map { VersionRecord.id(adapter: record.name, version: $0) } ?? "\(record.name)@base"
             if holder.snapshot?.adapters[record.name]?.version == wanted { continue }

@@ -40,8 +40,9 @@ public struct HoneServer: Sendable {
         router.add(middleware: OpenAIErrorMiddleware(logger: logger))
         router.get("/healthz") { _, _ in Self.json(.object(["status": .string("ok")])) }
         router.get("/readyz") { _, _ in
-            guard let snapshot = holder.snapshot else {
-                throw OpenAIError(.serviceUnavailable, "The model is still loading.", type: "server_error", code: "model_not_ready")
+            guard let snapshot = holder.snapshot, holder.isReady else {
+                throw OpenAIError(.serviceUnavailable, holder.snapshot == nil ? "The model is still loading." : "The adapters' versions are still loading.",
+                                  type: "server_error", code: "model_not_ready")
             }
             return Self.json(.object(["status": .string("ready"), "version": .string(snapshot.version)]))
         }

@@ -153,53 +153,43 @@ final class ChaosRun: Sendable {
             return FaultReport(detail: String(format: "filled %d MB for %.1f s; PostgreSQL %@", filled >> 20, held, running ? "kept running" : "stopped and was restarted"))
 
         case .corruptBlob:
-            // An older version to corrupt: made now when the adapter has only its active one.
-            func older() async throws -> VersionRecord? {
-                let active = try await activeVersion()
-                return try await registry.versions(of: Chaos.adapter).first {
-                    $0.status == "accepted" && $0.version != active && !corrupted.contains($0.version)
-                }
+            // A version no replica has loaded yet (replicas keep recent versions in memory,
+            // verified when loaded): a copy of the active one, its blob damaged on the way to
+            // the database but its sha256 the original's, then activated by an operator.
+            guard let active = try await activeVersion() else { return FaultReport(detail: "skipped: no active version") }
+            let target: Int = try await retrying {
+                try await pool.query("""
+                    INSERT INTO hone.model_versions (adapter, version, parent_version, status, base_model_sha256, blob, blob_sha256,
+                                                     metrics, job_ids, examples, reason)
+                    SELECT adapter, (SELECT max(version) + 1 FROM hone.model_versions WHERE adapter = \(Chaos.adapter)), version,
+                           'accepted', base_model_sha256, overlay(blob PLACING '\\xdeadbeef'::bytea FROM 200 FOR 4), blob_sha256,
+                           '{}'::jsonb, '{}'::bigint[], 0, 'chaos: v' || version || ' with 4 bytes overwritten'
+                    FROM hone.model_versions WHERE adapter = \(Chaos.adapter) AND version = \(active)
+                    RETURNING version
+                    """)[0].decode("version")
             }
-            if try await older() == nil {
-                let before = try await newestVersion()
-                try await submit(1)
-                try await waitFor("a new version", timeout: .seconds(300)) {
-                    let unfinished = try await unfinished()
-                    return try await newestVersion() > before && unfinished == 0
-                }
-            }
-            let active = try await activeVersion()
-            guard let target = try await older() else { return FaultReport(detail: "skipped: no inactive version to corrupt") }
-            try await retrying {
-                _ = try await pool.query("""
-                    UPDATE hone.model_versions SET blob = overlay(blob PLACING '\\xdeadbeef'::bytea FROM 200 FOR 4)
-                    WHERE adapter = \(Chaos.adapter) AND version = \(target.version)
-                    """)
-            }
-            corruptedVersions.withLock { _ = $0.insert(target.version) }
+            corruptedVersions.withLock { _ = $0.insert(target) }
             let refusals = world.server.metric("hone_version_refusals_total") ?? 0
             try await retrying {
-                _ = try await pool.query("SELECT hone.activate_version(\(Chaos.adapter), \(target.version), 'rollback', 'chaos: a corrupted blob')")
+                _ = try await pool.query("SELECT hone.activate_version(\(Chaos.adapter), \(target), 'activate', 'chaos: a corrupted blob')")
             }
-            var report = FaultReport(detail: "corrupted v\(target.version) and activated it")
+            var report = FaultReport(detail: "v\(target): a damaged copy of v\(active), activated")
             do {
-                try await waitFor("the server to refuse v\(target.version)", timeout: .seconds(30)) {
+                try await waitFor("the server to refuse v\(target)", timeout: .seconds(30)) {
                     (world.server.metric("hone_version_refusals_total") ?? 0) > refusals
                 }
             } catch {
-                report.violations.append("corrupted v\(target.version) was not refused: \(error)")
+                report.violations.append("corrupted v\(target) was not refused: \(error)")
             }
             let served = world.server.fingerprint(Chaos.model)
-            if served != "\(Chaos.adapter)@v\(active ?? 0)" {
-                report.violations.append("after refusing v\(target.version) the server served \(served ?? "nothing"), not v\(active ?? 0)")
+            if served != "\(Chaos.adapter)@v\(active)" {
+                report.violations.append("after refusing v\(target) the server served \(served ?? "nothing"), not v\(active)")
             }
             // The operator puts the good version back.
-            if let active {
-                try await retrying {
-                    _ = try await pool.query("SELECT hone.activate_version(\(Chaos.adapter), \(active), 'rollback', 'chaos: back from the corrupted blob')")
-                }
+            try await retrying {
+                _ = try await pool.query("SELECT hone.activate_version(\(Chaos.adapter), \(active), 'rollback', 'chaos: back from the corrupted blob')")
             }
-            report.detail += "; refused, v\(active ?? 0) kept serving"
+            report.detail += "; refused, v\(active) kept serving"
             return report
 
         case .crashingPayload:
