@@ -30,7 +30,7 @@ final class ChaosRun: Sendable {
         // The base model's references, when this machine made them before (the learner tests
         // and earlier runs keep them); else the first update makes them, and they are kept.
         let model = ProcessInfo.processInfo.environment["HONE_MODEL"].flatMap { try? GGUFFile(path: $0).sha256 }
-        let file = model.map { BuiltTool.cacheDirectory + "/references/\($0).json" }
+        let file = model.map { BuiltTool.referencesFile(modelSHA256: $0) }
         if let file, let data = FileManager.default.contents(atPath: file) {
             try await registry.importReferences(try JSONValue(parsing: data))
         }
@@ -44,8 +44,7 @@ final class ChaosRun: Sendable {
         guard warm.isEmpty else { throw BenchError(message: "warm-up failed: \(warm)") }
         if let file, let model, !FileManager.default.fileExists(atPath: file),
            let document = try await registry.exportReferences(baseModelSHA256: model) {
-            try FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try Data(document.jsonText.utf8).write(to: URL(fileURLWithPath: file), options: .atomic)
+            try BuiltTool.keepOnce(Data(document.jsonText.utf8), at: file)
         }
     }
 

@@ -34,7 +34,7 @@ struct LearnerTests {
     /// first learner stored them: each later test's database (and `ops/chaos`'s) starts with
     /// them, as a daemon's does after its first update (making them costs a debug learner
     /// two to four minutes).
-    static var referencesFile: String { BuiltTool.cacheDirectory + "/references/\(RealModel.model.file.sha256).json" }
+    static var referencesFile: String { BuiltTool.referencesFile(modelSHA256: RealModel.model.file.sha256) }
 
     /// Keeps what the learner stored in this database for the later tests, once per machine.
     static func keepReferences(_ pool: PostgresPool) async throws {
@@ -42,8 +42,7 @@ struct LearnerTests {
               let document = try await Registry(pool: pool).exportReferences(baseModelSHA256: RealModel.model.file.sha256),
               document["targets"]?.arrayValue?.count == 2,
               document["answers"]?.arrayValue?.count == AnchorSet.prompts.count + LocalitySet.prompts.count else { return }
-        try FileManager.default.createDirectory(atPath: (referencesFile as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try Data(document.jsonText.utf8).write(to: URL(fileURLWithPath: referencesFile), options: .atomic)
+        try BuiltTool.keepOnce(Data(document.jsonText.utf8), at: referencesFile)
     }
 
     static func pool(_ url: String) -> PostgresPool {
