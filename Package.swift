@@ -48,7 +48,8 @@ let package = Package(
         .target(name: "Tensor", dependencies: ["CKernels", "CBLAS"], swiftSettings: numeric),
         .target(name: "Llama", dependencies: ["GGUF", "CKernels", "Tensor"], swiftSettings: numeric),
         .target(name: "Generation", dependencies: ["Llama", "Tokenizer", "Tensor"], swiftSettings: numeric),
-        .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON", "CKernels"], swiftSettings: numeric),
+        .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON", "CKernels", .product(name: "Crypto", package: "swift-crypto")],
+                swiftSettings: numeric),
         .target(name: "Learning", dependencies: ["Generation", "Training", "Llama", "Tokenizer", "Tensor", "JSON"], swiftSettings: numeric),
         .target(
             name: "EmbeddedPostgres",
@@ -69,7 +70,7 @@ let package = Package(
         ),
         .target(
             name: "Registry",
-            dependencies: ["Postgres", "JSON", "Llama", "Training", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["Postgres", "JSON"]
         ),
         .target(
             name: "Server",
@@ -135,7 +136,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "BuiltTools",
-                "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON", "Server", "Tokenizer", "Registry",
+                "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON", "Server", "Tokenizer", "Registry", "Training",
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["Snapshots"]

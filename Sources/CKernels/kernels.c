@@ -3,6 +3,7 @@
 // other) CPU, picking the best variant once at run time.
 #include "CKernels.h"
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #if defined(__x86_64__)
@@ -159,25 +160,27 @@ static float dot_q_ref(int type, const void *w, const int16_t *q, const hone_act
         switch (type) {
         case HONE_TYPE_Q8_0: {
             float d = hone_f16_to_f32(rd16(p));
-            const int8_t *wq = (const int8_t *)(p + 2);
+            const int8_t *wq = (const int8_t *)(p + offsetof(hone_block_q8_0, qs));
             for (int j = 0; j < 32; j++) acc += wq[j] * qb[j];
             total += d * s[b].d * (float)acc;
-            p += 34;
+            p += sizeof(hone_block_q8_0);
             break;
         }
         case HONE_TYPE_Q4_0: {
             float d = hone_f16_to_f32(rd16(p));
-            for (int j = 0; j < 16; j++) acc += (p[2 + j] & 0x0f) * qb[j] + (p[2 + j] >> 4) * qb[j + 16];
+            const uint8_t *qs = p + offsetof(hone_block_q4_0, qs);
+            for (int j = 0; j < 16; j++) acc += (qs[j] & 0x0f) * qb[j] + (qs[j] >> 4) * qb[j + 16];
             total += d * s[b].d * (float)(acc - 8 * s[b].sum);
-            p += 18;
+            p += sizeof(hone_block_q4_0);
             break;
         }
         case HONE_TYPE_Q4_1: {
             float d = hone_f16_to_f32(rd16(p));
-            float m = hone_f16_to_f32(rd16(p + 2));
-            for (int j = 0; j < 16; j++) acc += (p[4 + j] & 0x0f) * qb[j] + (p[4 + j] >> 4) * qb[j + 16];
+            float m = hone_f16_to_f32(rd16(p + offsetof(hone_block_q4_1, m)));
+            const uint8_t *qs = p + offsetof(hone_block_q4_1, qs);
+            for (int j = 0; j < 16; j++) acc += (qs[j] & 0x0f) * qb[j] + (qs[j] >> 4) * qb[j + 16];
             total += d * s[b].d * (float)acc + m * s[b].d * (float)s[b].sum;
-            p += 20;
+            p += sizeof(hone_block_q4_1);
             break;
         }
         default:
@@ -192,21 +195,25 @@ static float dot_q_ref(int type, const void *w, const int16_t *q, const hone_act
 __attribute__((target("avx2")))
 static inline void load_block16(int type, const uint8_t *p, __m256i *lo, __m256i *hi) {
     if (type == HONE_TYPE_Q8_0) {
-        *lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 2)));
-        *hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p + 18)));
+        const uint8_t *qs = p + offsetof(hone_block_q8_0, qs);
+        *lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)qs));
+        *hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(qs + 16)));
     } else {
-        __m128i packed = _mm_loadu_si128((const __m128i *)(p + (type == HONE_TYPE_Q4_1 ? 4 : 2)));
+        size_t qs = type == HONE_TYPE_Q4_1 ? offsetof(hone_block_q4_1, qs) : offsetof(hone_block_q4_0, qs);
+        __m128i packed = _mm_loadu_si128((const __m128i *)(p + qs));
         const __m128i low = _mm_set1_epi8(0x0f);
         *lo = _mm256_cvtepu8_epi16(_mm_and_si128(packed, low));
         *hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), low));
     }
 }
 
-static inline int block_bytes(int type) { return type == HONE_TYPE_Q8_0 ? 34 : type == HONE_TYPE_Q4_1 ? 20 : 18; }
+static inline int block_bytes(int type) {
+    return type == HONE_TYPE_Q8_0 ? sizeof(hone_block_q8_0) : type == HONE_TYPE_Q4_1 ? sizeof(hone_block_q4_1) : sizeof(hone_block_q4_0);
+}
 
 // Per-block float scale and the block's constant term (Q4_0's -8·d, Q4_1's m).
 static inline float block_offset(int type, const uint8_t *p, const hone_act_scale *sb, float d) {
-    if (type == HONE_TYPE_Q4_1) return hone_f16_to_f32(rd16(p + 2)) * sb->d * (float)sb->sum;
+    if (type == HONE_TYPE_Q4_1) return hone_f16_to_f32(rd16(p + offsetof(hone_block_q4_1, m))) * sb->d * (float)sb->sum;
     if (type == HONE_TYPE_Q4_0) return -8.0f * d * sb->d * (float)sb->sum;
     return 0;
 }
@@ -289,7 +296,7 @@ static void dot_q_rows4_avx512(int type, const uint8_t *w, size_t row_bytes, con
             load_block16(type, p, &lo, &hi);
             w16[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
             d[r] = _cvtsh_ss(rd16(p));
-            mins[r] = type == HONE_TYPE_Q4_1 ? _cvtsh_ss(rd16(p + 2)) : 0;
+            mins[r] = type == HONE_TYPE_Q4_1 ? _cvtsh_ss(rd16(p + offsetof(hone_block_q4_1, m))) : 0;
         }
         for (int j = 0; j < m; j++) {
             __m512i x = _mm512_loadu_si512(q + j * q_stride + b * 32);

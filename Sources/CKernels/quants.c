@@ -1,11 +1,15 @@
-// Reference (scalar) conversions between float and the GGUF block formats.
-// Block layouts follow ggml: each block holds 32 values.
-//   Q8_0: fp16 d; int8 q[32];          x = d*q
-//   Q4_0: fp16 d; uint8 qs[16];        x = d*(q-8), q = low nibble for 0..15, high for 16..31
-//   Q4_1: fp16 d; fp16 m; uint8 qs[16]; x = d*q + m
+// Reference (scalar) conversions between float and the GGUF block formats (their layouts:
+// the hone_block_* structs of CKernels.h).
 #include "CKernels.h"
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
+
+enum {
+    Q8_0_BYTES = sizeof(hone_block_q8_0), Q8_0_QS = offsetof(hone_block_q8_0, qs),
+    Q4_0_BYTES = sizeof(hone_block_q4_0), Q4_0_QS = offsetof(hone_block_q4_0, qs),
+    Q4_1_BYTES = sizeof(hone_block_q4_1), Q4_1_M = offsetof(hone_block_q4_1, m), Q4_1_QS = offsetof(hone_block_q4_1, qs),
+};
 
 float hone_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
@@ -74,28 +78,28 @@ int hone_dequantize(int type, const void *src, float *dst, size_t n) {
         }
         return 0;
     case HONE_TYPE_Q8_0:
-        for (size_t b = 0; b < n / 32; b++, s += 34) {
+        for (size_t b = 0; b < n / 32; b++, s += Q8_0_BYTES) {
             float d = hone_f16_to_f32(rd16(s));
-            const int8_t *q = (const int8_t *)(s + 2);
+            const int8_t *q = (const int8_t *)(s + Q8_0_QS);
             for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * (float)q[j];
         }
         return 0;
     case HONE_TYPE_Q4_0:
-        for (size_t b = 0; b < n / 32; b++, s += 18) {
+        for (size_t b = 0; b < n / 32; b++, s += Q4_0_BYTES) {
             float d = hone_f16_to_f32(rd16(s));
             for (int j = 0; j < 16; j++) {
-                dst[b * 32 + j] = d * (float)((s[2 + j] & 0x0f) - 8);
-                dst[b * 32 + j + 16] = d * (float)((s[2 + j] >> 4) - 8);
+                dst[b * 32 + j] = d * (float)((s[Q4_0_QS + j] & 0x0f) - 8);
+                dst[b * 32 + j + 16] = d * (float)((s[Q4_0_QS + j] >> 4) - 8);
             }
         }
         return 0;
     case HONE_TYPE_Q4_1:
-        for (size_t b = 0; b < n / 32; b++, s += 20) {
+        for (size_t b = 0; b < n / 32; b++, s += Q4_1_BYTES) {
             float d = hone_f16_to_f32(rd16(s));
-            float m = hone_f16_to_f32(rd16(s + 2));
+            float m = hone_f16_to_f32(rd16(s + Q4_1_M));
             for (int j = 0; j < 16; j++) {
-                dst[b * 32 + j] = d * (float)(s[4 + j] & 0x0f) + m;
-                dst[b * 32 + j + 16] = d * (float)(s[4 + j] >> 4) + m;
+                dst[b * 32 + j] = d * (float)(s[Q4_1_QS + j] & 0x0f) + m;
+                dst[b * 32 + j + 16] = d * (float)(s[Q4_1_QS + j] >> 4) + m;
             }
         }
         return 0;
@@ -122,18 +126,18 @@ int hone_quantize(int type, const float *src, void *dst, size_t n) {
         }
         return 0;
     case HONE_TYPE_Q8_0:
-        for (size_t b = 0; b < n / 32; b++, o += 34) {
+        for (size_t b = 0; b < n / 32; b++, o += Q8_0_BYTES) {
             const float *x = src + b * 32;
             float amax = 0;
             for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
             float d = amax / 127.0f;
             float id = d ? 1.0f / d : 0.0f;
             wr16(o, hone_f32_to_f16(d));
-            for (int j = 0; j < 32; j++) ((int8_t *)(o + 2))[j] = (int8_t)roundf(x[j] * id);
+            for (int j = 0; j < 32; j++) ((int8_t *)(o + Q8_0_QS))[j] = (int8_t)roundf(x[j] * id);
         }
         return 0;
     case HONE_TYPE_Q4_0:
-        for (size_t b = 0; b < n / 32; b++, o += 18) {
+        for (size_t b = 0; b < n / 32; b++, o += Q4_0_BYTES) {
             const float *x = src + b * 32;
             float amax = 0, max = 0;
             for (int j = 0; j < 32; j++) {
@@ -145,23 +149,23 @@ int hone_quantize(int type, const float *src, void *dst, size_t n) {
             for (int j = 0; j < 16; j++) {
                 int q0 = (int)(x[j] * id + 8.5f), q1 = (int)(x[j + 16] * id + 8.5f);
                 q0 = q0 > 15 ? 15 : q0; q1 = q1 > 15 ? 15 : q1;
-                o[2 + j] = (uint8_t)(q0 | (q1 << 4));
+                o[Q4_0_QS + j] = (uint8_t)(q0 | (q1 << 4));
             }
         }
         return 0;
     case HONE_TYPE_Q4_1:
-        for (size_t b = 0; b < n / 32; b++, o += 20) {
+        for (size_t b = 0; b < n / 32; b++, o += Q4_1_BYTES) {
             const float *x = src + b * 32;
             float min = x[0], max = x[0];
             for (int j = 1; j < 32; j++) { min = fminf(min, x[j]); max = fmaxf(max, x[j]); }
             float d = (max - min) / 15.0f;
             float id = d ? 1.0f / d : 0.0f;
             wr16(o, hone_f32_to_f16(d));
-            wr16(o + 2, hone_f32_to_f16(min));
+            wr16(o + Q4_1_M, hone_f32_to_f16(min));
             for (int j = 0; j < 16; j++) {
                 int q0 = (int)((x[j] - min) * id + 0.5f), q1 = (int)((x[j + 16] - min) * id + 0.5f);
                 q0 = q0 > 15 ? 15 : q0; q1 = q1 > 15 ? 15 : q1;
-                o[4 + j] = (uint8_t)(q0 | (q1 << 4));
+                o[Q4_1_QS + j] = (uint8_t)(q0 | (q1 << 4));
             }
         }
         return 0;

@@ -1,3 +1,5 @@
+import CKernels
+
 /// A metadata value of a GGUF file.
 public enum GGUFValue: Sendable, Equatable {
     case uint8(UInt8), int8(Int8), uint16(UInt16), int16(Int16)
@@ -79,7 +81,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16: return 1
-        case .q4_0, .q4_1, .q8_0: return 32
+        case .q4_0, .q4_1, .q8_0: return Int(HONE_BLOCK_VALUES)
         }
     }
 
@@ -88,9 +90,9 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
         switch self {
         case .f32: return 4
         case .f16, .bf16: return 2
-        case .q4_0: return 18
-        case .q4_1: return 20
-        case .q8_0: return 34
+        case .q4_0: return MemoryLayout<hone_block_q4_0>.size
+        case .q4_1: return MemoryLayout<hone_block_q4_1>.size
+        case .q8_0: return MemoryLayout<hone_block_q8_0>.size
         }
     }
 

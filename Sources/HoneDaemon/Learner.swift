@@ -10,6 +10,7 @@ import Registry
 import ServiceLifecycle
 import Tensor
 import Tokenizer
+import Training
 
 /// The learner: for each adapter with work, on one replica at a time (a session advisory
 /// lock per adapter), claims a micro-batch of jobs, turns them into verified examples,

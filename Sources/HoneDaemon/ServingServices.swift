@@ -30,7 +30,7 @@ struct ModelLoaderService: Service {
             logger.info("adapter loaded", metadata: ["adapter.name": "\(name)", "adapter.path": "\(directory)"])
         }
         logger.info("model loaded", metadata: ["model.id": "\(id)", "model.path": "\(path)",
-                                              "model.load_ms": "\((ContinuousClock.now - start).components.seconds * 1000 + (ContinuousClock.now - start).components.attoseconds / 1_000_000_000_000_000)"])
+                                              "model.load_ms": "\(Int((ContinuousClock.now - start) / .milliseconds(1)))"])
         try await gracefulShutdown()
     }
 }

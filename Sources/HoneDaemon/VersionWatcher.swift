@@ -8,6 +8,7 @@ import Registry
 import ServiceLifecycle
 import Synchronization
 import Tensor
+import Training
 
 /// Keeps this replica serving every adapter's active version: on a `hone_versions`
 /// notification (and every poll interval, in case one was missed) it compares the registry

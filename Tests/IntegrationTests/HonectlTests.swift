@@ -5,6 +5,7 @@ import Queue
 import Registry
 import BuiltTools
 import Testing
+import Training
 
 /// `honectl`'s operator commands as an operator runs them (the built binary against a real
 /// database): help text, tables and JSON compared with snapshots in `Snapshots/`, and the

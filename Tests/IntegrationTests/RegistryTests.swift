@@ -4,6 +4,7 @@ import Postgres
 import Queue
 import Registry
 import Testing
+import Training
 
 @Suite("Registry: versions, activation, rollback, pin, audit", .timeLimit(.minutes(3)))
 struct RegistryTests {

@@ -9,6 +9,7 @@ import Synchronization
 import Tensor
 import BuiltTools
 import Testing
+import Training
 
 /// The learner inside real `honed` processes on the real model and a real PostgreSQL.
 @Suite("Learner: poisoned batches, skills, facts", .enabled(if: RealModel.path != nil && BuiltTool("honed") != nil && BuiltTool("honectl") != nil),

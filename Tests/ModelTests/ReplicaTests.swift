@@ -127,7 +127,7 @@ struct ReplicaTests {
 
         // Clients stream from both replicas throughout the rollback.
         let tally = Tally()
-                let clients = Task {
+        let clients = Task {
             await withTaskGroup(of: Void.self) { group in
                 for (i, replica) in [a, b, a, b].enumerated() {
                     group.addTask {
@@ -148,7 +148,10 @@ struct ReplicaTests {
                 }
             }
         }
-        try await Task.sleep(for: .seconds(2))
+        // The rollback lands while streams are in flight: every client has finished one first.
+        for _ in 0..<600 where tally.outcomes.withLock({ $0.ok + $0.failed.count < 4 }) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
         let rolled = try ctl.run(["rollback", "support", "--reason", "v2 regressed"], environment: ["HONE_DATABASE_URL": url])
         let rolledAt = ContinuousClock.now
         #expect(rolled.status == 0 && rolled.out == "rolled back support from v2 to v1\n", "\(rolled.err)")
@@ -169,7 +172,11 @@ struct ReplicaTests {
             try await Task.sleep(for: .milliseconds(100))
         }
         for replica in [a, b] { #expect(try await replica.fingerprint("smollm2:support") == "support@v1") }
-        try await Task.sleep(for: .seconds(2))
+        // And go on past it: every client finishes one more response after the swap was seen.
+        let seenAt = tally.outcomes.withLock { $0.ok + $0.failed.count }
+        for _ in 0..<600 where tally.outcomes.withLock({ $0.ok + $0.failed.count < seenAt + 4 }) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
         tally.stop.store(true, ordering: .relaxed)
         await clients.value
         let result = tally.outcomes.withLock { $0 }

@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import GGUF
 import Tensor
 import Testing
 
@@ -33,9 +34,11 @@ struct KernelTests {
         }
     }
 
+    /// Bytes of `n` values of `type` (the GGUF reader's block sizes, from CKernels' layouts).
+    static func bytes(_ type: Int32, _ n: Int) -> Int { GGMLType(rawValue: UInt32(type))!.bytes(for: n) }
+
     static func quantized(_ type: Int32, _ x: [Float]) -> [UInt8] {
-        let bytes = type == HONE_TYPE_Q8_0 ? 34 : type == HONE_TYPE_Q4_1 ? 20 : 18
-        var out = [UInt8](repeating: 0, count: x.count / 32 * bytes)
+        var out = [UInt8](repeating: 0, count: Self.bytes(type, x.count))
         _ = x.withUnsafeBufferPointer { src in out.withUnsafeMutableBytes { hone_quantize(type, src.baseAddress, $0.baseAddress, x.count) } }
         return out
     }
@@ -85,7 +88,7 @@ struct KernelTests {
     func multiRowKernelMatchesSingleRows(typeID: Int) {
         let type = Int32(typeID)
         let n = 1536, rows = 11
-        let rowBytes = n / 32 * (type == HONE_TYPE_Q8_0 ? 34 : type == HONE_TYPE_Q4_1 ? 20 : 18)
+        let rowBytes = Self.bytes(type, n)
         let w = Self.quantized(type, Self.values(n * rows, seed: 5, scale: 0.05))
         let x = Self.values(n, seed: 6, scale: 2)
         var q = [Int16](repeating: 0, count: n)
@@ -106,7 +109,7 @@ struct KernelTests {
     func multiVectorKernelIsBatchInvariant(typeID: Int) {
         let type = Int32(typeID)
         let n = 576, rows = 13
-        let rowBytes = n / 32 * (type == HONE_TYPE_Q8_0 ? 34 : type == HONE_TYPE_Q4_1 ? 20 : 18)
+        let rowBytes = Self.bytes(type, n)
         let w = Self.quantized(type, Self.values(n * rows, seed: 7, scale: 0.05))
         for level in KernelLevel.allCases where level <= .active {
             level.use {

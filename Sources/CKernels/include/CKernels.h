@@ -15,6 +15,30 @@ enum {
     HONE_TYPE_BF16 = 30,
 };
 
+// Block layouts of the quantized types, as ggml names them (ggml-common.h): 32 values a
+// block, fp16 scales stored as their bits. The kernels read blocks as bytes (a block may sit
+// at any even address) at these structs' `offsetof`s; Swift takes their sizes from here.
+#define HONE_BLOCK_VALUES 32
+/// Q8_0: x = d·q.
+typedef struct {
+    uint16_t d;
+    int8_t qs[HONE_BLOCK_VALUES];
+} hone_block_q8_0;
+/// Q4_0: x = d·(q − 8); values 0–15 in the low nibbles of qs, 16–31 in the high ones.
+typedef struct {
+    uint16_t d;
+    uint8_t qs[HONE_BLOCK_VALUES / 2];
+} hone_block_q4_0;
+/// Q4_1: x = d·q + m; nibbles as Q4_0's.
+typedef struct {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qs[HONE_BLOCK_VALUES / 2];
+} hone_block_q4_1;
+_Static_assert(sizeof(hone_block_q8_0) == 34, "Q8_0 block is 34 bytes in GGUF files");
+_Static_assert(sizeof(hone_block_q4_0) == 18, "Q4_0 block is 18 bytes in GGUF files");
+_Static_assert(sizeof(hone_block_q4_1) == 20, "Q4_1 block is 20 bytes in GGUF files");
+
 /// IEEE half (bits) to float, exact for every value including subnormals, inf and NaN.
 float hone_f16_to_f32(uint16_t h);
 /// Float to IEEE half (bits), round to nearest even.
