@@ -23,12 +23,16 @@ struct LearnerTests {
         let holder = try Replica.start(port: port, dataDir: dir + "/db", databaseURL: nil)
         try await holder.ready()
         let url = "postgresql://postgres@/hone?host=\(dir)/db/pg"
-        if let data = FileManager.default.contents(atPath: referencesFile) {
-            let pool = Self.pool(url)
-            try await Registry(pool: pool).importReferences(try JSONValue(parsing: data))
-            await pool.close()
-        }
+        let pool = Self.pool(url)
+        try await Self.shareReferences(pool)
+        await pool.close()
         return (holder, url, dir)
+    }
+
+    /// Gives this database the references an earlier test kept, before any learner starts.
+    static func shareReferences(_ pool: PostgresPool) async throws {
+        guard let data = FileManager.default.contents(atPath: referencesFile) else { return }
+        try await Registry(pool: pool).importReferences(try JSONValue(parsing: data))
     }
 
     /// The base model's anchor and locality answers and their distilled targets, as the
@@ -122,13 +126,7 @@ struct LearnerTests {
         let verifier = try Verifier(.object(["type": .string("json_schema"), "schema": skill.schema]))
         func prompt(_ city: String) -> String { skill.prompt.replacingOccurrences(of: "{city}", with: city) }
         func answers(_ model: String) async throws -> [String] {
-            var out: [String] = []
-            for city in skill.held_out {
-                let (status, body, _) = try await holder.server.post("/v1/chat/completions", ServerTests.chatBody(prompt(city), maxTokens: 40, model: model))
-                #expect(status == 200)
-                out.append(try JSONValue(parsing: body)["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? "")
-            }
-            return out
+            try await holder.server.answers(skill.held_out.map(prompt), model: model, maxTokens: 40)
         }
         let ctl = BuiltTool("honectl")!
         #expect(try ctl.run(["adapters", "create", "json", "--settings", #"{"samples": 4, "revision_rounds": 1}"#],
@@ -189,13 +187,7 @@ struct LearnerTests {
         let facts = try JSONDecoder().decode(File.self, from: Data(contentsOf: path)).facts
         #expect(facts.count == 10)
         func answers(_ model: String) async throws -> [String] {
-            var out: [String] = []
-            for fact in facts {
-                let (status, body, _) = try await holder.server.post("/v1/chat/completions", ServerTests.chatBody(fact.held_out, maxTokens: 40, model: model))
-                #expect(status == 200)
-                out.append(try JSONValue(parsing: body)["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? "")
-            }
-            return out
+            try await holder.server.answers(facts.map(\.held_out), model: model, maxTokens: 40)
         }
         func correct(_ answers: [String]) -> Int { zip(facts, answers).filter { $1.lowercased().contains($0.key.lowercased()) }.count }
         let ctl = BuiltTool("honectl")!
@@ -215,14 +207,11 @@ struct LearnerTests {
         try await pool.query("UPDATE hone.adapters SET owner_role = 'app_a' WHERE name = 'facts'")
         try await pool.query("UPDATE hone.adapters SET owner_role = 'app_b' WHERE name = 'other'")
         // Users ask the questions; the model does not know these facts, so most answers are unsure.
-        func ask(_ question: String, _ model: String) async throws -> String {
-            let (status, body, _) = try await holder.server.post("/v1/chat/completions", ServerTests.chatBody(question, maxTokens: 40, model: model))
-            #expect(status == 200)
-            return try #require(try JSONValue(parsing: body)["id"]?.stringValue)
+        func ask(_ questions: [String], _ model: String) async throws -> [String] {
+            try await holder.server.completions(questions, model: model, maxTokens: 40).map { try #require($0["id"]?.stringValue) }
         }
-        var factIDs: [String] = [], otherIDs: [String] = []
-        for fact in facts { factIDs.append(try await ask(fact.question, "smollm2:facts")) }
-        for fact in facts.prefix(3) { otherIDs.append(try await ask(fact.question, "smollm2:other")) }
+        let factIDs = try await ask(facts.map(\.question), "smollm2:facts")
+        let otherIDs = try await ask(facts.prefix(3).map(\.question), "smollm2:other")
         try await Self.waitUntil("the completions to be logged", timeout: .seconds(30)) {
             try await pool.query("""
                 SELECT count(*) AS n FROM hone.completions WHERE confidence IS NOT NULL AND id = ANY(\(factIDs + otherIDs)::text[])

@@ -251,6 +251,8 @@ struct ReplicaTests {
         func honectl(_ args: String...) throws -> (status: Int32, out: String, err: String) {
             try ctl.run(args, environment: ["HONE_DATABASE_URL": url])
         }
+        // The base references an earlier test made (a debug learner spends over a minute on them).
+        try await LearnerTests.shareReferences(pool)
         // Small, quick updates; a thumbs-up has no held-out probe, so the gate asks that the loss fell.
         let settings = #"{"rank": 4, "alpha": 8, "lr": 0.001, "min_steps": 3, "max_steps": 3, "max_nll_rise": 100, "max_kl": 100}"#
         #expect(try honectl("adapters", "create", "support", "--settings", settings).status == 0)
@@ -279,6 +281,7 @@ struct ReplicaTests {
         try await thumbsUp(1)
         let v1 = try await waitForVersion(1)
         #expect(v1.status == "accepted", "\(v1.reason ?? "")")
+        try await LearnerTests.keepReferences(pool)
         #expect(try await waitForServing("support@v1") == "support@v1")
 
         #expect(try honectl("pin", "support", "--reason", "release freeze").out == "pinned support at v1\n")

@@ -39,6 +39,31 @@ struct ServerTests {
             try await send("POST", path, Data(bytes))
         }
 
+        /// The chat completions (response bodies) of `model` for `questions` (one user turn
+        /// each, greedy), in order. Sent all at once, as concurrent clients would: the server
+        /// batches them, and its decode is batch-invariant, so each is what it gives alone.
+        func completions(_ questions: [String], model: String, maxTokens: Int) async throws -> [JSONValue] {
+            try await withThrowingTaskGroup(of: (Int, JSONValue).self) { group in
+                for (i, question) in questions.enumerated() {
+                    group.addTask {
+                        let (status, body, _) = try await post("/v1/chat/completions", ServerTests.chatBody(question, maxTokens: maxTokens, model: model))
+                        guard status == 200 else { throw ReplicaTests.SnapshotTestError("\(model) answered \(status): \(body.prefix(300))") }
+                        return (i, try JSONValue(parsing: body))
+                    }
+                }
+                var out = [JSONValue](repeating: .null, count: questions.count)
+                for try await (i, body) in group { out[i] = body }
+                return out
+            }
+        }
+
+        /// The answers' texts of `completions(_:model:maxTokens:)`.
+        func answers(_ questions: [String], model: String, maxTokens: Int) async throws -> [String] {
+            try await completions(questions, model: model, maxTokens: maxTokens).map {
+                $0["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue ?? ""
+            }
+        }
+
         private func send(_ method: String, _ path: String, _ body: Data?, headers: [String: String] = [:]) async throws -> (Int, String, [AnyHashable: Any]) {
             var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
             request.httpMethod = method
