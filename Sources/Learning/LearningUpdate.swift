@@ -164,15 +164,25 @@ public struct LearningUpdate: Sendable {
         stage(.gate)
         let neighbourPrompts = locality?.neighbours(of: trained.compactMap(\.question)) ?? []
         let localPrompts = neighbourPrompts + (locality?.generalPrompts ?? [])
-        async let afterChecks = passes(probes + settings.canaries + history, adapter: candidate)
-        async let localAnswers = sampler.complete(localPrompts.map {
-            SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens)
-        }, adapter: candidate)
-        async let lossAfterTask = exampleLoss(candidate)
-        let drift = try await compute.run(.learning) { [model, anchors] in
-            try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
+        // The three parts run together; each one's finish (seconds into the gate) says which
+        // one the gate waited for.
+        @Sendable func finished<T>(_ work: () async throws -> T) async throws -> (T, Double) {
+            let value = try await work()
+            return (value, (ContinuousClock.now - gateStarted) / .seconds(1))
         }
-        let after = try await afterChecks, lossAfter = try await lossAfterTask
+        async let afterChecks = finished { try await passes(probes + settings.canaries + history, adapter: candidate) }
+        async let localAnswers = finished {
+            try await sampler.complete(localPrompts.map {
+                SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens)
+            }, adapter: candidate)
+        }
+        async let lossAfterTask = exampleLoss(candidate)
+        let (drift, driftSeconds) = try await finished {
+            try await compute.run(.learning) { [model, anchors] in
+                try Drift.measure(model: model, sequences: anchors.gate, adapter: candidate)
+            }
+        }
+        let (after, checksSeconds) = try await afterChecks, lossAfter = try await lossAfterTask
         let waitStarted = ContinuousClock.now
         let before = try await beforeChecks.value
         let checking = run.checking + (ContinuousClock.now - waitStarted)
@@ -186,7 +196,9 @@ public struct LearningUpdate: Sendable {
         if let locality {
             // What this adapter was taught: its corrections' key words, now and before.
             let taught = (probes + history).compactMap(\.taught)
-            let judged = zip(localPrompts, try await localAnswers).map { locality.judge($1, to: $0, taught: taught) }
+            let (answers, localitySeconds) = try await localAnswers
+            metrics["seconds_gate_locality"] = .double(localitySeconds)
+            let judged = zip(localPrompts, answers).map { locality.judge($1, to: $0, taught: taught) }
             input.neighbourhood = Array(judged.prefix(neighbourPrompts.count))
             input.locality = Array(judged.dropFirst(neighbourPrompts.count))
         }
@@ -212,6 +224,8 @@ public struct LearningUpdate: Sendable {
         metrics["seconds_training"] = .double(run.training / .seconds(1))
         metrics["seconds_checks"] = .double(checking / .seconds(1))
         metrics["seconds_gate"] = .double((ContinuousClock.now - gateStarted) / .seconds(1))
+        metrics["seconds_gate_checks"] = .double(checksSeconds)
+        metrics["seconds_gate_drift"] = .double(driftSeconds)
         metrics["steps"] = .int(run.steps)
         metrics["probes_all_passed_at_step"] = run.passedAt.map { .int($0) } ?? .null
         metrics["loss_first"] = .double(run.firstLoss)

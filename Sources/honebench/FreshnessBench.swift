@@ -86,6 +86,8 @@ enum FreshnessBench {
               "outcomes": results.map(\.outcome).joined(separator: "; "), "steps": median.version?.metrics["steps"]?.intValue ?? 0,
               "update_s": metric("seconds"), "examples_s": metric("seconds_examples"), "training_s": metric("seconds_training"),
               "checks_s": metric("seconds_checks"), "gate_s": metric("seconds_gate"),
+              "gate_checks_s": metric("seconds_gate_checks"), "gate_locality_s": metric("seconds_gate_locality"),
+              "gate_drift_s": metric("seconds_gate_drift"),
               "serving_ok": load.ok, "serving_failed": load.failed,
               "idle_tokens_per_s_p50": idle.tokensPerSecond(0.5), "idle_ttft_p50_s": idle.ttft(0.5),
               "learning_tokens_per_s_p50": busy.tokensPerSecond(0.5), "learning_ttft_p50_s": busy.ttft(0.5),
