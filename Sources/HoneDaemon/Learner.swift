@@ -302,7 +302,7 @@ struct LearnerService: Service {
             ORDER BY e.id DESC LIMIT 64
             """))
         let buffer = recent + firstOfEach.filter { !recent.contains($0) }
-        let history = Probe.history(firstOfEach)
+        let history = Probe.history(firstOfEach, count: settings.historyProbes)
 
         let leases = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0.lease) })
         let trainable = plans.filter { $0.skipped == nil }

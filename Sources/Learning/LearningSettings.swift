@@ -29,6 +29,12 @@ public struct LearningSettings: Sendable, Equatable {
     public var heldOut = 1
     /// The gate's limits (drift, locality, forgetting).
     public var gate = Gate()
+    /// How many of the general locality prompts the gate asks (the first ones; all 40 by
+    /// default), and how many of the adapter's earlier corrections it asks again. Fewer make
+    /// the gate cheaper and blinder: `ops/chaos`, which tests faults rather than learning,
+    /// uses a small gate.
+    public var localityPrompts = LocalitySet.general.count
+    public var historyProbes = 16
     /// Prompts with verifiers that must not regress: `[{"prompt": …, "verifier": {…}}]`.
     public var canaries: [Probe] = []
     /// Seed of the adapter's initialization and of sampling.
@@ -86,6 +92,8 @@ public struct LearningSettings: Sendable, Equatable {
             case "max_locality_changed": gate.maxLocalityChanged = try share()
             case "max_contaminated": gate.maxContaminated = try share()
             case "max_forgotten": gate.maxForgottenFraction = try share()
+            case "locality_prompts": localityPrompts = try count(0...LocalitySet.general.count)
+            case "history_probes": historyProbes = try count(0...64)
             case "seed": seed = UInt64(try count(0...Int.max))
             case "canaries":
                 guard let items = value.arrayValue else { throw JSONError(message: "setting canaries must be a list") }

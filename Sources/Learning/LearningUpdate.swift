@@ -163,7 +163,7 @@ public struct LearningUpdate: Sendable {
         let gateStarted = ContinuousClock.now
         stage(.gate)
         let neighbourPrompts = locality?.neighbours(of: trained.compactMap(\.question)) ?? []
-        let localPrompts = neighbourPrompts + (locality?.generalPrompts ?? [])
+        let localPrompts = neighbourPrompts + (locality?.generalPrompts.prefix(settings.localityPrompts) ?? [])
         // The three parts run together; each one's finish (seconds into the gate) says which
         // one the gate waited for.
         @Sendable func finished<T>(_ work: () async throws -> T) async throws -> (T, Double) {

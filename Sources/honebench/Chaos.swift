@@ -38,8 +38,12 @@ enum Chaos {
 
     static let adapter = "chaos"
     static let model = "smollm2:chaos"
-    /// Cheap updates (2 steps, rank 4) and a gate that accepts them: the faults are the subject.
-    static let settings = #"{"rank": 4, "alpha": 8, "min_steps": 2, "max_steps": 2, "max_nll_rise": 100, "max_kl": 100}"#
+    /// Cheap updates (2 steps, rank 4) and a small gate that accepts them (8 general
+    /// locality prompts, 4 earlier corrections; its full size made the gate 85–90% of each
+    /// update): the faults are the subject, and the learner tests judge learning.
+    static let settings = #"""
+        {"rank": 4, "alpha": 8, "min_steps": 2, "max_steps": 2, "max_nll_rise": 100, "max_kl": 100, "locality_prompts": 8, "history_probes": 4}
+        """#
     static let learnerPhases = ["examples", "training", "gate", "recording"]
 
     static func run(logger: Logger) async throws {

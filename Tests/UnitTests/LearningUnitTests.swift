@@ -50,7 +50,11 @@ struct LearningSettingsTests {
         #expect(defaults.lora.rank == 16 && defaults.learningRate == 5e-4 && defaults.gate.maxNLLRise == 0.08 && defaults.gate.maxKL == 0.7)
         let custom = try LearningSettings(json: try JSONValue(parsing: #"{"rank": 4, "targets": ["q", "v_proj"], "lr": 0.001, "max_steps": 3}"#))
         #expect(custom.lora.rank == 4 && custom.lora.targets == [.q, .v] && custom.maxSteps == 3 && custom.minSteps == 3)
-        for bad in [#"{"rnak": 4}"#, #"{"rank": 0}"#, #"{"targets": ["qq"]}"#, #"{"min_steps": 9, "max_steps": 3}"#, "[]"] {
+        #expect(defaults.localityPrompts == 40 && defaults.historyProbes == 16)
+        let small = try LearningSettings(json: try JSONValue(parsing: #"{"locality_prompts": 8, "history_probes": 4}"#))
+        #expect(small.localityPrompts == 8 && small.historyProbes == 4)
+        for bad in [#"{"rnak": 4}"#, #"{"rank": 0}"#, #"{"targets": ["qq"]}"#, #"{"min_steps": 9, "max_steps": 3}"#, "[]",
+                    #"{"locality_prompts": 41}"#, #"{"history_probes": -1}"#] {
             #expect(throws: JSONError.self) { try LearningSettings(json: try JSONValue(parsing: bad)) }
         }
     }
