@@ -11,10 +11,15 @@ public final class WakeSignal: Sendable {
         var pending = false
         var waiter: (id: UInt64, continuation: CheckedContinuation<Void, Never>)?
         var nextID: UInt64 = 0
+        var timeouts = 0
     }
     private let state = Mutex(State())
 
     public init() {}
+
+    /// How many waits ended because their timeout ran out rather than by a fire: a worker
+    /// woken by NOTIFY never adds to it, one that relies on polling does.
+    public var timeouts: Int { state.withLock { $0.timeouts } }
 
     /// Wakes the waiter, or the next one to wait.
     public func fire() {
@@ -54,18 +59,19 @@ public final class WakeSignal: Sendable {
                 let nanoseconds = UInt64(max(0, timeout.components.seconds)) * 1_000_000_000
                     + UInt64(max(0, timeout.components.attoseconds) / 1_000_000_000)
                 DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
-                    self.resume(id: id)
+                    self.resume(id: id, timedOut: true)
                 }
             }
         } onCancel: {
-            resume(id: id)
+            resume(id: id, timedOut: false)
         }
     }
 
-    private func resume(id: UInt64) {
+    private func resume(id: UInt64, timedOut: Bool) {
         let waiter: CheckedContinuation<Void, Never>? = state.withLock { s in
             guard let w = s.waiter, w.id == id else { return nil }
             s.waiter = nil
+            if timedOut { s.timeouts += 1 }
             return w.continuation
         }
         waiter?.resume()

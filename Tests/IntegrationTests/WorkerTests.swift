@@ -55,9 +55,8 @@ final class Handled: Sendable {
 struct WorkerTests {
     /// Runs a worker (and its listener, when given a URL to listen on) around `body`.
     func withWorker(queue: JobQueue, listenURL: String?, pollInterval: Duration, kinds: [String]? = ["echo"],
-                    handler: @escaping JobWorker.Handler,
+                    wake: WakeSignal = WakeSignal(), handler: @escaping JobWorker.Handler,
                     _ body: (PostgresListener?) async throws -> Void) async throws {
-        let wake = WakeSignal()
         let listener = listenURL.map {
             PostgresListener(conninfo: $0, channels: ["hone_jobs"], healthCheckInterval: .seconds(1), logger: TestDatabase.logger)
         }
@@ -85,29 +84,26 @@ struct WorkerTests {
         #expect(reached1, "listener never started listening")
     }
 
-    @Test("a NOTIFY wakes a waiting worker within 100 ms (poll interval 60 s)")
+    /// Deterministic on a loaded machine: with a 60 s poll interval, five jobs handled
+    /// while no wait of the worker ran out its timeout were each woken by their NOTIFY.
+    /// (The latency itself is a benchmark's business; this test only logs it.)
+    @Test("a NOTIFY wakes a waiting worker, not its poll (poll interval 60 s)")
     func notifyWakesWorker() async throws {
         try await TestDatabase.withQueue { url, queue in
             let handled = Handled()
-            let arrivals = Mutex<[ContinuousClock.Instant]>([])
-            try await withWorker(queue: queue, listenURL: url, pollInterval: .seconds(60), handler: { job in
-                arrivals.withLock { $0.append(.now) }
+            let wake = WakeSignal()
+            try await withWorker(queue: queue, listenURL: url, pollInterval: .seconds(60), wake: wake, handler: { job in
                 handled.record(job)
                 return nil
             }) { _ in
                 try await awaitListening(url, queue: queue)
-                // Let the worker finish its first empty claim and go to sleep on the signal.
-                try await queue.pool.query("SELECT pg_sleep(0.2)")
-                var latencies: [Duration] = []
                 for i in 1...5 {
                     let sent = ContinuousClock.now
                     try await queue.enqueue(JobRequest(kind: "echo", args: .object(["i": .int(i)])))
                     await handled.wait(for: i)
-                    latencies.append(arrivals.withLock { $0[i - 1] } - sent)
-                    try await queue.pool.query("SELECT pg_sleep(0.05)")
+                    TestDatabase.logger.debug("NOTIFY→handler", metadata: ["job": "\(i)", "latency": "\(ContinuousClock.now - sent)"])
                 }
-                let median = latencies.sorted()[2]
-                #expect(median < .milliseconds(100), "median NOTIFY→handler latency \(median); all: \(latencies)")
+                #expect(wake.timeouts == 0, "the worker's poll timer ran out \(wake.timeouts) time(s): a job waited for the poll")
             }
             let states = try await queue.pool.query("SELECT count(*) AS n FROM hone.jobs WHERE state = 'completed'")[0]
             #expect(try states.decode("n", as: Int.self) == 5)
