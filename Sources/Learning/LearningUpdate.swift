@@ -159,13 +159,49 @@ public struct LearningUpdate: Sendable {
         }
         let candidate = run.adapter
 
-        // The gate: the candidate's checks run beside its drift measurement.
-        let gateStarted = ContinuousClock.now
         stage(.gate)
+        let gate = try await measure(candidate, trained: trained, probes: probes, history: history,
+                                     before: beforeChecks, exampleLoss: exampleLoss, lossBefore: lossBefore)
+        var input = gate.input
+        metrics.merge(gate.metrics) { $1 }
+        input.finite = input.finite && run.lastLoss.isFinite
+        let verdict = settings.gate.decide(input)
+        var items: [Int64: ItemResult] = [:], offset = 0
+        for plan in trained {
+            let range = offset..<(offset + plan.probes.count)
+            offset += plan.probes.count
+            items[plan.jobID] = ItemResult(checks: range.count, passedBefore: input.probes.before[range].filter { $0 }.count,
+                                           passedAfter: input.probes.after[range].filter { $0 }.count)
+        }
+
+        metrics.merge(settings.gate.metrics(input)) { $1 }
+        metrics["seconds_training"] = .double(run.training / .seconds(1))
+        metrics["seconds_checks"] = .double((run.checking + gate.waitedForParent) / .seconds(1))
+        metrics["steps"] = .int(run.steps)
+        metrics["probes_all_passed_at_step"] = run.passedAt.map { .int($0) } ?? .null
+        metrics["loss_first"] = .double(run.firstLoss)
+        metrics["loss_last"] = .double(run.lastLoss)
+        metrics["replay_buffer"] = .int(buffer.count)
+        metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
+        let leaked = zip(gate.localPrompts, input.neighbourhood + input.locality).filter { $0.1.leak != nil }.map(\.0)
+        let onlyContaminated = !verdict.reasons.isEmpty && verdict.reasons.allSatisfy { if case .contaminated = $0 { true } else { false } }
+        return UpdateOutcome(adapter: input.finite ? candidate : nil, accepted: verdict.accepted, reason: verdict.reason,
+                             metrics: metrics, examples: examples, items: items, leaked: leaked, onlyContaminated: onlyContaminated,
+                             curve: run.curve)
+    }
+
+    /// What the gate judges a candidate on, measured: its checks (held-out probes, canaries,
+    /// the adapter's history) against the parent's from `before`, its answers to the
+    /// neighbourhood and locality prompts, its anchor drift and, for a batch without probes,
+    /// its loss on the examples. The three costly parts run together; each one's finish
+    /// (seconds into the gate) in the metrics says which one the gate waited for.
+    func measure(_ candidate: LoRAAdapter, trained: [ItemPlan], probes: [Probe], history: [Probe],
+                 before: Task<[Bool], Error>, exampleLoss: @Sendable (LoRAAdapter?) async throws -> Double?,
+                 lossBefore: Double?) async throws
+        -> (input: GateInputs, localPrompts: [String], metrics: [String: JSONValue], waitedForParent: Duration) {
+        let gateStarted = ContinuousClock.now
         let neighbourPrompts = locality?.neighbours(of: trained.compactMap(\.question)) ?? []
         let localPrompts = neighbourPrompts + (locality?.generalPrompts.prefix(settings.localityPrompts) ?? [])
-        // The three parts run together; each one's finish (seconds into the gate) says which
-        // one the gate waited for.
         @Sendable func finished<T>(_ work: () async throws -> T) async throws -> (T, Double) {
             let value = try await work()
             return (value, (ContinuousClock.now - gateStarted) / .seconds(1))
@@ -184,9 +220,11 @@ public struct LearningUpdate: Sendable {
         }
         let (after, checksSeconds) = try await afterChecks, lossAfter = try await lossAfterTask
         let waitStarted = ContinuousClock.now
-        let before = try await beforeChecks.value
-        let checking = run.checking + (ContinuousClock.now - waitStarted)
+        let before = try await before.value
+        let waitedForParent = ContinuousClock.now - waitStarted
 
+        var metrics: [String: JSONValue] = ["seconds_gate_checks": .double(checksSeconds), "seconds_gate_drift": .double(driftSeconds),
+                                            "anchor_nll_base_bits": .double(drift.baseNLL), "anchor_nll_bits": .double(drift.adapterNLL)]
         var input = GateInputs()
         var rest = after[...]
         func take(_ n: Int) -> [Bool] { defer { rest = rest.dropFirst(n) }; return Array(rest.prefix(n)) }
@@ -210,35 +248,9 @@ public struct LearningUpdate: Sendable {
         }
         input.nllRise = drift.nllRise
         input.kl = drift.kl
-        input.finite = candidate.isFinite && drift.adapterNLL.isFinite && drift.kl.isFinite && run.lastLoss.isFinite
-        let verdict = settings.gate.decide(input)
-        var items: [Int64: ItemResult] = [:], offset = 0
-        for plan in trained {
-            let range = offset..<(offset + plan.probes.count)
-            offset += plan.probes.count
-            items[plan.jobID] = ItemResult(checks: range.count, passedBefore: input.probes.before[range].filter { $0 }.count,
-                                           passedAfter: input.probes.after[range].filter { $0 }.count)
-        }
-
-        metrics.merge(settings.gate.metrics(input)) { $1 }
-        metrics["seconds_training"] = .double(run.training / .seconds(1))
-        metrics["seconds_checks"] = .double(checking / .seconds(1))
+        input.finite = candidate.isFinite && drift.adapterNLL.isFinite && drift.kl.isFinite
         metrics["seconds_gate"] = .double((ContinuousClock.now - gateStarted) / .seconds(1))
-        metrics["seconds_gate_checks"] = .double(checksSeconds)
-        metrics["seconds_gate_drift"] = .double(driftSeconds)
-        metrics["steps"] = .int(run.steps)
-        metrics["probes_all_passed_at_step"] = run.passedAt.map { .int($0) } ?? .null
-        metrics["loss_first"] = .double(run.firstLoss)
-        metrics["loss_last"] = .double(run.lastLoss)
-        metrics["anchor_nll_base_bits"] = .double(drift.baseNLL)
-        metrics["anchor_nll_bits"] = .double(drift.adapterNLL)
-        metrics["replay_buffer"] = .int(buffer.count)
-        metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
-        let leaked = zip(localPrompts, input.neighbourhood + input.locality).filter { $0.1.leak != nil }.map(\.0)
-        let onlyContaminated = !verdict.reasons.isEmpty && verdict.reasons.allSatisfy { if case .contaminated = $0 { true } else { false } }
-        return UpdateOutcome(adapter: input.finite ? candidate : nil, accepted: verdict.accepted, reason: verdict.reason,
-                             metrics: metrics, examples: examples, items: items, leaked: leaked, onlyContaminated: onlyContaminated,
-                             curve: run.curve)
+        return (input, localPrompts, metrics, waitedForParent)
     }
 
     /// What training produced: the candidate and how it got there.
