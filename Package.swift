@@ -43,12 +43,13 @@ let package = Package(
         // Runs the built executables as a user does (tests and benchmarks).
         .target(name: "BuiltTools"),
         .target(name: "CKernels", cSettings: numericC),
-        .target(name: "GGUF", dependencies: ["CKernels", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "Hashing", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "GGUF", dependencies: ["CKernels", "Hashing"]),
         .target(name: "Tokenizer", dependencies: ["GGUF"], swiftSettings: numeric),
         .target(name: "Tensor", dependencies: ["CKernels", "CBLAS"], swiftSettings: numeric),
         .target(name: "Llama", dependencies: ["GGUF", "CKernels", "Tensor"], swiftSettings: numeric),
         .target(name: "Generation", dependencies: ["Llama", "Tokenizer", "Tensor"], swiftSettings: numeric),
-        .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON", "CKernels", .product(name: "Crypto", package: "swift-crypto")],
+        .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON", "CKernels", "Hashing"],
                 swiftSettings: numeric),
         .target(name: "Learning", dependencies: ["Generation", "Training", "Llama", "Tokenizer", "Tensor", "JSON"], swiftSettings: numeric),
         .target(
@@ -75,10 +76,9 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Generation", "Tokenizer", "Llama", "JSON", "Tensor",
+                "Generation", "Tokenizer", "Llama", "JSON", "Tensor", "Hashing",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -126,7 +126,7 @@ let package = Package(
             dependencies: [
                 "BuiltTools",
                 "GGUF", "Tokenizer", "Llama", "Generation", "CKernels", "JSON", "Server", "Tensor", "Training",
-                "HoneDaemon", "Postgres", "Learning", "Registry", "Queue",
+                "HoneDaemon", "Postgres", "Learning", "Registry", "Queue", "Hashing",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -136,7 +136,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "BuiltTools",
-                "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON", "Server", "Tokenizer", "Registry", "Training",
+                "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON", "Server", "Tokenizer", "Registry", "Training", "Hashing",
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["Snapshots"]

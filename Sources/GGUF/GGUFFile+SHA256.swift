@@ -1,4 +1,4 @@
-import Crypto
+import Hashing
 import Foundation
 
 extension GGUFFile {
@@ -8,7 +8,7 @@ extension GGUFFile {
     public var sha256: String {
         digest.withLock { known in
             if let known { return known }
-            let hex = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+            let hex = sha256Hex(bytes)
             known = hex
             return hex
         }

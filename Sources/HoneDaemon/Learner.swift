@@ -1,5 +1,6 @@
 import Foundation
 import Generation
+import Hashing
 import JSON
 import Learning
 import Llama
@@ -100,7 +101,7 @@ struct LearnerService: Service {
         let model = snapshot.model
         let sha = model.file.sha256
         // The distilled targets: stored by an earlier start when their inputs are the same.
-        let keys = [anchors.distillationInputs, locality.distillationInputs].map { AdapterBlob.sha256(DistilledTargets.inputBytes($0)) }
+        let keys = [anchors.distillationInputs, locality.distillationInputs].map { sha256Hex(DistilledTargets.inputBytes($0)) }
         var stored: [String: [UInt8]] = [:]
         for row in try await queue.pool.query("""
             SELECT inputs_sha256, targets FROM hone.reference_targets WHERE base_model_sha256 = \(sha) AND inputs_sha256 = ANY(\(keys)::text[])

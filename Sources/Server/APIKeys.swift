@@ -1,4 +1,4 @@
-import Crypto
+import Hashing
 import Foundation
 import Synchronization
 
@@ -61,13 +61,13 @@ public final class APIKeys: Sendable {
 
     /// The SHA-256 digest a key is stored and compared as, in lowercase hex.
     public static func digest(_ key: String) -> String {
-        SHA256.hash(data: Data(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        sha256Hex(Data(key.utf8))
     }
 
     /// A new random key: `hone-` and 32 random bytes in hex.
     public static func generate() -> String {
         var generator = SystemRandomNumberGenerator()
-        return "hone-" + (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        return "hone-" + hex((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 
     /// The key an `Authorization` header carries: `Bearer KEY` (API clients), or `Basic` with

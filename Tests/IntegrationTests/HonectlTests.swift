@@ -1,4 +1,5 @@
 import Foundation
+import Hashing
 import JSON
 import Postgres
 import Queue
@@ -69,7 +70,7 @@ struct HonectlTests {
                 _ = try await queue.pool.transaction { tx in
                     try await registry.record(VersionCandidate(
                         adapter: "support", parentVersion: i == 0 ? nil : i, accepted: accepted,
-                        baseModelSHA256: String(repeating: "c", count: 64), blob: accepted ? (bytes, AdapterBlob.sha256(bytes)) : nil,
+                        baseModelSHA256: String(repeating: "c", count: 64), blob: accepted ? (bytes, sha256Hex(bytes)) : nil,
                         metrics: .object(["kl_bits": .double(0.25 * Double(i + 1)), "anchor_nll_rise_bits": .double(0.01)]),
                         jobIDs: [Int64(i + 1)], examples: 4, reason: accepted ? nil : "not learned: 1 of 4 items pass"), actor: "replica-1", on: tx)
                 }

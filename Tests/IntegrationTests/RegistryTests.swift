@@ -1,4 +1,5 @@
 import Foundation
+import Hashing
 import JSON
 import Postgres
 import Queue
@@ -14,7 +15,7 @@ struct RegistryTests {
     func candidate(_ adapter: String, accepted: Bool, base: String = baseA, parent: Int? = nil, reason: String? = nil) -> VersionCandidate {
         let bytes: [UInt8] = Array("weights of \(adapter) \(UUID())".utf8)
         return VersionCandidate(adapter: adapter, parentVersion: parent, accepted: accepted, baseModelSHA256: base,
-                                blob: accepted ? (bytes, AdapterBlob.sha256(bytes)) : nil,
+                                blob: accepted ? (bytes, sha256Hex(bytes)) : nil,
                                 metrics: .object(["kl_bits": .double(0.1)]), jobIDs: [1, 2], examples: 5, reason: reason)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Hashing
 import JSON
 import Llama
 import Logging
@@ -297,7 +298,7 @@ struct ReplicaTests {
         let other = [UInt8]("other".utf8)
         _ = try await pool.transaction { tx in
             try await registry.record(VersionCandidate(adapter: "support", parentVersion: 1, accepted: true,
-                                                       baseModelSHA256: String(repeating: "0", count: 64), blob: (other, AdapterBlob.sha256(other)),
+                                                       baseModelSHA256: String(repeating: "0", count: 64), blob: (other, sha256Hex(other)),
                                                        metrics: .object([:]), jobIDs: [], examples: 0, reason: nil), actor: "test", on: tx)
         }
         let otherBase = try honectl("rollback", "support", "--to", "3")
