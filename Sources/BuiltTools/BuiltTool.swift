@@ -20,17 +20,10 @@ public struct BuiltTool: Sendable {
         ProcessInfo.processInfo.environment["HONE_CACHE"] ?? (NSHomeDirectory() + "/.cache/hone")
     }
 
-    /// Where a base model's learner references are kept between runs (what
-    /// `Registry.exportReferences` writes): the learner tests and `ops/chaos` share it.
+    /// Where a base model's learner references are kept between runs
+    /// (`Registry.keepReferences`): the learner tests and `ops/chaos` share it.
     public static func referencesFile(modelSHA256 sha: String) -> String {
         cacheDirectory + "/references/\(sha).json"
-    }
-
-    /// Writes `data` to `path`, making its folder, unless a file is there already.
-    public static func keepOnce(_ data: Data, at path: String) throws {
-        guard !FileManager.default.fileExists(atPath: path) else { return }
-        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 
     /// The first of `candidates` (absolute paths) that is executable, or nil.

@@ -41,4 +41,22 @@ extension Registry {
                 """)
         }
     }
+
+    /// Stores the references a run kept at `path` (`keepReferences`); false when there is none.
+    @discardableResult
+    public func importReferences(fromFile path: String) async throws -> Bool {
+        guard let data = FileManager.default.contents(atPath: path) else { return false }
+        try await importReferences(try JSONValue(parsing: data))
+        return true
+    }
+
+    /// Writes the references stored for `sha` to `path` for later runs, once: not when a
+    /// file is there already, none are stored, or `complete` says they are partial.
+    public func keepReferences(baseModelSHA256 sha: String, atFile path: String,
+                               complete: (JSONValue) -> Bool = { _ in true }) async throws {
+        guard !FileManager.default.fileExists(atPath: path),
+              let document = try await exportReferences(baseModelSHA256: sha), complete(document) else { return }
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try Data(document.jsonText.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
 }

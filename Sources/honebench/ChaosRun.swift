@@ -31,9 +31,7 @@ final class ChaosRun: Sendable {
         // and earlier runs keep them); else the first update makes them, and they are kept.
         let model = ProcessInfo.processInfo.environment["HONE_MODEL"].flatMap { try? GGUFFile(path: $0).sha256 }
         let file = model.map { BuiltTool.referencesFile(modelSHA256: $0) }
-        if let file, let data = FileManager.default.contents(atPath: file) {
-            try await registry.importReferences(try JSONValue(parsing: data))
-        }
+        if let file { try await registry.importReferences(fromFile: file) }
         // Warm-up: the adapter has a version to serve before the clients start.
         try await submit(1)
         try await waitFor("the first learner to store the base references", timeout: .seconds(900)) {
@@ -42,10 +40,7 @@ final class ChaosRun: Sendable {
         try await world.startSecondLearner()
         let warm = try await settle(timeout: .seconds(900))
         guard warm.isEmpty else { throw BenchError(message: "warm-up failed: \(warm)") }
-        if let file, let model, !FileManager.default.fileExists(atPath: file),
-           let document = try await registry.exportReferences(baseModelSHA256: model) {
-            try BuiltTool.keepOnce(Data(document.jsonText.utf8), at: file)
-        }
+        if let file, let model { try await registry.keepReferences(baseModelSHA256: model, atFile: file) }
     }
 
     // MARK: Faults

@@ -31,8 +31,7 @@ struct LearnerTests {
 
     /// Gives this database the references an earlier test kept, before any learner starts.
     static func shareReferences(_ pool: PostgresPool) async throws {
-        guard let data = FileManager.default.contents(atPath: referencesFile) else { return }
-        try await Registry(pool: pool).importReferences(try JSONValue(parsing: data))
+        try await Registry(pool: pool).importReferences(fromFile: referencesFile)
     }
 
     /// The base model's anchor and locality answers and their distilled targets, as the
@@ -43,11 +42,9 @@ struct LearnerTests {
 
     /// Keeps what the learner stored in this database for the later tests, once per machine.
     static func keepReferences(_ pool: PostgresPool) async throws {
-        guard !FileManager.default.fileExists(atPath: referencesFile),
-              let document = try await Registry(pool: pool).exportReferences(baseModelSHA256: RealModel.model.file.sha256),
-              document["targets"]?.arrayValue?.count == 2,
-              document["answers"]?.arrayValue?.count == AnchorSet.prompts.count + LocalitySet.prompts.count else { return }
-        try BuiltTool.keepOnce(Data(document.jsonText.utf8), at: referencesFile)
+        try await Registry(pool: pool).keepReferences(baseModelSHA256: RealModel.model.file.sha256, atFile: referencesFile) {
+            $0["targets"]?.arrayValue?.count == 2 && $0["answers"]?.arrayValue?.count == AnchorSet.prompts.count + LocalitySet.prompts.count
+        }
     }
 
     static func pool(_ url: String) -> PostgresPool {

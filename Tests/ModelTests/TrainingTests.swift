@@ -186,7 +186,7 @@ struct TrainingTests {
             try PEFTAdapter.write(adapter, to: dir, model: model, baseModelName: "tiny")
             #expect(try PEFTAdapter.read(from: dir, model: model) == adapter)
 
-            try Self.withTinyModel(seed: 2) { other in
+            _ = try Self.withTinyModel(seed: 2) { other in
                 #expect { try PEFTAdapter.read(from: dir, model: other) } throws: { error in
                     "\(error)".contains("trained on base model")
                 }
