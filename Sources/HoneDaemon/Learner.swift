@@ -8,6 +8,7 @@ import Logging
 import Postgres
 import Queue
 import Registry
+import Server
 import ServiceLifecycle
 import Tensor
 import Tokenizer
@@ -69,7 +70,10 @@ struct LearnerService: Service {
                             references = try await loadReferences(snapshot)
                             logger.info("base references ready", metadata: ["seconds": "\((ContinuousClock.now - started) / .seconds(1))"])
                         }
-                        if try await update(adapter, references: references!) { worked = true }
+                        if try await update(adapter, references: references!) {
+                            worked = true
+                            releaseTrainingMemory()
+                        }
                         if Task.isCancelled { return }
                     }
                 } catch is CancellationError {
@@ -80,6 +84,18 @@ struct LearnerService: Service {
                 if !worked { await wake.wait(timeout: configuration.pollInterval) }
             }
         }
+    }
+
+    /// After an update, the training buffers kept for its next step go back to the kernel:
+    /// otherwise the process stays at its training peak between updates and while idle
+    /// (measured: 1049 MB before, 351 MB after, release, one 8-correction update). The next
+    /// update faults its pages in once; the per-step reuse inside an update is unchanged.
+    private func releaseTrainingMemory() {
+        let before = ProcessMetrics.current()?.residentBytes ?? 0
+        LoRATrainer.releaseFreedMemory()
+        let after = ProcessMetrics.current()?.residentBytes ?? 0
+        logger.info("learner: training memory returned", metadata: [
+            "rss_mb_before": "\(Int(before / 1_048_576))", "rss_mb_after": "\(Int(after / 1_048_576))"])
     }
 
     /// What every update of this base model compares against: the anchors (replayed and

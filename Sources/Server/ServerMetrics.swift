@@ -136,6 +136,7 @@ public final class ServerMetrics: Sendable {
             family("hone_completion_log_failures_total", "counter", "Failed writes to hone.completions (the database is slow or down).")
             sample("hone_completion_log_failures_total", [], Double(log.failures))
         }
+        ProcessMetrics.current()?.render(into: &out)
         return out.text
     }
 }

@@ -14,7 +14,12 @@ enum SoakBench {
     /// One interval's readings.
     struct Reading {
         var minute: Double
+        /// The median of the interval's RSS samples (one every 5 s), and their extremes: a
+        /// single reading lands in whatever phase the learner is in (training peaks, idle
+        /// floors), so growth is judged on medians and floors and peaks are shown beside them.
         var rssMB: Double
+        var rssMinMB: Double
+        var rssMaxMB: Double
         var descriptors: Int
         var threads: Int
         var connections: Int
@@ -63,20 +68,26 @@ enum SoakBench {
                 }
                 actions += 1
             }
-            try await Task.sleep(for: .seconds(interval))
+            var rss: [Double] = []
+            let intervalEnd = ContinuousClock.now + .seconds(interval)
+            while ContinuousClock.now < intervalEnd {
+                rss.append(daemon.statusField("VmRSS:") / 1024)
+                try await Task.sleep(for: min(.seconds(5), intervalEnd - ContinuousClock.now))
+            }
             let (counts, samples) = (load.counts.withLock { $0 }, load.samples.withLock { $0 })
             let fresh = samples.dropFirst(seen.samples).map { $0.firstToken - $0.start }
             let connections: Int = try await pool.query("""
                 SELECT count(*) AS n FROM pg_stat_activity WHERE datname = 'hone' AND pid <> pg_backend_pid()
                 """)[0].decode("n")
-            let reading = Reading(minute: (ContinuousClock.now - start) / .seconds(60), rssMB: daemon.statusField("VmRSS:") / 1024,
+            let reading = Reading(minute: (ContinuousClock.now - start) / .seconds(60), rssMB: percentile(rss, 0.5),
+                                  rssMinMB: rss.min() ?? 0, rssMaxMB: rss.max() ?? 0,
                                   descriptors: daemon.descriptors, threads: Int(daemon.statusField("Threads:")), connections: connections,
                                   ttftP50: percentile(Array(fresh), 0.5), ttftP99: percentile(Array(fresh), 0.99),
                                   requests: counts.ok - seen.ok, failed: counts.failed - seen.failed)
             seen = (counts.ok, counts.failed, samples.count)
             readings.append(reading)
             let versions = try await registry.versions(of: "soak")
-            emit(["bench": "soak", "minute": reading.minute, "rss_mb": reading.rssMB, "fds": reading.descriptors, "threads": reading.threads,
+            emit(["bench": "soak", "minute": reading.minute, "rss_mb": reading.rssMB, "rss_min_mb": reading.rssMinMB, "rss_max_mb": reading.rssMaxMB, "fds": reading.descriptors, "threads": reading.threads,
                   "db_connections": reading.connections, "requests": reading.requests, "failed": reading.failed,
                   "ttft_p50_s": reading.ttftP50, "ttft_p99_s": reading.ttftP99, "submitted": submitted, "operator_actions": actions,
                   "versions": versions.count, "accepted": versions.filter { $0.status == "accepted" }.count])
@@ -87,10 +98,13 @@ enum SoakBench {
         let stretch = max(readings.count / 5, 1)
         let early = Array(readings.dropFirst(stretch).prefix(stretch)), late = Array(readings.suffix(stretch))
         func mean(_ values: [Double]) -> Double { values.isEmpty ? .nan : values.reduce(0, +) / Double(values.count) }
-        let rssGrowth = 100 * (mean(late.map(\.rssMB)) / mean(early.map(\.rssMB)) - 1)
+        func growth(_ value: (Reading) -> Double) -> Double { 100 * (mean(late.map(value)) / mean(early.map(value)) - 1) }
+        let rssGrowth = growth(\.rssMB)
         let p99Drift = 100 * (mean(late.map(\.ttftP99)) / mean(early.map(\.ttftP99)) - 1)
         let outcomes = try await pool.query("SELECT status, count(*) AS n FROM hone.submission_status GROUP BY 1 ORDER BY 1")
         emit(["bench": "soak_summary", "minutes": minutes, "rss_growth_pct": rssGrowth,
+              "rss_floor_growth_pct": growth(\.rssMinMB), "rss_peak_growth_pct": growth(\.rssMaxMB),
+              "rss_peak_mb": readings.map(\.rssMaxMB).max() ?? 0,
               "fds_first": early.first?.descriptors ?? 0, "fds_last": late.last?.descriptors ?? 0,
               "threads_first": early.first?.threads ?? 0, "threads_last": late.last?.threads ?? 0,
               "db_connections_first": early.first?.connections ?? 0, "db_connections_last": late.last?.connections ?? 0,

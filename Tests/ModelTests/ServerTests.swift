@@ -485,6 +485,15 @@ struct MetricsTests {
             let busy = text.split(separator: "\n").first { $0.hasPrefix("hone_compute_busy_seconds_total{class=\"serving\"} ") }
             #expect(busy.flatMap { Double($0.split(separator: " ")[1]) } ?? 0 > 0, "serving busy seconds: \(busy ?? "missing")")
             #expect(text.contains("hone_compute_wait_seconds_total{class=\"learning\"} "))
+            // The process families an operator watches for leaks: this process holds the model, so
+            // hundreds of MB resident, descriptors and threads open, and started before now.
+            func value(_ name: String) -> Double? {
+                text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ")[1]) }
+            }
+            #expect(value("process_resident_memory_bytes") ?? 0 > 100_000_000)
+            #expect(value("process_virtual_memory_bytes") ?? 0 >= value("process_resident_memory_bytes") ?? .infinity)
+            #expect(value("process_open_fds") ?? 0 > 3 && value("process_threads") ?? 0 > 1 && value("process_cpu_seconds_total") ?? 0 > 0)
+            #expect((value("process_start_time_seconds") ?? .infinity) <= Date().timeIntervalSince1970)
             let failures = text.split(separator: "\n").first { $0.hasPrefix("hone_completion_log_failures_total ") }
             #expect(failures.flatMap { Int($0.split(separator: " ")[1]) } ?? 0 >= 1)
             // And it keeps serving.

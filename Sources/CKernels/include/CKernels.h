@@ -141,3 +141,8 @@ void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, 
 /// again when they come back. Training allocates and frees the same tens-of-MB buffers in
 /// every block of every step. A no-op on other C libraries.
 void hone_keep_freed_memory(void);
+
+/// Returns the heap's free pages to the kernel (glibc `malloc_trim(0)`: the top of every
+/// arena and whole free pages inside them); 1 when something was released. For a process
+/// that goes idle after training, so the buffers kept above do not stay resident.
+int hone_release_freed_memory(void);
