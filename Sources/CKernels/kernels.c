@@ -2,6 +2,7 @@
 // target attributes so the library needs no global -march and runs on any x86-64 (or
 // other) CPU, picking the best variant once at run time.
 #include "CKernels.h"
+#include "kquants.h"
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -149,6 +150,96 @@ void hone_quantize_activations(const float *x, size_t n, int16_t *q, hone_act_sc
     }
 }
 
+// ---------------------------------------------------------------- 5-bit and K-quant blocks
+// These types are read through one description of a 32-value block: integers u with weight
+// value a_lo·u (values 0-15) or a_hi·u (16-31), plus c. The halves' scales differ only in
+// Q6_K, whose scales cover 16 values. The integer dot and the scales then combine as for the
+// older types, so every level and the reference compute the same sums.
+
+static inline int is_block32_type(int type) {
+    return type == HONE_TYPE_Q5_0 || type == HONE_TYPE_Q5_1 || type == HONE_TYPE_Q4_K || type == HONE_TYPE_Q5_K || type == HONE_TYPE_Q6_K;
+}
+
+// Where 32-value block b of a row starts: its own block, or its K-quant super-block.
+static inline const uint8_t *block32_base(int type, const uint8_t *row, size_t b) {
+    switch (type) {
+    case HONE_TYPE_Q5_0: return row + b * sizeof(hone_block_q5_0);
+    case HONE_TYPE_Q5_1: return row + b * sizeof(hone_block_q5_1);
+    case HONE_TYPE_Q4_K: return row + b / 8 * sizeof(hone_block_q4_k);
+    case HONE_TYPE_Q5_K: return row + b / 8 * sizeof(hone_block_q5_k);
+    default: return row + b / 8 * sizeof(hone_block_q6_k);
+    }
+}
+
+static inline uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+// The float part of block b's description (a_lo, a_hi, c); integers are decoded per level.
+static inline void block32_scales(int type, const uint8_t *p, size_t b, float *a_lo, float *a_hi, float *c) {
+    switch (type) {
+    case HONE_TYPE_Q5_0:
+        *a_lo = *a_hi = hone_f16_to_f32(rd16(p));
+        *c = 0;
+        return;
+    case HONE_TYPE_Q5_1:
+        *a_lo = *a_hi = hone_f16_to_f32(rd16(p));
+        *c = hone_f16_to_f32(rd16(p + offsetof(hone_block_q5_1, m)));
+        return;
+    case HONE_TYPE_Q4_K:
+    case HONE_TYPE_Q5_K: {
+        int sc, m;
+        hone_k_scale_min((int)(b % 8), p + offsetof(hone_block_q4_k, scales), &sc, &m);
+        *a_lo = *a_hi = hone_f16_to_f32(rd16(p)) * (float)sc;
+        *c = -(hone_f16_to_f32(rd16(p + offsetof(hone_block_q4_k, dmin))) * (float)m);
+        return;
+    }
+    default: {
+        const hone_block_q6_k *k = (const hone_block_q6_k *)p;
+        float d = hone_f16_to_f32(rd16(p + offsetof(hone_block_q6_k, d)));
+        *a_lo = d * (float)k->scales[2 * (b % 8)];
+        *a_hi = d * (float)k->scales[2 * (b % 8) + 1];
+        *c = 0;
+        return;
+    }
+    }
+}
+
+// Block b of a row of a 5-bit or K-quant type, in plain C; 0 for another type.
+static int decode32_ref(int type, const uint8_t *row, size_t b, int16_t u[32], float *a_lo, float *a_hi, float *c) {
+    if (!is_block32_type(type)) return 0;
+    const uint8_t *p = block32_base(type, row, b);
+    block32_scales(type, p, b, a_lo, a_hi, c);
+    int j = (int)(b % 8);
+    switch (type) {
+    case HONE_TYPE_Q5_0:
+    case HONE_TYPE_Q5_1: {
+        int one = type == HONE_TYPE_Q5_1;
+        uint32_t qh = rd32(p + (one ? offsetof(hone_block_q5_1, qh) : offsetof(hone_block_q5_0, qh)));
+        const uint8_t *qs = p + (one ? offsetof(hone_block_q5_1, qs) : offsetof(hone_block_q5_0, qs));
+        for (int l = 0; l < 16; l++) {
+            u[l] = (int16_t)(((qs[l] & 0x0f) | ((qh >> l) & 1) << 4) - (one ? 0 : 16));
+            u[l + 16] = (int16_t)(((qs[l] >> 4) | ((qh >> (l + 16)) & 1) << 4) - (one ? 0 : 16));
+        }
+        return 1;
+    }
+    case HONE_TYPE_Q4_K:
+    case HONE_TYPE_Q5_K: {
+        int five = type == HONE_TYPE_Q5_K;
+        const uint8_t *q = p + (five ? offsetof(hone_block_q5_k, qs) : offsetof(hone_block_q4_k, qs)) + 32 * (j / 2);
+        for (int l = 0; l < 32; l++) {
+            int v = (j & 1) ? q[l] >> 4 : q[l] & 0x0f;
+            if (five) v |= ((((const hone_block_q5_k *)p)->qh[l] >> j) & 1) << 4;
+            u[l] = (int16_t)v;
+        }
+        return 1;
+    }
+    default:
+        for (int l = 0; l < 32; l++) u[l] = (int16_t)(hone_q6_k_value((const hone_block_q6_k *)p, 32 * j + l) - 32);
+        return 1;
+    }
+}
+
 // Reference: integer dot per block, then scaled. Weight value = d·q (Q8_0), d·(q-8)
 // (Q4_0), d·q + m (Q4_1).
 static float dot_q_ref(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
@@ -183,8 +274,15 @@ static float dot_q_ref(int type, const void *w, const int16_t *q, const hone_act
             p += sizeof(hone_block_q4_1);
             break;
         }
-        default:
-            return NAN;
+        default: {
+            int16_t u[32];
+            float a_lo, a_hi, c;
+            if (!decode32_ref(type, (const uint8_t *)w, b, u, &a_lo, &a_hi, &c)) return NAN;
+            int32_t lo = 0, hi = 0;
+            for (int j = 0; j < 16; j++) { lo += u[j] * qb[j]; hi += u[j + 16] * qb[j + 16]; }
+            total += a_lo * s[b].d * (float)lo + a_hi * s[b].d * (float)hi + c * s[b].d * (float)s[b].sum;
+            break;
+        }
         }
     }
     return total;
@@ -218,8 +316,112 @@ static inline float block_offset(int type, const uint8_t *p, const hone_act_scal
     return 0;
 }
 
+// Block b of a 5-bit or K-quant row as int16 in two 16-lane halves, and its scales.
+__attribute__((target("avx2,fma,f16c")))
+static inline void decode32_avx2(int type, const uint8_t *row, size_t b, __m256i *lo, __m256i *hi, float *a_lo, float *a_hi, float *c) {
+    const uint8_t *p = block32_base(type, row, b);
+    block32_scales(type, p, b, a_lo, a_hi, c);
+    const int j = (int)(b % 8);
+    const __m128i nibble = _mm_set1_epi8(0x0f);
+    switch (type) {
+    case HONE_TYPE_Q5_0:
+    case HONE_TYPE_Q5_1: {
+        const int one = type == HONE_TYPE_Q5_1;
+        uint32_t qh = rd32(p + (one ? offsetof(hone_block_q5_1, qh) : offsetof(hone_block_q5_0, qh)));
+        __m128i packed = _mm_loadu_si128((const __m128i *)(p + (one ? offsetof(hone_block_q5_1, qs) : offsetof(hone_block_q5_0, qs))));
+        // Lane l of a half gets 16 when bit l of that half of qh is set.
+        const __m256i bit = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, (short)0x8000);
+        const __m256i sixteen = _mm256_set1_epi16(16);
+        __m256i h0 = _mm256_and_si256(_mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16((short)(qh & 0xffff)), bit), bit), sixteen);
+        __m256i h1 = _mm256_and_si256(_mm256_cmpeq_epi16(_mm256_and_si256(_mm256_set1_epi16((short)(qh >> 16)), bit), bit), sixteen);
+        *lo = _mm256_or_si256(_mm256_cvtepu8_epi16(_mm_and_si128(packed, nibble)), h0);
+        *hi = _mm256_or_si256(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble)), h1);
+        if (!one) {
+            *lo = _mm256_sub_epi16(*lo, sixteen);
+            *hi = _mm256_sub_epi16(*hi, sixteen);
+        }
+        return;
+    }
+    case HONE_TYPE_Q4_K:
+    case HONE_TYPE_Q5_K: {
+        const int five = type == HONE_TYPE_Q5_K;
+        const uint8_t *q = p + (five ? offsetof(hone_block_q5_k, qs) : offsetof(hone_block_q4_k, qs)) + 32 * (j / 2);
+        const __m128i shift = _mm_cvtsi32_si128((j & 1) * 4);
+        *lo = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srl_epi16(_mm_loadu_si128((const __m128i *)q), shift), nibble));
+        *hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srl_epi16(_mm_loadu_si128((const __m128i *)(q + 16)), shift), nibble));
+        if (five) {
+            const uint8_t *qh = p + offsetof(hone_block_q5_k, qh);
+            const __m128i at = _mm_cvtsi32_si128(j);
+            const __m256i one_bit = _mm256_set1_epi16(1);
+            __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qh)), at), one_bit);
+            __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qh + 16))), at), one_bit);
+            *lo = _mm256_or_si256(*lo, _mm256_slli_epi16(h0, 4));
+            *hi = _mm256_or_si256(*hi, _mm256_slli_epi16(h1, 4));
+        }
+        return;
+    }
+    default: {
+        const hone_block_q6_k *k = (const hone_block_q6_k *)p;
+        const int half = j / 4, t = j % 4;
+        const uint8_t *ql = k->ql + 64 * half + 32 * (t & 1), *qh = k->qh + 32 * half;
+        const __m128i shift = _mm_cvtsi32_si128((t & 2) ? 4 : 0), at = _mm_cvtsi32_si128(2 * t);
+        const __m256i three = _mm256_set1_epi16(3), offset = _mm256_set1_epi16(32);
+        __m256i l0 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srl_epi16(_mm_loadu_si128((const __m128i *)ql), shift), nibble));
+        __m256i l1 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srl_epi16(_mm_loadu_si128((const __m128i *)(ql + 16)), shift), nibble));
+        __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)qh)), at), three);
+        __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(qh + 16))), at), three);
+        *lo = _mm256_sub_epi16(_mm256_or_si256(l0, _mm256_slli_epi16(h0, 4)), offset);
+        *hi = _mm256_sub_epi16(_mm256_or_si256(l1, _mm256_slli_epi16(h1, 4)), offset);
+        return;
+    }
+    }
+}
+
+__attribute__((target("avx2,fma,f16c")))
+static float dot_block32_avx2(int type, const uint8_t *w, const int16_t *q, const hone_act_scale *s, size_t n) {
+    __m256 total = _mm256_setzero_ps();
+    float tail = 0;
+    for (size_t b = 0; b < n / 32; b++) {
+        __m256i lo, hi;
+        float a_lo, a_hi, c;
+        decode32_avx2(type, w, b, &lo, &hi, &a_lo, &a_hi, &c);
+        __m256i dlo = _mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)(q + b * 32)));
+        __m256i dhi = _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(q + b * 32 + 16)));
+        total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dlo), _mm256_set1_ps(a_lo * s[b].d), total);
+        total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dhi), _mm256_set1_ps(a_hi * s[b].d), total);
+        tail += c * s[b].d * (float)s[b].sum;
+    }
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+    return _mm_cvtss_f32(s4) + tail;
+}
+
+// The two halves' scales in one register: lanes 0-7 hold values 0-15's pair sums.
+__attribute__((target("avx512f")))
+static inline __m512 halves_scale(float lo, float hi) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(lo)), _mm256_castps_pd(_mm256_set1_ps(hi)), 1));
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+static float dot_block32_avx512(int type, const uint8_t *w, const int16_t *q, const hone_act_scale *s, size_t n) {
+    __m512 total = _mm512_setzero_ps();
+    float tail = 0;
+    for (size_t b = 0; b < n / 32; b++) {
+        __m256i lo, hi;
+        float a_lo, a_hi, c;
+        decode32_avx2(type, w, b, &lo, &hi, &a_lo, &a_hi, &c);
+        __m512i w16 = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w16, _mm512_loadu_si512(q + b * 32));
+        total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), halves_scale(a_lo * s[b].d, a_hi * s[b].d), total);
+        tail += c * s[b].d * (float)s[b].sum;
+    }
+    return _mm512_reduce_add_ps(total) + tail;
+}
+
 __attribute__((target("avx2,fma,f16c")))
 static float dot_q_avx2(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
+    if (is_block32_type(type)) return dot_block32_avx2(type, (const uint8_t *)w, q, s, n);
     const uint8_t *p = (const uint8_t *)w;
     const int step = block_bytes(type);
     __m256 total = _mm256_setzero_ps();
@@ -243,6 +445,7 @@ static float dot_q_avx2(int type, const void *w, const int16_t *q, const hone_ac
 // One block per 512-bit register; vpdpwssd multiplies int16 pairs and accumulates in int32.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 static float dot_q_avx512(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
+    if (is_block32_type(type)) return dot_block32_avx512(type, (const uint8_t *)w, q, s, n);
     const uint8_t *p = (const uint8_t *)w;
     const int step = block_bytes(type);
     __m512 total = _mm512_setzero_ps();
@@ -320,7 +523,7 @@ void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, 
     const uint8_t *p = (const uint8_t *)w;
     int r = 0;
 #ifdef HONE_X86
-    if (hone_kernels_level() == 2) {
+    if (hone_kernels_level() == 2 && !is_block32_type(type)) {
         for (; r + 4 <= rows; r += 4)
             for (int j = 0; j < m; j += 4)
                 dot_q_rows4_avx512(type, p + (size_t)r * row_bytes, row_bytes, q + j * q_stride, q_stride,

@@ -90,10 +90,10 @@ public final class GGUFFile: @unchecked Sendable {
             var tensors: [String: GGUFTensorInfo] = [:]
             for (name, dims, typeID, offset) in infos {
                 guard let type = GGMLType(rawValue: typeID) else {
-                    throw GGUFError("tensor \(name) has type \(GGMLType.name(of: typeID)), which is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1)")
+                    throw GGUFError("tensor \(name) has type \(GGMLType.name(of: typeID)), which is not supported (Hone reads \(GGMLType.supportedNames))")
                 }
                 guard dims[0] % type.blockSize == 0 else {
-                    throw GGUFError("tensor \(name): row length \(dims[0]) is not a multiple of \(type)'s block size \(type.blockSize)")
+                    throw GGUFError("tensor \(name): row length \(dims[0]) is not a multiple of \(type.name)'s block size \(type.blockSize)")
                 }
                 // Bounds before arithmetic: a corrupt offset or shape must not overflow an Int.
                 // Every type stores an element in at least half a byte.

@@ -75,13 +75,14 @@ public enum GGUFValue: Sendable, Equatable {
 
 /// A tensor's element type (ggml's numbering). Quantized types store blocks of values.
 public enum GGMLType: UInt32, Sendable, CaseIterable {
-    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q8_0 = 8, bf16 = 30
+    case f32 = 0, f16 = 1, q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8, q4_K = 12, q5_K = 13, q6_K = 14, bf16 = 30
 
     /// Values per block.
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16: return 1
-        case .q4_0, .q4_1, .q8_0: return Int(HONE_BLOCK_VALUES)
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: return Int(HONE_BLOCK_VALUES)
+        case .q4_K, .q5_K, .q6_K: return Int(HONE_SUPERBLOCK_VALUES)
         }
     }
 
@@ -92,19 +93,31 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
         case .f16, .bf16: return 2
         case .q4_0: return MemoryLayout<hone_block_q4_0>.size
         case .q4_1: return MemoryLayout<hone_block_q4_1>.size
+        case .q5_0: return MemoryLayout<hone_block_q5_0>.size
+        case .q5_1: return MemoryLayout<hone_block_q5_1>.size
         case .q8_0: return MemoryLayout<hone_block_q8_0>.size
+        case .q4_K: return MemoryLayout<hone_block_q4_k>.size
+        case .q5_K: return MemoryLayout<hone_block_q5_k>.size
+        case .q6_K: return MemoryLayout<hone_block_q6_k>.size
         }
     }
+
+    /// ggml's name of the type ("Q4_K"), as llama.cpp prints it.
+    public var name: String { Self.name(of: rawValue) }
+
+    /// What this reader decodes, for error messages.
+    public static var supportedNames: String { allCases.map(\.name).joined(separator: ", ") }
 
     /// Bytes for `count` values (a multiple of the block size).
     public func bytes(for count: Int) -> Int { count / blockSize * blockBytes }
 
-    /// Names of ggml types this reader does not decode, for error messages.
+    /// ggml's name for type id `id`, known to Hone or not.
     static func name(of id: UInt32) -> String {
-        let names: [UInt32: String] = [6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K",
-                                       14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S",
-                                       20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16",
-                                       26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M"]
+        let names: [UInt32: String] = [0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
+                                       10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS",
+                                       17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
+                                       23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M",
+                                       30: "BF16"]
         return names[id] ?? "type \(id)"
     }
 }

@@ -12,7 +12,8 @@ struct GGUFTests {
         let expected = try JSONValue(parsing: Data(contentsOf: Self.fixtures.appendingPathComponent("quants.json")))["types_gguf"]!
         let file = try GGUFFile(path: Self.fixtures.appendingPathComponent("types.gguf").path)
         guard case .object(let byName) = expected else { Issue.record("fixture shape"); return }
-        #expect(byName.count == 6)
+        #expect(byName.count == 11)  // every GGMLType, none left out
+        #expect(Set(byName.keys) == Set(GGMLType.allCases.map { $0.name.lowercased() }))
         for (name, values) in byName {
             let ours = try file.floats(name)
             let theirs = values.arrayValue.map { $0.compactMap(\.doubleValue).map(Float.init) }!

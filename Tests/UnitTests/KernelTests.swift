@@ -65,12 +65,43 @@ struct KernelTests {
         }
     }
 
-    @Test(arguments: [Int(HONE_TYPE_Q8_0), Int(HONE_TYPE_Q4_0), Int(HONE_TYPE_Q4_1)])
+    /// Every quantized type the dot kernels read.
+    static let quantizedTypes = [HONE_TYPE_Q8_0, HONE_TYPE_Q4_0, HONE_TYPE_Q4_1, HONE_TYPE_Q5_0, HONE_TYPE_Q5_1,
+                                 HONE_TYPE_Q4_K, HONE_TYPE_Q5_K, HONE_TYPE_Q6_K].map { Int($0) }
+
+    /// A row length the type allows: SmolLM2's 576 for 32-value blocks, its 1536 for K-quants.
+    static func width(_ type: Int32) -> Int { GGMLType(rawValue: UInt32(type))!.blockSize > 32 ? 1536 : 576 }
+
+    /// Blocks of random bits with small finite fp16 scales: every bit pattern of the integer
+    /// fields (K-quant scales up to 63, negative Q6_K scales) that a quantizer may not write.
+    static func randomBlocks(_ type: Int32, _ n: Int, seed: UInt64) -> [UInt8] {
+        let t = GGMLType(rawValue: UInt32(type))!
+        var state = seed
+        var bytes = (0..<t.bytes(for: n)).map { _ in
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return UInt8(truncatingIfNeeded: state >> 56)
+        }
+        // Where the fp16 fields sit in each block: d first (and m or dmin after it); Q6_K's last.
+        let halves = t == .q6_K ? [208] : t == .q5_0 || t == .q8_0 || t == .q4_0 ? [0] : [0, 2]
+        let smallScales = values(n / t.blockSize * halves.count, seed: seed ^ 0x5eed, scale: 0.02)
+        var next = 0
+        for block in 0..<(n / t.blockSize) {
+            for at in halves {
+                let h = hone_f32_to_f16(abs(smallScales[next]) + 0.0005)
+                next += 1
+                bytes[block * t.blockBytes + at] = UInt8(h & 0xff)
+                bytes[block * t.blockBytes + at + 1] = UInt8(h >> 8)
+            }
+        }
+        return bytes
+    }
+
+    @Test(arguments: quantizedTypes)
     func quantizedDotMatchesReferenceAndFloat(typeID: Int) {
         let type = Int32(typeID)
-        let n = 576
+        let n = Self.width(type)
         for seed in UInt64(1)...20 {
-            let w = Self.quantized(type, Self.values(n, seed: seed, scale: 0.1))
+            let w = seed % 2 == 0 ? Self.quantized(type, Self.values(n, seed: seed, scale: 0.1)) : Self.randomBlocks(type, n, seed: seed)
             let x = Self.values(n, seed: seed + 1000, scale: 3)
             let reference = KernelLevel.reference.use { Self.dotQ(type, w, x) }
             for level in Self.fastLevels {
@@ -84,7 +115,7 @@ struct KernelTests {
         }
     }
 
-    @Test(arguments: [Int(HONE_TYPE_Q8_0), Int(HONE_TYPE_Q4_0), Int(HONE_TYPE_Q4_1)])
+    @Test(arguments: quantizedTypes)
     func multiRowKernelMatchesSingleRows(typeID: Int) {
         let type = Int32(typeID)
         let n = 1536, rows = 11
@@ -105,10 +136,10 @@ struct KernelTests {
     }
 
     @Test("several activation vectors at once give, bit for bit, each vector's result alone (batch invariance)",
-          arguments: [Int(HONE_TYPE_Q8_0), Int(HONE_TYPE_Q4_0), Int(HONE_TYPE_Q4_1)])
+          arguments: quantizedTypes)
     func multiVectorKernelIsBatchInvariant(typeID: Int) {
         let type = Int32(typeID)
-        let n = 576, rows = 13
+        let n = Self.width(type), rows = 13
         let rowBytes = Self.bytes(type, n)
         let w = Self.quantized(type, Self.values(n * rows, seed: 7, scale: 0.05))
         for level in KernelLevel.allCases where level <= .active {
@@ -148,6 +179,20 @@ struct KernelTests {
                 #expect(abs(level.use { hone_dot_f32(a, b, n) } - reference) <= 1e-5 * Float(n), "\(level) n \(n)")
             }
         }
+    }
+
+    @Test("the test-model quantizers keep every value within a step of its block's scale", arguments: quantizedTypes)
+    func quantizerRoundTrips(typeID: Int) {
+        let type = Int32(typeID)
+        let n = 1536
+        let x = Self.values(n, seed: 11, scale: 0.3)
+        let back = Self.dequantized(type, Self.quantized(type, x), n)
+        // Worst case over types: Q4_0 steps max|x|/8 of a 32-block, K-quants' 6-bit scales
+        // add a little; 0.3/8 = 0.0375 bounds half a step of each.
+        let worst = zip(x, back).map { abs($0 - $1) }.max()!
+        #expect(worst <= 0.3 / 8, "type \(type): worst error \(worst)")
+        let rms = (zip(x, back).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Float(n)).squareRoot()
+        #expect(rms <= 0.3 / 16, "type \(type): rms error \(rms)")
     }
 
     @Test func halfConversionRoundTrips() {

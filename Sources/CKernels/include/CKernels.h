@@ -11,7 +11,12 @@ enum {
     HONE_TYPE_F16 = 1,
     HONE_TYPE_Q4_0 = 2,
     HONE_TYPE_Q4_1 = 3,
+    HONE_TYPE_Q5_0 = 6,
+    HONE_TYPE_Q5_1 = 7,
     HONE_TYPE_Q8_0 = 8,
+    HONE_TYPE_Q4_K = 12,
+    HONE_TYPE_Q5_K = 13,
+    HONE_TYPE_Q6_K = 14,
     HONE_TYPE_BF16 = 30,
 };
 
@@ -35,9 +40,57 @@ typedef struct {
     uint16_t m;
     uint8_t qs[HONE_BLOCK_VALUES / 2];
 } hone_block_q4_1;
+/// Q5_0: x = d·(q − 16), q of 5 bits: the low four as Q4_0's nibbles, the fifth of value j
+/// in bit j of qh (little-endian).
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[HONE_BLOCK_VALUES / 2];
+} hone_block_q5_0;
+/// Q5_1: x = d·q + m; q as Q5_0's.
+typedef struct {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qh[4];
+    uint8_t qs[HONE_BLOCK_VALUES / 2];
+} hone_block_q5_1;
 _Static_assert(sizeof(hone_block_q8_0) == 34, "Q8_0 block is 34 bytes in GGUF files");
 _Static_assert(sizeof(hone_block_q4_0) == 18, "Q4_0 block is 18 bytes in GGUF files");
 _Static_assert(sizeof(hone_block_q4_1) == 20, "Q4_1 block is 20 bytes in GGUF files");
+_Static_assert(sizeof(hone_block_q5_0) == 22, "Q5_0 block is 22 bytes in GGUF files");
+_Static_assert(sizeof(hone_block_q5_1) == 24, "Q5_1 block is 24 bytes in GGUF files");
+
+// K-quants: super-blocks of 256 values in sub-blocks of 32 (Q4_K, Q5_K) or 16 (Q6_K) that
+// each have their own small integer scale, so rows must be a multiple of 256 long.
+#define HONE_SUPERBLOCK_VALUES 256
+/// Q4_K: sub-block j (values 32j…32j+31) is x = d·sc_j·q − dmin·m_j, with sc_j and m_j of
+/// 6 bits packed in `scales` (ggml's get_scale_min_k4) and q the low nibbles of
+/// qs[32⌊j/2⌋…] for even j, the high nibbles for odd j.
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qs[HONE_SUPERBLOCK_VALUES / 2];
+} hone_block_q4_k;
+/// Q5_K: Q4_K with a fifth bit, bit j of qh[l] for value l of sub-block j.
+typedef struct {
+    uint16_t d;
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[HONE_SUPERBLOCK_VALUES / 8];
+    uint8_t qs[HONE_SUPERBLOCK_VALUES / 2];
+} hone_block_q5_k;
+/// Q6_K: x = d·scales[i/16]·(q − 32), q of 6 bits: four low bits in ql, two high in qh
+/// (ggml's dequantize_row_q6_K gives the interleaving). The scale comes last.
+typedef struct {
+    uint8_t ql[HONE_SUPERBLOCK_VALUES / 2];
+    uint8_t qh[HONE_SUPERBLOCK_VALUES / 4];
+    int8_t scales[HONE_SUPERBLOCK_VALUES / 16];
+    uint16_t d;
+} hone_block_q6_k;
+_Static_assert(sizeof(hone_block_q4_k) == 144, "Q4_K block is 144 bytes in GGUF files");
+_Static_assert(sizeof(hone_block_q5_k) == 176, "Q5_K block is 176 bytes in GGUF files");
+_Static_assert(sizeof(hone_block_q6_k) == 210, "Q6_K block is 210 bytes in GGUF files");
 
 /// IEEE half (bits) to float, exact for every value including subnormals, inf and NaN.
 float hone_f16_to_f32(uint16_t h);
@@ -48,9 +101,11 @@ uint16_t hone_f32_to_f16(float f);
 /// `dst`. Returns 0, or -1 for an unsupported type.
 int hone_dequantize(int type, const void *src, float *dst, size_t n);
 
-/// Quantizes `n` floats (multiple of 32) into `type` blocks at `dst` (the reference
-/// rounding of ggml: Q8_0 and Q4_0 by max |x|, Q4_1 by min/max). Used by the GGUF writer
-/// for test models. Returns 0, or -1 for an unsupported type.
+/// Quantizes `n` floats (a multiple of the type's block size) into `type` blocks at `dst`:
+/// ggml's reference rounding for Q8_0, Q4_0, Q5_0 (by max |x|) and Q4_1, Q5_1 (by min/max);
+/// for the K-quants a plain rounding of each sub-block's range (not llama.cpp's search for
+/// the best scales, so slightly less accurate). Used by the GGUF writer for test models.
+/// Returns 0, or -1 for an unsupported type.
 int hone_quantize(int type, const float *src, void *dst, size_t n);
 
 // ---- Dot products (kernels.c). Each has a portable reference and SIMD variants chosen at
@@ -85,8 +140,8 @@ typedef struct {
 /// Quantizes n floats (multiple of 32) into q (n int16) and scales (n/32).
 void hone_quantize_activations(const float *x, size_t n, int16_t *q, hone_act_scale *scales);
 
-/// Dot product of one quantized weight row (`type`: Q4_0, Q4_1 or Q8_0, n values) with
-/// activations quantized by hone_quantize_activations.
+/// Dot product of one quantized weight row (`type`: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+/// Q5_K or Q6_K; n values) with activations quantized by hone_quantize_activations.
 float hone_dot_q(int type, const void *w, const int16_t *q, const hone_act_scale *scales, size_t n);
 
 // ---- Persistent worker pools (pool.c): matrix products run ~200 parallel loops per

@@ -144,6 +144,26 @@ if want("quants"):
         data = quantize(x, qt)
         w.add_tensor(name, data, raw_dtype=qt)
         expected[name] = [float(v) for v in dequantize(data, qt).reshape(-1)]
+    for name, qt in [("q5_0", Q.Q5_0), ("q5_1", Q.Q5_1)]:
+        x = (rng.standard_normal((4, 64)) * 0.5).astype(np.float32)
+        data = quantize(x, qt)
+        w.add_tensor(name, data, raw_dtype=qt)
+        expected[name] = [float(v) for v in dequantize(data, qt).reshape(-1)]
+    # gguf-py cannot quantize to K-quants: random blocks (sane fp16 scales, every other bit
+    # random) are dequantized instead. Two rows of two super-blocks each.
+    def half(values):
+        return np.asarray(values, dtype=np.float16).view(np.uint8).reshape(len(values), 2)
+    for name, qt, size in [("q4_k", Q.Q4_K, 144), ("q5_k", Q.Q5_K, 176), ("q6_k", Q.Q6_K, 210)]:
+        blocks = rng.integers(0, 256, size=(4, size), dtype=np.uint8)
+        d = half(rng.uniform(0.0005, 0.02, 4))
+        if qt == Q.Q6_K:
+            blocks[:, 208:210] = d
+        else:
+            blocks[:, 0:2] = d
+            blocks[:, 2:4] = half(rng.uniform(0.0005, 0.02, 4))
+        data = blocks.reshape(2, 2 * size)
+        w.add_tensor(name, data, raw_dtype=qt)
+        expected[name] = [float(v) for v in dequantize(data, qt).reshape(-1)]
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
     with open(os.path.join(OUT, "quants.json"), "w") as f:
         json.dump({"real_model": real, "types_gguf": expected}, f)
