@@ -19,15 +19,17 @@ enum RealModel {
 
     static var model: LlamaModel { loaded!.0 }
     static var tokenizer: Tokenizer { loaded!.1 }
+}
 
+extension LlamaModel {
     /// Logits (T × V) of every position of `tokens`: as one prompt chunk, or fed one token
     /// at a time the way decode runs (`stepwise`), which takes the single-token kernels.
-    static func logits(_ tokens: [Int], mode: MatmulMode, stepwise: Bool = false) throws -> [[Float]] {
-        let cache = model.makeCache(capacity: tokens.count)
+    func positionLogits(_ tokens: [Int], mode: MatmulMode, stepwise: Bool = false) throws -> [[Float]] {
+        let cache = makeCache(capacity: tokens.count)
         guard stepwise else {
-            return try model.forward([SequenceInput(tokens: tokens, cache: cache, allLogits: true)], mode: mode)[0]
+            return try forward([SequenceInput(tokens: tokens, cache: cache, allLogits: true)], mode: mode)[0]
         }
-        return try tokens.map { try model.forward([SequenceInput(tokens: [$0], cache: cache)], mode: mode)[0][0] }
+        return try tokens.map { try forward([SequenceInput(tokens: [$0], cache: cache)], mode: mode)[0][0] }
     }
 }
 

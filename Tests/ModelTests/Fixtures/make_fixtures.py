@@ -9,6 +9,8 @@ Oracles (never committed, only what they print):
   - gguf-py 0.19: dequantized tensor values and a small GGUF with every supported type.
 
 Run:  python make_fixtures.py MODEL.gguf OUT_DIR [--only tokenizer|logits|quants]
+The logits of another model file go to OUT_DIR/$HONE_LOGITS_FILE (default logits.json): the
+K-quant files of ops/requantize-model are compared as logits-Q4_K_M.json and logits-Q6_K.json.
 """
 import json, sys, os, random
 import numpy as np
@@ -119,8 +121,10 @@ if want("logits"):
                               "mean": float(row.mean()), "std": float(row.std())})
         records.append({"prompt": prompt, "ids": ids, "positions": positions,
                         "greedy": cont, "greedy_margins": margins})
-    with open(os.path.join(OUT, "logits.json"), "w") as f:
-        json.dump({"sample_indices": SAMPLE_INDICES, "prompts": records,
+    with open(os.path.join(OUT, os.environ.get("HONE_LOGITS_FILE", "logits.json")), "w") as f:
+        import hashlib
+        sha = hashlib.sha256(open(MODEL, "rb").read()).hexdigest()
+        json.dump({"model_sha256": sha, "sample_indices": SAMPLE_INDICES, "prompts": records,
                    "llamacpp_mean_abs_diff": cpp_abs / cpp_total,
                    "llamacpp_top1_agreement": cpp_agree / cpp_total}, f)
 
