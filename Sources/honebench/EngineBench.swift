@@ -50,10 +50,10 @@ enum EngineBench {
             reference = json[which == "prefill" ? "prefill_tok_s" : "decode_tok_s"] as? Double
         }
         if which == "prefill" {
-            emit(["bench": "prefill", "threads": Parallel.threads, "prompt_tokens": ids.count, "hone_tok_s": hone,
+            emit(["bench": "prefill", "model": model.file.path.split(separator: "/").last.map(String.init) ?? "", "threads": Parallel.threads, "prompt_tokens": ids.count, "hone_tok_s": hone,
                   "llamacpp_tok_s": reference ?? -1, "ratio": reference.map { (hone / $0 * 100).rounded() / 100 } ?? -1])
         } else {
-            emit(["bench": "decode", "threads": Parallel.threads, "tokens": decodeTokens, "hone_tok_s": hone,
+            emit(["bench": "decode", "model": model.file.path.split(separator: "/").last.map(String.init) ?? "", "threads": Parallel.threads, "tokens": decodeTokens, "hone_tok_s": hone,
                   "llamacpp_tok_s": reference ?? -1, "ratio": reference.map { (hone / $0 * 100).rounded() / 100 } ?? -1])
         }
     }
