@@ -25,6 +25,7 @@ public final class Tokenizer: Sendable {
     /// Special tokens, longest first (llama.cpp's partition order).
     private let specials: [(text: String, id: Int, type: TokenType)]
     private let cache = Mutex<[String: [Int]]>([:])
+    private let preTokenizer: PreTokenizer.Style
 
     public init(gguf: GGUFFile) throws {
         let model = gguf.metadata["tokenizer.ggml.model"]?.stringValue
@@ -32,10 +33,10 @@ public final class Tokenizer: Sendable {
             throw GGUFError("tokenizer model \(model ?? "(none)") is not supported (only byte-level BPE, \"gpt2\")")
         }
         let pre = gguf.metadata["tokenizer.ggml.pre"]?.stringValue ?? "default"
-        let supported = ["smollm", "starcoder", "refact", "command-r", "codeshell", "exaone"]
-        guard supported.contains(pre) else {
-            throw GGUFError("pre-tokenizer \(pre) is not supported (\(supported.joined(separator: ", ")))")
+        guard let style = PreTokenizer.Style(gguf: pre) else {
+            throw GGUFError("pre-tokenizer \(pre) is not supported (Hone splits like llama.cpp for \(PreTokenizer.Style.supportedNames.joined(separator: ", ")))")
         }
+        preTokenizer = style
         guard let tokenValues = gguf.metadata["tokenizer.ggml.tokens"]?.arrayValue else {
             throw GGUFError("the file has no tokenizer.ggml.tokens")
         }
@@ -86,7 +87,7 @@ public final class Tokenizer: Sendable {
             switch fragment {
             case .special(let id): out.append(id)
             case .text(let t):
-                for word in PreTokenizer.split(t) { out += bpe(String(String.UnicodeScalarView(word))) }
+                for word in PreTokenizer.split(t, style: preTokenizer) { out += bpe(String(String.UnicodeScalarView(word))) }
             }
         }
         return out
@@ -119,10 +120,12 @@ public final class Tokenizer: Sendable {
     }
 
     /// BPE of one pre-token word: merge the adjacent pair of lowest rank (leftmost on ties)
-    /// until none merges; symbols not in the vocabulary fall back to their bytes.
+    /// until none merges; symbols not in the vocabulary fall back to their bytes. Llama 3
+    /// vocabularies take a word that is itself a token whole (llama.cpp's `ignore_merges`).
     private func bpe(_ word: String) -> [Int] {
         if let hit = cache.withLock({ $0[word] }) { return hit }
         let text = ByteLevel.encode(word.utf8)
+        if preTokenizer == .llama3, let whole = ids[text] { return [whole] }
         var symbols = text.unicodeScalars.map { String($0) }
         if ids[text] == nil || symbols.count > 1 {
             while symbols.count > 1 {
