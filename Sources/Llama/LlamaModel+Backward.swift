@@ -205,6 +205,9 @@ extension LlamaModel {
         a.u[.q] = linear(.q, w.q, a.h1, &a.q)
         a.u[.k] = linear(.k, w.k, a.h1, &a.k)
         a.u[.v] = linear(.v, w.v, a.h1, &a.v)
+        addBias(w.qBias, rows: n, to: &a.q)
+        addBias(w.kBias, rows: n, to: &a.k)
+        addBias(w.vBias, rows: n, to: &a.v)
         OpProfile.measure("rope", layer: layer) {
             a.q.withUnsafeMutableBufferPointer { qp in
                 a.k.withUnsafeMutableBufferPointer { kp in

@@ -77,6 +77,9 @@ extension LlamaModel {
             linear(.q, w.q, hidden, &q)
             linear(.k, w.k, hidden, &k)
             linear(.v, w.v, hidden, &vv)
+            addBias(w.qBias, rows: n, to: &q)
+            addBias(w.kBias, rows: n, to: &k)
+            addBias(w.vBias, rows: n, to: &vv)
             OpProfile.measure("rope", layer: layer) {
                 q.withUnsafeMutableBufferPointer { qp in
                     k.withUnsafeMutableBufferPointer { kp in

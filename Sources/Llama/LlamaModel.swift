@@ -14,6 +14,10 @@ struct LlamaLayer: Sendable {
     let gate: QuantizedMatrix    // (F, C)
     let up: QuantizedMatrix      // (F, C)
     let down: QuantizedMatrix    // (C, F)
+    /// Qwen2's projection biases (H·D, KV·D, KV·D); nil for Llama.
+    let qBias: [Float]?
+    let kBias: [Float]?
+    let vBias: [Float]?
 }
 
 /// A Llama-architecture model loaded from GGUF: weights stay quantized in the mapping.
@@ -42,6 +46,11 @@ public final class LlamaModel: Sendable {
             _ = try info(t, [n])
             return try file.floats(t.name)
         }
+        /// A vector the architecture requires (`required`) or the file may have.
+        func optionalVector(_ t: LlamaTensor, _ n: Int, required: Bool) throws -> [Float]? {
+            required || file.tensors[t.name] != nil ? try vector(t, n) : nil
+        }
+        let biased = config.architecture == .qwen2
         let c = config.width, f = config.ffnWidth, d = config.headDim
         embedding = try matrix(.tokenEmbedding, out: config.vocabSize, in: c)
         layers = try (0..<config.layers).map { i in
@@ -54,12 +63,16 @@ public final class LlamaModel: Sendable {
                 ffnNorm: try vector(.ffnNorm(i), c),
                 gate: try matrix(.ffnGate(i), out: f, in: c),
                 up: try matrix(.ffnUp(i), out: f, in: c),
-                down: try matrix(.ffnDown(i), out: c, in: f))
+                down: try matrix(.ffnDown(i), out: c, in: f),
+                qBias: try optionalVector(.attnQBias(i), config.heads * d, required: biased),
+                kBias: try optionalVector(.attnKBias(i), config.kvHeads * d, required: biased),
+                vBias: try optionalVector(.attnVBias(i), config.kvHeads * d, required: biased))
         }
         outputNorm = try vector(.outputNorm, c)
         output = file.tensors[LlamaTensor.output.name] != nil
             ? try matrix(.output, out: config.vocabSize, in: c) : embedding
-        rope = RoPE(headDim: d, base: config.ropeBase)
+        rope = RoPE(headDim: d, base: config.ropeBase, pairs: config.architecture == .qwen2 ? .halves : .adjacent,
+                    frequencyFactors: try optionalVector(.ropeFrequencies, d / 2, required: false))
     }
 
     /// Loads a GGUF file.

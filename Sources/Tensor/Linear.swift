@@ -58,3 +58,13 @@ public func linearBackward(_ dy: UnsafePointer<Float>, x: UnsafePointer<Float>, 
     gemm(transA: true, m: outWidth, n: r, k: n, alpha: lora.scale, dy, lda: outWidth, u, ldb: r, beta: 1, g.b, ldc: r)
     gemm(transA: true, m: r, n: inWidth, k: n, alpha: lora.scale, dyB, lda: r, x, ldb: inWidth, beta: 1, g.a, ldc: inWidth)
 }
+
+/// y[n][j] += bias[j] for each of `rows` rows (nothing when `bias` is nil): the projection
+/// biases some architectures add (Qwen2's q, k, v). Constant, so backward passes go through.
+public func addBias(_ bias: [Float]?, rows: Int, to y: inout [Float]) {
+    guard let bias else { return }
+    let width = bias.count
+    for n in 0..<rows {
+        for j in 0..<width { y[n * width + j] += bias[j] }
+    }
+}

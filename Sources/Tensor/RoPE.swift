@@ -1,17 +1,28 @@
 import Foundation
 
-/// Rotary position embedding over pairs (2i, 2i+1) of each head, the layout GGUF stores q
-/// and k rows in (it makes this equal to Hugging Face's rotate_half on its permuted rows).
+/// Rotary position embedding. Llama GGUFs store q and k rows permuted so that rotated pairs
+/// are adjacent, (2i, 2i+1), which equals Hugging Face's rotate_half on its own rows; Qwen2
+/// GGUFs keep Hugging Face's order, whose pairs are (i, i + D/2) (llama.cpp's NEOX mode).
 public struct RoPE: Sendable {
+    /// Which values of a head rotate together.
+    public enum Pairs: Sendable {
+        case adjacent, halves
+    }
     /// D values per head.
     public let headDim: Int
-    /// Inverse frequencies computed as PyTorch does (float32 pow), so positions agree.
+    public let pairs: Pairs
+    /// Inverse frequencies computed as PyTorch does (float32 pow), so positions agree;
+    /// divided by the file's `rope_freqs` factors when it has them (Llama 3.1's scaling).
     public let invFreq: [Float]   // (D/2)
 
     /// RoPE for heads of `headDim` values with frequency base `base` (e.g. 100000).
-    public init(headDim: Int, base: Float) {
+    public init(headDim: Int, base: Float, pairs: Pairs = .adjacent, frequencyFactors: [Float]? = nil) {
         self.headDim = headDim
-        invFreq = (0..<(headDim / 2)).map { i in 1 / powf(base, Float(2 * i) / Float(headDim)) }
+        self.pairs = pairs
+        invFreq = (0..<(headDim / 2)).map { i in
+            let f = 1 / powf(base, Float(2 * i) / Float(headDim))
+            return frequencyFactors.map { f / $0[i] } ?? f
+        }
     }
 
     /// Rotates one row of `heads` heads (heads · D values) by position · invFreq.
@@ -30,11 +41,12 @@ public struct RoPE: Sendable {
         for i in 0..<(d / 2) {
             let angle = Float(position) * invFreq[i]
             let cs = cosf(angle), sn = sign * sinf(angle)
+            let (first, partner) = pairs == .adjacent ? (2 * i, 1) : (i, d / 2)
             for head in 0..<heads {
-                let p = head * d + 2 * i
-                let a = x[p], b = x[p + 1]
+                let p = head * d + first
+                let a = x[p], b = x[p + partner]
                 x[p] = a * cs - b * sn
-                x[p + 1] = a * sn + b * cs
+                x[p + partner] = a * sn + b * cs
             }
         }
     }

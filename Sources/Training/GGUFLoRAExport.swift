@@ -9,7 +9,7 @@ public enum GGUFLoRAExport {
     /// Writes `adapter` (trained on `model`) as a GGUF LoRA file at `path`.
     public static func write(_ adapter: LoRAAdapter, to path: String, model: LlamaModel) throws {
         var w = GGUFWriter()
-        w.set("general.architecture", .string("llama"))
+        w.set("general.architecture", .string(model.config.architecture.rawValue))
         w.set("general.type", .string("adapter"))
         w.set("general.name", .string("hone-lora"))
         w.set("adapter.type", .string("lora"))

@@ -145,11 +145,12 @@ public enum PEFTAdapter {
         "base_model.model.model.layers.\(key.layer).\(key.target.modulePath).lora_\(part).weight"
     }
 
-    /// GGUF stores q and k rows in llama.cpp's RoPE order: within each head, row 2i + j is
-    /// Hugging Face's row j · D/2 + i. B's rows (outputs) follow their weight's order, so
-    /// they are permuted on the way to and from PEFT; other targets pass through.
+    /// Llama GGUFs store q and k rows in llama.cpp's RoPE order: within each head, row 2i + j
+    /// is Hugging Face's row j · D/2 + i. B's rows (outputs) follow their weight's order, so
+    /// they are permuted on the way to and from PEFT; other targets, and Qwen2 (whose GGUF
+    /// keeps Hugging Face's order), pass through.
     static func permuteRows(_ b: [Float], _ target: LoRATarget, _ cfg: LlamaConfig, toHF: Bool, columns: Int) -> [Float] {
-        guard target == .q || target == .k else { return b }
+        guard cfg.architecture == .llama, target == .q || target == .k else { return b }
         let d = cfg.headDim, heads = target == .q ? cfg.heads : cfg.kvHeads
         var out = b
         for h in 0..<heads {

@@ -125,3 +125,19 @@ struct TinyModelTests {
         try attempt(patched, "type IQ2_XXS, which is not supported (Hone reads F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16)")
     }
 }
+
+/// Architectures beyond SmolLM2's, on tiny random models made by make_arch_fixtures.py and
+/// run by transformers (float32, loading the same GGUF) and llama.cpp.
+@Suite("Other architectures against transformers float32", .serialized)
+struct ArchitectureTests {
+    @Test("Qwen2 (q/k/v biases, RoPE over half-split pairs, untied head): exact logits within 1e-3, greedy equal")
+    func qwen2() throws {
+        let model = try LlamaModel(path: GGUFTests.fixtures.appendingPathComponent("tiny-qwen2.gguf").path)
+        #expect(model.config.architecture == .qwen2)
+        let reference = try LogitsReference(fixture: "logits-tiny-qwen2.json", model: model)
+        #expect(model.file.sha256 == reference.modelSHA256)
+        try LogitsParityTests.checkExactLogits(reference)
+        try LogitsParityTests.checkExactGreedy(reference, minimum: 40)
+        try LogitsParityTests.checkFastPath(reference, stepwise: true)
+    }
+}
