@@ -64,7 +64,10 @@ struct LogitsParityTests {
     @Test("exact path: logits within 1e-3 of float32 transformers at every position of every prompt")
     func exactLogits() async throws { try await offPool { try Self.checkExactLogits(Self.reference) } }
 
-    static func checkExactLogits(_ reference: LogitsReference) throws {
+    /// Every compared logit within `tolerance` of the reference's (1e-3 against transformers
+    /// float32; llama.cpp's own float path, a reference where transformers cannot read a
+    /// file, is itself ~1e-3 from float32 on average).
+    static func checkExactLogits(_ reference: LogitsReference, tolerance: Float = 1e-3) throws {
         let (prompts, sampleIndices) = (reference.prompts, reference.sampleIndices)
         #expect(prompts.count >= 4)
         var worst: Float = 0
@@ -76,11 +79,11 @@ struct LogitsParityTests {
                 for (j, i) in sampleIndices.enumerated() { worst = max(worst, abs(row[i] - ref.sample[j])) }
                 let mean = row.reduce(0.0) { $0 + Double($1) } / Double(row.count)
                 let std = (row.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(row.count)).squareRoot()
-                #expect(abs(mean - ref.mean) < 1e-3 && abs(std - ref.std) < 1e-3, "mean/std of all V logits")
+                #expect(abs(mean - ref.mean) < Double(tolerance) && abs(std - ref.std) < Double(tolerance), "mean/std of all V logits")
             }
         }
         print("\(reference.name) exact path: max |Δlogit| = \(worst) over top-20 and 256 sampled entries of every position")
-        #expect(worst < 1e-3)
+        #expect(worst < tolerance)
     }
 
     @Test("exact path: greedy 32 tokens equal transformers' until its first near-tie (margin < 0.05)")
