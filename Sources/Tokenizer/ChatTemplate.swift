@@ -15,6 +15,8 @@ public struct ChatTemplate: Sendable {
     /// The system prompt used when the conversation has none, read from the template.
     public let defaultSystemPrompt: String?
 
+    /// ChatML, with the default system prompt of the model's `template` (a ChatML template,
+    /// see `validate`; nil when the file has none).
     public init(template: String?) {
         defaultSystemPrompt = template.flatMap(Self.defaultSystem(in:))
     }
@@ -64,6 +66,16 @@ public struct ChatTemplate: Sendable {
         return (ids, assistant)
     }
 
+    /// Refuses a GGUF `tokenizer.chat_template` that is not ChatML. Hone renders ChatML only
+    /// (nil, no template, falls back to it); a model whose template is something else
+    /// (Llama 3's header tokens, Mistral's `[INST]`) is refused when its tokenizer loads
+    /// rather than sent prompts in a format it was not trained on.
+    public static func validate(_ template: String?) throws {
+        guard let template, !template.contains("<|im_start|>") else { return }
+        let start = template.prefix(80).replacingOccurrences(of: "\n", with: " ")
+        throw ChatTemplateError(description: "the model's chat template is not ChatML (it begins \"\(start)…\"); Hone renders ChatML templates only")
+    }
+
     /// The literal system turn a ChatML template writes for conversations without one.
     static func defaultSystem(in template: String) -> String? {
         // The template's string literal may hold a real newline or the escape `\n`.
@@ -75,4 +87,9 @@ public struct ChatTemplate: Sendable {
         }
         return nil
     }
+}
+
+/// A chat template Hone cannot render faithfully.
+public struct ChatTemplateError: Error, CustomStringConvertible, Sendable {
+    public let description: String
 }

@@ -59,6 +59,7 @@ public final class Tokenizer: Sendable {
         bosID = gguf.metadata["tokenizer.ggml.bos_token_id"]?.intValue
         eosID = gguf.metadata["tokenizer.ggml.eos_token_id"]?.intValue
         chatTemplate = gguf.metadata["tokenizer.chat_template"]?.stringValue
+        try ChatTemplate.validate(chatTemplate)
         specials = tokens.indices
             .filter { [.control, .userDefined, .unknown].contains(types[$0]) && !tokens[$0].isEmpty }
             .map { (tokens[$0], $0, types[$0]) }

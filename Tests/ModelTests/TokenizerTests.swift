@@ -62,6 +62,21 @@ struct TokenizerTests {
         #expect(mismatches == 0)
     }
 
+    @Test("a chat template Hone cannot render (not ChatML) is refused when the tokenizer loads, with the reason")
+    func nonChatMLTemplateRefused() throws {
+        let source = RealModel.model.file
+        var writer = GGUFWriter()
+        for key in source.metadataKeys { writer.set(key, source.metadata[key]!) }
+        writer.set("tokenizer.chat_template", .string(
+            "{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] }}<|eot_id|>{% endfor %}"))
+        let path = NSTemporaryDirectory() + "hone-vocab-llama3-template-\(UUID().uuidString).gguf"
+        try Data(writer.serialized()).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        #expect {
+            _ = try Tokenizer(gguf: GGUFFile(path: path))
+        } throws: { "\($0)".contains("not ChatML") && "\($0)".contains("<|start_header_id|>") }
+    }
+
     @Test("streaming decode never emits half a character and adds up to the whole text")
     func streamingDecode() {
         let text = "naïve 😀 中文 👨‍👩‍👧‍👦 done"
