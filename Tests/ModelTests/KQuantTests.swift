@@ -82,15 +82,15 @@ struct KQuantParityTests {
         let model = try LlamaModel(path: path(type)!)
         let reference = try LogitsReference(fixture: "logits-\(type).json", model: model)
         #expect(model.file.sha256 == reference.modelSHA256, "\(type): not the file the fixture was made from; remake it with ops/requantize-model")
+        // Exact logits at every position bound greedy text too; prompt chunks run the exact
+        // path's products. Kept to these two, ops/test's budget is tight (~25 s for both files).
         try LogitsParityTests.checkExactLogits(reference)
-        try LogitsParityTests.checkExactGreedy(reference)
-        try LogitsParityTests.checkFastPath(reference, stepwise: false)
         try LogitsParityTests.checkFastPath(reference, stepwise: true)
     }
 
-    @Test("Q4_K_M (Q5_0, Q4_K, Q6_K, Q8_0): exact within 1e-3, serving path closer than llama.cpp", .enabled(if: path("Q4_K_M") != nil))
+    @Test("Q4_K_M (Q5_0, Q4_K, Q6_K, Q8_0): exact within 1e-3, decode kernels closer than llama.cpp", .enabled(if: path("Q4_K_M") != nil))
     func q4KM() async throws { try await offPool { try Self.check("Q4_K_M") } }
 
-    @Test("Q6_K (Q6_K, Q8_0): exact within 1e-3, serving path closer than llama.cpp", .enabled(if: path("Q6_K") != nil))
+    @Test("Q6_K (Q6_K, Q8_0): exact within 1e-3, decode kernels closer than llama.cpp", .enabled(if: path("Q6_K") != nil))
     func q6K() async throws { try await offPool { try Self.check("Q6_K") } }
 }
