@@ -175,6 +175,53 @@ int hone_dequantize(int type, const void *src, float *dst, size_t n) {
     }
 }
 
+// Packs 32 quants of 4 or 5 bits: low nibbles of values 0-15 and 16-31 share qs bytes; a
+// fifth bit of value j goes to bit j of the 32-bit qh (qh_at 0: none).
+static void pack_quants(uint8_t *o, const int q[32], size_t qs_at, size_t qh_at) {
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+        o[qs_at + j] = (uint8_t)((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
+        qh |= (uint32_t)(q[j] >> 4) << j | (uint32_t)(q[j + 16] >> 4) << (j + 16);
+    }
+    if (qh_at) memcpy(o + qh_at, &qh, 4);  // little-endian hosts only, as ggml
+}
+
+// Q4_0 and Q5_0 (ggml's reference): d = the value of largest magnitude / −2^(bits−1).
+static void quantize_absmax_block(const float *x, uint8_t *o, int bits, size_t qs_at, size_t qh_at) {
+    const int half = 1 << (bits - 1), top = (1 << bits) - 1;
+    const float offset = (float)half + 0.5f;  // 8.5 or 16.5: one addition, as ggml rounds
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; j++) {
+        if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
+    }
+    float d = max / -(float)half;
+    float id = d ? 1.0f / d : 0.0f;
+    wr16(o, hone_f32_to_f16(d));
+    int q[32];
+    for (int j = 0; j < 32; j++) {
+        q[j] = (int)(x[j] * id + offset);
+        q[j] = q[j] > top ? top : q[j];
+    }
+    pack_quants(o, q, qs_at, qh_at);
+}
+
+// Q4_1 and Q5_1 (ggml's reference): min/max over the block in 2^bits − 1 steps.
+static void quantize_minmax_block(const float *x, uint8_t *o, int bits, size_t m_at, size_t qs_at, size_t qh_at) {
+    const int top = (1 << bits) - 1;
+    float min = x[0], max = x[0];
+    for (int j = 1; j < 32; j++) { min = fminf(min, x[j]); max = fmaxf(max, x[j]); }
+    float d = (max - min) / (float)top;
+    float id = d ? 1.0f / d : 0.0f;
+    wr16(o, hone_f32_to_f16(d));
+    wr16(o + m_at, hone_f32_to_f16(min));
+    int q[32];
+    for (int j = 0; j < 32; j++) {
+        q[j] = (int)((x[j] - min) * id + 0.5f);
+        q[j] = q[j] > top ? top : q[j];
+    }
+    pack_quants(o, q, qs_at, qh_at);
+}
+
 static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 // One Q4_K/Q5_K super-block: each sub-block's range [min(0, min x), max x] in `top` steps,
@@ -270,76 +317,18 @@ int hone_quantize(int type, const float *src, void *dst, size_t n) {
         }
         return 0;
     case HONE_TYPE_Q4_0:
-        for (size_t b = 0; b < n / 32; b++, o += Q4_0_BYTES) {
-            const float *x = src + b * 32;
-            float amax = 0, max = 0;
-            for (int j = 0; j < 32; j++) {
-                if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
-            }
-            float d = max / -8.0f;
-            float id = d ? 1.0f / d : 0.0f;
-            wr16(o, hone_f32_to_f16(d));
-            for (int j = 0; j < 16; j++) {
-                int q0 = (int)(x[j] * id + 8.5f), q1 = (int)(x[j + 16] * id + 8.5f);
-                q0 = q0 > 15 ? 15 : q0; q1 = q1 > 15 ? 15 : q1;
-                o[Q4_0_QS + j] = (uint8_t)(q0 | (q1 << 4));
-            }
-        }
+        for (size_t b = 0; b < n / 32; b++, o += Q4_0_BYTES) quantize_absmax_block(src + b * 32, o, 4, Q4_0_QS, 0);
         return 0;
     case HONE_TYPE_Q4_1:
-        for (size_t b = 0; b < n / 32; b++, o += Q4_1_BYTES) {
-            const float *x = src + b * 32;
-            float min = x[0], max = x[0];
-            for (int j = 1; j < 32; j++) { min = fminf(min, x[j]); max = fmaxf(max, x[j]); }
-            float d = (max - min) / 15.0f;
-            float id = d ? 1.0f / d : 0.0f;
-            wr16(o, hone_f32_to_f16(d));
-            wr16(o + Q4_1_M, hone_f32_to_f16(min));
-            for (int j = 0; j < 16; j++) {
-                int q0 = (int)((x[j] - min) * id + 0.5f), q1 = (int)((x[j + 16] - min) * id + 0.5f);
-                q0 = q0 > 15 ? 15 : q0; q1 = q1 > 15 ? 15 : q1;
-                o[Q4_1_QS + j] = (uint8_t)(q0 | (q1 << 4));
-            }
-        }
+        for (size_t b = 0; b < n / 32; b++, o += Q4_1_BYTES) quantize_minmax_block(src + b * 32, o, 4, Q4_1_M, Q4_1_QS, 0);
         return 0;
     case HONE_TYPE_Q5_0:
-        for (size_t b = 0; b < n / 32; b++, o += sizeof(hone_block_q5_0)) {
-            const float *x = src + b * 32;
-            float amax = 0, max = 0;
-            for (int j = 0; j < 32; j++) {
-                if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
-            }
-            float d = max / -16.0f;
-            float id = d ? 1.0f / d : 0.0f;
-            wr16(o, hone_f32_to_f16(d));
-            uint32_t qh = 0;
-            for (int j = 0; j < 16; j++) {
-                int q0 = (int)(x[j] * id + 16.5f), q1 = (int)(x[j + 16] * id + 16.5f);
-                q0 = q0 > 31 ? 31 : q0; q1 = q1 > 31 ? 31 : q1;
-                o[offsetof(hone_block_q5_0, qs) + j] = (uint8_t)((q0 & 0x0f) | ((q1 & 0x0f) << 4));
-                qh |= (uint32_t)(q0 >> 4) << j | (uint32_t)(q1 >> 4) << (j + 16);
-            }
-            memcpy(o + offsetof(hone_block_q5_0, qh), &qh, 4);  // little-endian hosts only, as ggml
-        }
+        for (size_t b = 0; b < n / 32; b++, o += sizeof(hone_block_q5_0))
+            quantize_absmax_block(src + b * 32, o, 5, offsetof(hone_block_q5_0, qs), offsetof(hone_block_q5_0, qh));
         return 0;
     case HONE_TYPE_Q5_1:
-        for (size_t b = 0; b < n / 32; b++, o += sizeof(hone_block_q5_1)) {
-            const float *x = src + b * 32;
-            float min = x[0], max = x[0];
-            for (int j = 1; j < 32; j++) { min = fminf(min, x[j]); max = fmaxf(max, x[j]); }
-            float d = (max - min) / 31.0f;
-            float id = d ? 1.0f / d : 0.0f;
-            wr16(o, hone_f32_to_f16(d));
-            wr16(o + offsetof(hone_block_q5_1, m), hone_f32_to_f16(min));
-            uint32_t qh = 0;
-            for (int j = 0; j < 16; j++) {
-                int q0 = (int)((x[j] - min) * id + 0.5f), q1 = (int)((x[j + 16] - min) * id + 0.5f);
-                q0 = q0 > 31 ? 31 : q0; q1 = q1 > 31 ? 31 : q1;
-                o[offsetof(hone_block_q5_1, qs) + j] = (uint8_t)((q0 & 0x0f) | ((q1 & 0x0f) << 4));
-                qh |= (uint32_t)(q0 >> 4) << j | (uint32_t)(q1 >> 4) << (j + 16);
-            }
-            memcpy(o + offsetof(hone_block_q5_1, qh), &qh, 4);
-        }
+        for (size_t b = 0; b < n / 32; b++, o += sizeof(hone_block_q5_1))
+            quantize_minmax_block(src + b * 32, o, 5, offsetof(hone_block_q5_1, m), offsetof(hone_block_q5_1, qs), offsetof(hone_block_q5_1, qh));
         return 0;
     case HONE_TYPE_Q4_K:
     case HONE_TYPE_Q5_K:
