@@ -9,6 +9,12 @@ public struct GGUFWriter {
 
     public init() {}
 
+    /// A writer that starts with every metadata entry of `file`, in its order (no tensors):
+    /// the tests' variants of a real model (re-quantized, another pre-tokenizer).
+    public init(metadataOf file: GGUFFile) {
+        metadata = file.metadataKeys.map { ($0, file.metadata[$0]!) }
+    }
+
     /// Adds a metadata entry (kept in insertion order).
     public mutating func set(_ key: String, _ value: GGUFValue) {
         metadata.removeAll { $0.0 == key }

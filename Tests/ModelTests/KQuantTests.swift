@@ -24,8 +24,7 @@ struct KQuantTests {
 
     static let model: LlamaModel = {
         let source = RealModel.model.file
-        var writer = GGUFWriter()
-        for key in source.metadataKeys { writer.set(key, source.metadata[key]!) }
+        var writer = GGUFWriter(metadataOf: source)
         for name in source.tensorNames {
             let info = source.tensors[name]!
             writer.addTensor(name, dims: info.dims, type: type(of: name), values: try! source.floats(name))

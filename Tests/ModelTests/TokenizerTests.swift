@@ -39,8 +39,7 @@ struct TokenizerTests {
         // SmolLM2's vocabulary and merges in a vocab-only file naming the other pre-tokenizer,
         // as make_pretokenizer_fixtures.py gave llama.cpp: only the splitting differs.
         let source = RealModel.model.file
-        var writer = GGUFWriter()
-        for key in source.metadataKeys { writer.set(key, source.metadata[key]!) }
+        var writer = GGUFWriter(metadataOf: source)
         writer.set("tokenizer.ggml.pre", .string(pre))
         let path = NSTemporaryDirectory() + "hone-vocab-\(pre)-\(UUID().uuidString).gguf"
         try Data(writer.serialized()).write(to: URL(fileURLWithPath: path))
@@ -65,8 +64,7 @@ struct TokenizerTests {
     @Test("a chat template Hone cannot render (not ChatML) is refused when the tokenizer loads, with the reason")
     func nonChatMLTemplateRefused() throws {
         let source = RealModel.model.file
-        var writer = GGUFWriter()
-        for key in source.metadataKeys { writer.set(key, source.metadata[key]!) }
+        var writer = GGUFWriter(metadataOf: source)
         writer.set("tokenizer.chat_template", .string(
             "{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] }}<|eot_id|>{% endfor %}"))
         let path = NSTemporaryDirectory() + "hone-vocab-llama3-template-\(UUID().uuidString).gguf"
