@@ -100,7 +100,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         let decoded = tokenizer.decode(plain)
         let expected = String(decoding: text.utf8.filter { tokenizer.encodes(byte: $0) }, as: UTF8.self)
         precondition(decoded == expected, "tokenizer round trip changed \(Array(text.utf8)) into \(Array(decoded.utf8))")
-        let template = ChatTemplate(template: nil)
+        let template = tokenizer.chatTemplate
         _ = template.tokenize([ChatMessage(role: "user", content: text)], with: tokenizer)
     }
 

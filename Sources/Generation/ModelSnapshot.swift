@@ -40,7 +40,7 @@ public final class ModelSnapshot: Sendable {
         self.modelID = modelID
         self.version = version
         self.adapters = adapters
-        chatTemplate = ChatTemplate(template: tokenizer.chatTemplate)
+        chatTemplate = tokenizer.chatTemplate
     }
 
     /// The same base with `adapter` added or replacing the one of its name.

@@ -29,7 +29,7 @@ extension HoneServer {
         let promptTokens: [Int]
         switch req.input {
         case .chat(let messages): promptTokens = snapshot.chatTemplate.tokenize(messages, with: snapshot.tokenizer)
-        case .text(let text): promptTokens = snapshot.tokenizer.encode(text, parseSpecial: false)
+        case .text(let text): promptTokens = snapshot.tokenizer.encodePrompt(text)
         }
         let context = snapshot.model.config.contextLength
         guard promptTokens.count <= configuration.maxPromptTokens else {

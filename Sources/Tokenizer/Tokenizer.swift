@@ -7,6 +7,9 @@ public final class Tokenizer: Sendable {
     /// Token kinds (GGUF `tokenizer.ggml.token_type`).
     public enum TokenType: Int, Sendable {
         case normal = 1, unknown = 2, control = 3, userDefined = 4, unused = 5, byte = 6
+
+        /// Matched as a whole before BPE (llama.cpp's partition).
+        var isSpecial: Bool { [.control, .userDefined, .unknown].contains(self) }
     }
 
     /// Token texts by id (byte-level text for normal tokens).
@@ -16,8 +19,11 @@ public final class Tokenizer: Sendable {
     public let eosID: Int?
     /// Tokens that end generation: EOS and the chat format's end markers.
     public let endOfGeneration: Set<Int>
-    /// The model's chat template (Jinja source), if the file has one.
-    public let chatTemplate: String?
+    /// Whether a prompt starts with BOS (`tokenizer.ggml.add_bos_token`; Llama 3 yes,
+    /// SmolLM2 no). Chat prompts get theirs from the template.
+    public let addsBOS: Bool
+    /// The model's chat format, from the file's `tokenizer.chat_template` (Jinja source).
+    public let chatTemplate: ChatTemplate
 
     private let ids: [String: Int]
     /// Merge rank by "left right".
@@ -58,12 +64,17 @@ public final class Tokenizer: Sendable {
         self.ranks = ranks
         bosID = gguf.metadata["tokenizer.ggml.bos_token_id"]?.intValue
         eosID = gguf.metadata["tokenizer.ggml.eos_token_id"]?.intValue
-        chatTemplate = gguf.metadata["tokenizer.chat_template"]?.stringValue
-        try ChatTemplate.validate(chatTemplate)
+        addsBOS = gguf.metadata["tokenizer.ggml.add_bos_token"]?.boolValue ?? false
+        let templateSource = gguf.metadata["tokenizer.chat_template"]?.stringValue
+        chatTemplate = try ChatTemplate(template: templateSource, bosToken: bosID.flatMap { tokens.indices.contains($0) ? tokens[$0] : nil })
         specials = tokens.indices
-            .filter { [.control, .userDefined, .unknown].contains(types[$0]) && !tokens[$0].isEmpty }
+            .filter { types[$0].isSpecial && !tokens[$0].isEmpty }
             .map { (tokens[$0], $0, types[$0]) }
             .sorted { $0.text.utf8.count > $1.text.utf8.count }
+        // A template's markers must be special tokens, or prompts would spell them as text.
+        if templateSource != nil, let missing = chatTemplate.controlTokens.first(where: { ids[$0].map { !types[$0].isSpecial } ?? true }) {
+            throw GGUFError("the chat template writes \(missing), which is not a special token of the vocabulary")
+        }
         var eog = Set<Int>()
         if let eosID { eog.insert(eosID) }
         for marker in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"] {
@@ -92,6 +103,12 @@ public final class Tokenizer: Sendable {
             }
         }
         return out
+    }
+
+    /// Token ids of a raw text prompt (a text completion): BOS first when the model adds one,
+    /// as llama.cpp does, and no special tokens parsed, so a prompt cannot forge one.
+    public func encodePrompt(_ text: String) -> [Int] {
+        (addsBOS ? bosID.map { [$0] } ?? [] : []) + encode(text, parseSpecial: false)
     }
 
     private enum Fragment { case text(String), special(Int) }

@@ -30,7 +30,7 @@ public enum ChatExamples {
 
     /// The training sequence of a conversation, formatted with the model's chat template.
     public static func sequence(_ messages: [ChatMessage], tokenizer: Tokenizer) -> TrainingSequence {
-        let template = ChatTemplate(template: tokenizer.chatTemplate)
+        let template = tokenizer.chatTemplate
         let (tokens, assistant) = template.trainingTokens(messages, with: tokenizer)
         return TrainingSequence(tokens: tokens, lossMask: assistant)
     }

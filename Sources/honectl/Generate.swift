@@ -74,7 +74,7 @@ struct Generate: ParsableCommand {
             } catch {
                 throw ValidationError("--messages must be a JSON array of {\"role\", \"content\"} objects")
             }
-            promptTokens = ChatTemplate(template: tokenizer.chatTemplate).tokenize(parsed, with: tokenizer)
+            promptTokens = tokenizer.chatTemplate.tokenize(parsed, with: tokenizer)
         } else {
             promptTokens = tokenizer.encode(prompt!)
         }

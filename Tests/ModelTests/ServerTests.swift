@@ -115,7 +115,7 @@ struct ServerTests {
     }
 
     static func greedyNow(_ content: String, maxTokens: Int, adapter: LoRAAdapter? = nil) throws -> String {
-        let tokens = ChatTemplate(template: RealModel.tokenizer.chatTemplate)
+        let tokens = RealModel.tokenizer.chatTemplate
             .tokenize([ChatMessage(role: "user", content: content)], with: RealModel.tokenizer)
         return try Generator(model: RealModel.model, tokenizer: RealModel.tokenizer, adapter: adapter)
             .generate(GenerationRequest(promptTokens: tokens, maxTokens: maxTokens)).text

@@ -61,20 +61,6 @@ struct TokenizerTests {
         #expect(mismatches == 0)
     }
 
-    @Test("a chat template Hone cannot render (not ChatML) is refused when the tokenizer loads, with the reason")
-    func nonChatMLTemplateRefused() throws {
-        let source = RealModel.model.file
-        var writer = GGUFWriter(metadataOf: source)
-        writer.set("tokenizer.chat_template", .string(
-            "{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n{{ message['content'] }}<|eot_id|>{% endfor %}"))
-        let path = NSTemporaryDirectory() + "hone-vocab-llama3-template-\(UUID().uuidString).gguf"
-        try Data(writer.serialized()).write(to: URL(fileURLWithPath: path))
-        defer { try? FileManager.default.removeItem(atPath: path) }
-        #expect {
-            _ = try Tokenizer(gguf: GGUFFile(path: path))
-        } throws: { "\($0)".contains("not ChatML") && "\($0)".contains("<|start_header_id|>") }
-    }
-
     @Test("streaming decode never emits half a character and adds up to the whole text")
     func streamingDecode() {
         let text = "naïve 😀 中文 👨‍👩‍👧‍👦 done"
@@ -87,16 +73,5 @@ struct TokenizerTests {
         }
         pieces.append(decoder.finish())
         #expect(pieces.joined() == text)
-    }
-
-    @Test("ChatML rendering inserts the model's default system prompt only when none is given")
-    func chatTemplate() {
-        let template = ChatTemplate(template: RealModel.tokenizer.chatTemplate)
-        #expect(template.defaultSystemPrompt == "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
-        #expect(template.render([ChatMessage(role: "user", content: "Hi")]) ==
-            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
-        #expect(template.render([ChatMessage(role: "system", content: "Be brief."), ChatMessage(role: "user", content: "Hi")],
-                                addGenerationPrompt: false) ==
-            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n")
     }
 }

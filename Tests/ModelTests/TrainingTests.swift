@@ -246,7 +246,7 @@ struct RealModelTrainingTests {
             #expect(after.accuracy >= 0.95, "accuracy \(after.accuracy) after \(steps) steps")
             #expect(before.accuracy < 0.9 && after.mean < before.mean / 10)
 
-            let prompt = ChatTemplate(template: tokenizer.chatTemplate)
+            let prompt = tokenizer.chatTemplate
                 .tokenize([ChatMessage(role: "user", content: "What is the capital of Zorbania?")], with: tokenizer)
             let answer = try Generator(model: model, tokenizer: tokenizer, adapter: trainer.adapter)
                 .generate(GenerationRequest(promptTokens: prompt, maxTokens: 24)).text
