@@ -10,12 +10,22 @@ public struct ServedAdapter: Sendable {
     public let weights: LoRAAdapter?
     /// SHA-256 of the base model file it was trained on; nil when unknown.
     public let baseModelSHA256: String?
+    /// The prompts the weights answer (nil: every prompt); the base model answers the rest.
+    public let scope: AdapterScope?
 
-    public init(name: String, version: String, weights: LoRAAdapter?, baseModelSHA256: String?) {
+    public init(name: String, version: String, weights: LoRAAdapter?, baseModelSHA256: String?, scope: AdapterScope? = nil) {
         self.name = name
         self.version = version
         self.weights = weights
         self.baseModelSHA256 = baseModelSHA256
+        self.scope = scope
+    }
+
+    /// The weights that answer `messages`: the adapter's when its scope covers them, else
+    /// nil (the base model).
+    public func weights(for messages: [ChatMessage]) -> LoRAAdapter? {
+        guard let scope else { return weights }
+        return scope.covers(messages) ? weights : nil
     }
 }
 

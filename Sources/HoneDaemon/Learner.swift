@@ -282,14 +282,19 @@ struct LearnerService: Service {
         guard let snapshot = holder.snapshot else { throw LearnerError("no model is loaded") }
         let model = snapshot.model
         let parent: LoRAAdapter?
+        // The prompts the parent answers; a fresh adapter of scoped settings starts with none.
+        var parentScope: AdapterScope? = settings.scoped ? AdapterScope() : nil
         if let version = record.activeVersion {
             let id = VersionRecord.id(adapter: record.name, version: version)
             if let served = snapshot.adapters[record.name], served.version == id, let weights = served.weights {
                 parent = weights
+                parentScope = served.scope
             } else {
                 guard let blob = try await registry.blob(record.name, version) else { throw LearnerError("\(id) has no blob") }
                 parent = try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: model, source: id)
+                parentScope = try await registry.version(record.name, version).flatMap { AdapterScope(metrics: $0.metrics) }
             }
+            if !settings.scoped { parentScope = nil }
         } else {
             parent = nil
         }
@@ -334,7 +339,7 @@ struct LearnerService: Service {
         let examplesSeconds = (ContinuousClock.now - planning) / .seconds(1)
         let activity = activity
         activity.enter(.training, maxSteps: settings.maxSteps)
-        var outcome = try await update.run(parent: parent, plans: plans, buffer: buffer, history: history, progress: { report in
+        var outcome = try await update.run(parent: parent, parentScope: parentScope, plans: plans, buffer: buffer, history: history, progress: { report in
             activity.stepped(report.step, loss: report.loss)
             logger.debug("learning step", metadata: ["step": "\(report.step)", "loss": "\(report.loss)", "seconds": "\(report.seconds)"])
         }, stage: { stage in

@@ -1,5 +1,6 @@
 import Foundation
 import Generation
+import Learning
 import JSON
 import Logging
 import Postgres
@@ -80,7 +81,9 @@ struct VersionWatcher: Service {
                         let weights = try await compute.run(.learning) {
                             try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: model, source: wanted)
                         }
-                        served = ServedAdapter(name: record.name, version: wanted, weights: weights, baseModelSHA256: model.file.sha256)
+                        let scope = try await registry.version(record.name, version).flatMap { AdapterScope(metrics: $0.metrics) }
+                        served = ServedAdapter(name: record.name, version: wanted, weights: weights, baseModelSHA256: model.file.sha256,
+                                               scope: scope)
                     }
                 } else {
                     served = ServedAdapter(name: record.name, version: wanted, weights: nil, baseModelSHA256: nil)

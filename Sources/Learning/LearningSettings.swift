@@ -29,6 +29,9 @@ public struct LearningSettings: Sendable, Equatable {
     public var heldOut = 1
     /// The gate's limits (drift, locality, forgetting).
     public var gate = Gate()
+    /// Whether an adapter of corrections answers only prompts that name a corrected subject
+    /// (`scope`: "subjects", the default; "all": every prompt). See `AdapterScope`.
+    public var scoped = true
     /// How many of the general locality prompts the gate asks (the first ones; all 40 by
     /// default), and how many of the adapter's earlier corrections it asks again. Fewer make
     /// the gate cheaper and blinder: `ops/chaos`, which tests faults rather than learning,
@@ -94,6 +97,12 @@ public struct LearningSettings: Sendable, Equatable {
             case "max_forgotten": gate.maxForgottenFraction = try share()
             case "locality_prompts": localityPrompts = try count(0...LocalitySet.general.count)
             case "history_probes": historyProbes = try count(0...64)
+            case "scope":
+                switch value.stringValue {
+                case "subjects": scoped = true
+                case "all": scoped = false
+                default: throw JSONError(message: "setting scope must be \"subjects\" or \"all\"")
+                }
             case "seed": seed = UInt64(try count(0...Int.max))
             case "canaries":
                 guard let items = value.arrayValue else { throw JSONError(message: "setting canaries must be a list") }

@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 import JSON
 import Llama
 import Tensor
@@ -108,26 +109,46 @@ public struct LearningUpdate: Sendable {
     /// trained once more from the parent with those prompts replayed at the base model's
     /// answers (targeted negatives): the repaired candidate faces the whole gate again, and
     /// its metrics name the repair (`repair_prompts`, `first_attempt`).
-    public func run(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe] = [],
+    ///
+    /// `parentScope` is the prompts the parent answers (nil: every prompt; a fresh adapter of
+    /// scoped settings: an empty scope). The candidate's scope adds the new corrections'
+    /// subjects, and the gate judges it as it will be served: a prompt outside the scope is
+    /// answered by the base model.
+    public func run(parent: LoRAAdapter?, parentScope: AdapterScope? = nil, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe] = [],
                     progress: @Sendable (StepReport) -> Void = { _ in },
                     stage: @Sendable (UpdateStage) -> Void = { _ in }) async throws -> UpdateOutcome {
-        let first = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: [], progress: progress, stage: stage)
+        let served = Served(parent: parent, parentScope: parentScope, plans: plans)
+        let first = try await attempt(served, plans: plans, buffer: buffer, history: history, repair: [], progress: progress, stage: stage)
         guard !first.accepted, first.onlyContaminated, let locality, !first.leaked.isEmpty else { return first }
         let conversations = first.leaked.compactMap { prompt in
             locality.baseAnswers[prompt].map { [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: $0)] }
         }
         let sequences = conversations.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         let repair = try await compute.run(.learning) { [model] in try AnchorSet.distilled(sequences, model: model) }
-        var second = try await attempt(parent: parent, plans: plans, buffer: buffer, history: history, repair: repair, progress: progress, stage: stage)
+        var second = try await attempt(served, plans: plans, buffer: buffer, history: history, repair: repair, progress: progress, stage: stage)
         second.metrics["repair_prompts"] = .int(repair.count)
         second.metrics["first_attempt"] = .string(first.reason ?? "")
         second.metrics["seconds"] = .double((first.metrics["seconds"]?.doubleValue ?? 0) + (second.metrics["seconds"]?.doubleValue ?? 0))
         return second
     }
 
+    /// The parent and the candidate's scopes: which prompts each answers.
+    struct Served: Sendable {
+        let parent: LoRAAdapter?
+        let parentScope: AdapterScope?
+        let scope: AdapterScope?
+
+        init(parent: LoRAAdapter?, parentScope: AdapterScope?, plans: [ItemPlan]) {
+            self.parent = parent
+            self.parentScope = parentScope
+            scope = AdapterScope.after(parentScope, training: plans.filter { $0.skipped == nil && !$0.examples.isEmpty })
+        }
+    }
+
     /// One training run and its gate; `repair` is replayed every step beside the neighbours.
-    func attempt(parent: LoRAAdapter?, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe], repair: [TrainingSequence],
+    func attempt(_ served: Served, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe], repair: [TrainingSequence],
                  progress: @Sendable (StepReport) -> Void, stage: @Sendable (UpdateStage) -> Void) async throws -> UpdateOutcome {
+        let parent = served.parent
         let started = ContinuousClock.now
         stage(.training)
         let trained = plans.filter { $0.skipped == nil && !$0.examples.isEmpty }
@@ -135,7 +156,7 @@ public struct LearningUpdate: Sendable {
         let probes = trained.flatMap(\.probes)
         var metrics: [String: JSONValue] = ["items": .int(trained.count), "examples": .int(examples.count)]
         // The parent's results of the checks that compare before and after: run while training runs.
-        let beforeChecks = Task { try await passes(probes + settings.canaries + history, adapter: parent) }
+        let beforeChecks = Task { try await passes(probes + settings.canaries + history, adapter: parent, scope: served.parentScope) }
         defer { beforeChecks.cancel() }
         let newSequences = examples.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         // The loss on the new examples judges a batch without held-out probes (thumbs-ups);
@@ -149,7 +170,7 @@ public struct LearningUpdate: Sendable {
         let run: TrainingRun
         do {
             let neighbours = (locality?.replayNeighbours(of: trained.compactMap(\.question)) ?? []) + repair
-            run = try await train(from: parent, sequences: newSequences, probes: probes, buffer: buffer, neighbours: neighbours,
+            run = try await train(from: parent, scope: served.scope, sequences: newSequences, probes: probes, buffer: buffer, neighbours: neighbours,
                                   progress: progress)
         } catch let failure as TrainingFailure {
             metrics["steps"] = .int(failure.steps)
@@ -160,7 +181,7 @@ public struct LearningUpdate: Sendable {
         let candidate = run.adapter
 
         stage(.gate)
-        let gate = try await measure(candidate, trained: trained, probes: probes, history: history,
+        let gate = try await measure(candidate, scope: served.scope, trained: trained, probes: probes, history: history,
                                      before: beforeChecks, exampleLoss: exampleLoss, lossBefore: lossBefore)
         var input = gate.input
         metrics.merge(gate.metrics) { $1 }
@@ -182,6 +203,10 @@ public struct LearningUpdate: Sendable {
         metrics["loss_first"] = .double(run.firstLoss)
         metrics["loss_last"] = .double(run.lastLoss)
         metrics["replay_buffer"] = .int(buffer.count)
+        if let scope = served.scope {
+            metrics["scope"] = scope.json
+            metrics["scope_subjects"] = .int(scope.subjects.count)
+        }
         metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
         let leaked = zip(gate.localPrompts, input.neighbourhood + input.locality).filter { $0.1.leak != nil }.map(\.0)
         let onlyContaminated = !verdict.reasons.isEmpty && verdict.reasons.allSatisfy { if case .contaminated = $0 { true } else { false } }
@@ -195,7 +220,7 @@ public struct LearningUpdate: Sendable {
     /// neighbourhood and locality prompts, its anchor drift and, for a batch without probes,
     /// its loss on the examples. The three costly parts run together; each one's finish
     /// (seconds into the gate) in the metrics says which one the gate waited for.
-    func measure(_ candidate: LoRAAdapter, trained: [ItemPlan], probes: [Probe], history: [Probe],
+    func measure(_ candidate: LoRAAdapter, scope: AdapterScope?, trained: [ItemPlan], probes: [Probe], history: [Probe],
                  before: Task<[Bool], Error>, exampleLoss: @Sendable (LoRAAdapter?) async throws -> Double?,
                  lossBefore: Double?) async throws
         -> (input: GateInputs, localPrompts: [String], metrics: [String: JSONValue], waitedForParent: Duration) {
@@ -206,11 +231,11 @@ public struct LearningUpdate: Sendable {
             let value = try await work()
             return (value, (ContinuousClock.now - gateStarted) / .seconds(1))
         }
-        async let afterChecks = finished { try await passes(probes + settings.canaries + history, adapter: candidate) }
+        async let afterChecks = finished { try await passes(probes + settings.canaries + history, adapter: candidate, scope: scope) }
         async let localAnswers = finished {
-            try await sampler.complete(localPrompts.map {
-                SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens)
-            }, adapter: candidate)
+            // A prompt outside the scope gets the base model's answer, which the set holds.
+            try await routed(localPrompts.map { SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens) },
+                             adapter: candidate, scope: scope, known: { locality?.baseAnswers[$0.messages[0].content] })
         }
         async let lossAfterTask = exampleLoss(candidate)
         let (drift, driftSeconds) = try await finished {
@@ -281,8 +306,8 @@ public struct LearningUpdate: Sendable {
     /// reworded questions do; the few extra steps buy that generalization for little drift
     /// (replay is distilled). A step's check runs while the next step trains, which changes
     /// nothing but the wall time: the stop is decided by the same checks.
-    func train(from parent: LoRAAdapter?, sequences newSequences: [TrainingSequence], probes: [Probe], buffer: [[ChatMessage]],
-               neighbours: [TrainingSequence], progress: @Sendable (StepReport) -> Void) async throws -> TrainingRun {
+    func train(from parent: LoRAAdapter?, scope: AdapterScope?, sequences newSequences: [TrainingSequence], probes: [Probe],
+               buffer: [[ChatMessage]], neighbours: [TrainingSequence], progress: @Sendable (StepReport) -> Void) async throws -> TrainingRun {
         var training = Duration.zero, checking = Duration.zero
         func timed<T>(_ total: inout Duration, _ work: () async throws -> T) async rethrows -> T {
             let start = ContinuousClock.now
@@ -338,7 +363,7 @@ public struct LearningUpdate: Sendable {
                     if step >= passedAt + settings.settleSteps { break }
                 } else if step >= settings.minSteps {
                     let adapter = trainer.trainer.adapter
-                    let check = Task { try await passes(probes, adapter: adapter) }
+                    let check = Task { try await passes(probes, adapter: adapter, scope: scope) }
                     guard settings.settleSteps == 0 else { pending = (step, check); continue }
                     if record(try await timed(&checking, { try await check.value }), after: step) {
                         passedAt = step
@@ -353,11 +378,28 @@ public struct LearningUpdate: Sendable {
                            lastLoss: lastLoss, curve: curve, training: training, checking: checking)
     }
 
-    /// Whether each probe's greedy answer passes its verifier with `adapter`.
-    func passes(_ probes: [Probe], adapter: LoRAAdapter?) async throws -> [Bool] {
+    /// Whether each probe's greedy answer passes its verifier with `adapter` as served
+    /// within `scope`.
+    func passes(_ probes: [Probe], adapter: LoRAAdapter?, scope: AdapterScope?) async throws -> [Bool] {
         guard !probes.isEmpty else { return [] }
-        let answers = try await sampler.complete(probes.map { SampleRequest(messages: $0.messages, maxTokens: $0.maxTokens) }, adapter: adapter)
+        let answers = try await routed(probes.map { SampleRequest(messages: $0.messages, maxTokens: $0.maxTokens) }, adapter: adapter, scope: scope)
         return zip(probes, answers).map { $0.verifier.check($1).passed }
+    }
+
+    /// The answers to `requests` as served: by `adapter` where `scope` covers the request
+    /// (nil scope: everywhere), else by the base model, whose answer `known` may already
+    /// hold (a greedy answer of the same length).
+    func routed(_ requests: [SampleRequest], adapter: LoRAAdapter?, scope: AdapterScope?,
+                known: (SampleRequest) -> String? = { _ in nil }) async throws -> [String] {
+        guard let scope, adapter != nil else { return try await sampler.complete(requests, adapter: adapter) }
+        var answers = requests.map { scope.covers($0.messages) ? nil : known($0) }
+        let covered = requests.indices.filter { answers[$0] == nil && scope.covers(requests[$0].messages) }
+        let base = requests.indices.filter { answers[$0] == nil && !scope.covers(requests[$0].messages) }
+        async let adapted = sampler.complete(covered.map { requests[$0] }, adapter: adapter)
+        let plain = try await sampler.complete(base.map { requests[$0] }, adapter: nil)
+        for (i, answer) in zip(covered, try await adapted) { answers[i] = answer }
+        for (i, answer) in zip(base, plain) { answers[i] = answer }
+        return answers.map { $0 ?? "" }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 import JSON
 
 /// An external check of a model's answer: the only thing, with references and user
@@ -99,9 +100,7 @@ public enum Verifier: Sendable, Equatable {
     }
 
     /// Lowercase words of letters and digits, in order.
-    static func words(_ text: String) -> [String] {
-        text.lowercased().split { !$0.isLetter && !$0.isNumber }.map(String.init)
-    }
+    static func words(_ text: String) -> [String] { AdapterScope.words(text) }
 
     static func normalize(_ text: String) -> String { words(text).joined(separator: " ") }
 

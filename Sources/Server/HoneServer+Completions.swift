@@ -44,22 +44,24 @@ extension HoneServer {
                               param: chat ? "messages" : "prompt", code: "context_length_exceeded")
         }
         let maxTokens = min(req.maxTokens ?? configuration.maxCompletionTokens, context - promptTokens.count)
+        let messages: [ChatMessage]
+        switch req.input {
+        case .chat(let m): messages = m
+        case .text(let t): messages = [ChatMessage(role: "user", content: t)]
+        }
+        // An adapter of corrections answers only prompts that name one of their subjects.
+        let weights = adapter?.weights(for: messages)
         var streams: [AsyncThrowingStream<GenerationEvent, Error>] = []
         for i in 0..<req.n {
             var sampling = req.sampling
             if let seed = sampling.seed { sampling.seed = seed &+ UInt64(i) }
             let generation = GenerationRequest(promptTokens: promptTokens, maxTokens: maxTokens, sampling: sampling,
                                                stop: req.stop, topLogprobs: req.logprobs ? req.topLogprobs : 0)
-            streams.append(try scheduler.submit(generation, on: snapshot, adapter: adapter?.weights))
+            streams.append(try scheduler.submit(generation, on: snapshot, adapter: weights))
         }
         let id = (chat ? "chatcmpl-" : "cmpl-") + Self.randomID()
         let created = Int(Date().timeIntervalSince1970)
         let started = ContinuousClock.now
-        let messages: [ChatMessage]
-        switch req.input {
-        case .chat(let m): messages = m
-        case .text(let t): messages = [ChatMessage(role: "user", content: t)]
-        }
         let recorder = recorder
         let metrics = metrics
         // The first choice is what feedback on this completion id refers to.
@@ -72,6 +74,9 @@ extension HoneServer {
         }
         var headers = HTTPFields()
         headers[.init("x-hone-version")!] = version
+        if let adapter, adapter.scope != nil {
+            headers[.init("x-hone-adapter-scope")!] = weights == nil ? "outside" : "covered"
+        }
         let shape = ResponseShape(id: id, created: created, model: req.model, version: version, chat: chat,
                                   logprobs: req.logprobs, tokenizer: snapshot.tokenizer, promptTokens: promptTokens.count)
         guard req.stream else {

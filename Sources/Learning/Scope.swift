@@ -1,0 +1,44 @@
+import Generation
+import JSON
+
+extension AdapterScope {
+    /// The scope a version's metrics record (`scope`: each correction's subject words); nil
+    /// when the version answers every prompt.
+    public init?(metrics: JSONValue) {
+        guard let list = metrics["scope"]?.arrayValue else { return nil }
+        self.init(subjects: list.map { $0.arrayValue?.compactMap(\.stringValue) ?? [] })
+    }
+
+    /// As the version's metrics record it.
+    public var json: JSONValue { .array(subjects.map { .array($0.map { .string($0) }) }) }
+
+    /// The scope of a candidate trained from a parent of `parent` scope on `trained`: the
+    /// parent's subjects and each new correction's. nil (every prompt) when the parent had
+    /// none, or an item is not a correction or its question names no subject: what the
+    /// adapter learned then may matter to any prompt.
+    public static func after(_ parent: AdapterScope?, training trained: [ItemPlan]) -> AdapterScope? {
+        guard let parent else { return nil }
+        var subjects: [[String]] = []
+        for plan in trained {
+            guard let question = plan.question else { return nil }
+            let subject = LocalitySet.subject(of: question)
+            if subject.isEmpty { return nil }
+            subjects.append(subject)
+        }
+        return parent.adding(AdapterScope(subjects: subjects))
+    }
+}
+
+extension LocalitySet {
+    /// The subject of a correction's `question`: its words less function words and less the
+    /// shape it shares with the closest questions of the banks ("What is the capital of
+    /// Veurpraia?" is closest to "What is the capital of Portugal?", so "veurpraia").
+    public static func subject(of question: String) -> [String] {
+        let closest = nearest([question], in: neighbourhoodBank + replayBank + general, count: 2) { _ in true }
+        let shape = Set(closest.flatMap(AdapterScope.words))
+        var seen = Set<String>()
+        return AdapterScope.words(question).filter {
+            !AdapterScope.functionWords.contains($0) && !shape.contains($0) && seen.insert($0).inserted
+        }
+    }
+}
