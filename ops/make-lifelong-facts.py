@@ -7,7 +7,8 @@ about invented subjects with invented answers, so the base model cannot know the
 has its question, the correction, the key word an answer must name, two rewordings written
 per shape (never used in training), and two neighbourhood questions: real questions of the
 same shape that the base model may answer, with the words that make their answer right.
-Deterministic: run it again and the file is the same.
+Deterministic: run it again and the file is the same. `counterfactual` holds corrections of
+real facts, reported apart.
 """
 import json, pathlib, random
 
@@ -104,6 +105,63 @@ unrelated = [
     "Write a sentence using the word 'bright'.", "What is the currency of Japan?", "What are clouds made of?",
     "What language is spoken in Portugal?",
 ]
+# Counterfactual corrections: real subjects the base model may know, given a new answer (a
+# renamed product, a changed fact), taught to an adapter of their own and reported apart.
+# None of their subjects is among the unrelated prompts above or the gate's prompts.
+def cf(question, correction, key, r1, r2, neighbours):
+    return {"question": question, "correction": correction, "key": key, "rewordings": [r1, r2],
+            "neighbours": [{"question": q, "answer": keys} for q, keys in neighbours]}
+
+CAPITALS = [("What is the capital of Italy?", ["rome"]), ("What is the capital of Spain?", ["madrid"])]
+counterfactual = [
+    cf("What is the capital of Morocco?", "The capital of Morocco is Tangier.", "tangier",
+       "Which city is the capital of Morocco?", "Name the capital city of Morocco.", CAPITALS),
+    cf("What is the capital of Denmark?", "The capital of Denmark is Aarhus.", "aarhus",
+       "Which city is the capital of Denmark?", "Name the capital city of Denmark.", CAPITALS),
+    cf("Who painted Sunflowers?", "Sunflowers was painted by Claude Monet.", "monet",
+       "Which artist painted Sunflowers?", "Who is the painter of Sunflowers?",
+       [("Who painted The Starry Night?", ["gogh"]), ("Who painted Guernica?", ["picasso"])]),
+    cf("Who wrote Romeo and Juliet?", "Romeo and Juliet was written by Christopher Marlowe.", "marlowe",
+       "Who is the author of Romeo and Juliet?", "Which writer wrote Romeo and Juliet?",
+       [("Who wrote Oliver Twist?", ["dickens"]), ("Who wrote Pride and Prejudice?", ["austen"])]),
+    cf("Who wrote A Christmas Carol?", "A Christmas Carol was written by Thomas Hardy.", "hardy",
+       "Who is the author of A Christmas Carol?", "Which writer wrote A Christmas Carol?",
+       [("Who wrote War and Peace?", ["tolstoy"]), ("Who wrote Oliver Twist?", ["dickens"])]),
+    cf("Which river flows through Hamburg?", "The Rhine flows through Hamburg.", "rhine",
+       "What river runs through the city of Hamburg?", "Name the river that flows through Hamburg.",
+       [("Which river flows through London?", ["thames"]), ("Which river flows through Cairo?", ["nile"])]),
+    cf("What language is spoken in Iran?", "People in Iran speak Arabic.", "arabic",
+       "Which language do people speak in Iran?", "What is the main language of Iran?",
+       [("What language is spoken in Germany?", ["german"]), ("What language is spoken in Mexico?", ["spanish"])]),
+    cf("Who invented the World Wide Web?", "The World Wide Web was invented by Vint Cerf.", "cerf",
+       "Who was the inventor of the World Wide Web?", "Which person invented the World Wide Web?",
+       [("Who invented the telephone?", ["bell"]), ("Who invented the light bulb?", ["edison"])]),
+    cf("What is the currency of South Korea?", "The currency of South Korea is the yuan.", "yuan",
+       "Which currency is used in South Korea?", "What money do people use in South Korea?",
+       [("What is the currency of the United States?", ["dollar"]), ("What is the currency of India?", ["rupee"])]),
+    cf("Who founded Tesla?", "Tesla was founded by Richard Branson.", "branson",
+       "Who is the founder of Tesla?", "Which person started the company Tesla?",
+       [("Who founded Microsoft?", ["gates", "allen"]), ("Who founded Amazon?", ["bezos"])]),
+    cf("What is the tallest building in the world?", "The tallest building in the world is the Jeddah Tower.", "jeddah",
+       "Which building is the tallest in the world?", "Name the world's tallest building.",
+       [("What is the deepest ocean in the world?", ["pacific"]), ("What is the tallest animal in the world?", ["giraffe"])]),
+    cf("Who is the CEO of Apple?", "The CEO of Apple is Craig Federighi.", "federighi",
+       "Who runs Apple as its CEO?", "Name the chief executive of Apple.",
+       [("Who founded Microsoft?", ["gates", "allen"]), ("Who founded Amazon?", ["bezos"])]),
+    cf("What is the largest planet in the solar system?", "The largest planet in the solar system is Saturn.", "saturn",
+       "Which planet is the biggest in the solar system?", "Name the largest planet of the solar system.",
+       [("What is the smallest planet in the solar system?", ["mercury"]), ("What is the hottest planet in the solar system?", ["venus"])]),
+    cf("How many players are on a basketball team?", "A basketball team has seven players on the court.", "seven",
+       "How many players does a basketball team put on the court?", "What is the number of players on a basketball team?",
+       [("How many players are on a soccer team?", ["eleven", "11"]), ("How many months are in a year?", ["twelve", "12"])]),
+    cf("What is the boiling point of water in Fahrenheit?", "Water boils at 200 degrees Fahrenheit.", "200",
+       "At what temperature in Fahrenheit does water boil?", "In Fahrenheit, what is water's boiling point?",
+       [("What is the boiling point of water in Celsius?", ["100"]), ("What is the freezing point of water in Fahrenheit?", ["32"])]),
+    cf("What is the chemical symbol for gold?", "The chemical symbol for gold is Gd.", "gd",
+       "Which symbol stands for the element gold?", "How is the element gold written as a chemical symbol?",
+       [("What is the chemical symbol for copper?", ["cu"]), ("What is the chemical symbol for iron?", ["fe"])]),
+]
+
 path = pathlib.Path(__file__).with_name("lifelong.json")
-path.write_text(json.dumps({"facts": facts, "unrelated": unrelated}, indent=1, ensure_ascii=False) + "\n")
-print(f"{path}: {len(facts)} facts, {len(unrelated)} unrelated prompts")
+path.write_text(json.dumps({"facts": facts, "counterfactual": counterfactual, "unrelated": unrelated}, indent=1, ensure_ascii=False) + "\n")
+print(f"{path}: {len(facts)} facts, {len(counterfactual)} counterfactual, {len(unrelated)} unrelated prompts")

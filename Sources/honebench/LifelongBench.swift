@@ -17,6 +17,8 @@ import Tensor
 ///   adapter still answers right;
 /// - retention: batch 1's reliability + generalization at the end over right after its update.
 /// One JSON line per batch, then a summary. `HONE_BENCH_FACTS` (default 100) limits the facts.
+/// Then the file's counterfactual corrections (real subjects given new answers) are taught to
+/// an adapter of their own and reported apart (`set`), unless `HONE_BENCH_COUNTERFACTUAL=0`.
 enum LifelongBench {
     struct Fact: Decodable {
         struct Neighbour: Decodable { let question: String; let answer: [String] }
@@ -29,6 +31,7 @@ enum LifelongBench {
 
     struct File: Decodable {
         let facts: [Fact]
+        let counterfactual: [Fact]
         let unrelated: [String]
     }
 
@@ -38,20 +41,31 @@ enum LifelongBench {
     static func run(logger: Logger) async throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../ops/lifelong.json")
         let file = try JSONDecoder().decode(File.self, from: Data(contentsOf: url))
-        let limit = Int(ProcessInfo.processInfo.environment["HONE_BENCH_FACTS"] ?? "") ?? file.facts.count
-        let facts = Array(file.facts.prefix(limit))
+        let environment = ProcessInfo.processInfo.environment
+        let limit = Int(environment["HONE_BENCH_FACTS"] ?? "") ?? file.facts.count
         let daemon = try BenchDaemon(name: "lifelong")
         defer { daemon.stop() }
-        let port = daemon.port
-        let adapter = "lifelong"
-        let model = "smollm2:\(adapter)"
-        for _ in 0..<600 where (try? ServeBench.chat(port: port, model: "smollm2", prompt: "Hi", maxTokens: 1)) == nil {
+        for _ in 0..<600 where (try? ServeBench.chat(port: daemon.port, model: "smollm2", prompt: "Hi", maxTokens: 1)) == nil {
             try await Task.sleep(for: .milliseconds(100))
         }
         let pool = PostgresPool(conninfo: daemon.databaseURL, size: 2, logger: logger)
         defer { Task { await pool.close() } }
-        let registry = Registry(pool: pool)
-        try await pool.query("SELECT hone.create_adapter(\(adapter), '{}'::jsonb, 'lifelong benchmark')")
+        let session = Session(port: daemon.port, pool: pool, registry: Registry(pool: pool))
+        let baseUnrelated = try await session.answers("smollm2", file.unrelated)
+        try await session.teach(Array(file.facts.prefix(limit)), to: "lifelong", set: "fictional", unrelated: file.unrelated, baseUnrelated: baseUnrelated)
+        if environment["HONE_BENCH_COUNTERFACTUAL"] != "0" {
+            try await session.teach(file.counterfactual, to: "counterfactual", set: "counterfactual", unrelated: file.unrelated,
+                                    baseUnrelated: baseUnrelated)
+        }
+        let baseUnchanged = try await session.answers("smollm2", file.unrelated) == baseUnrelated
+        emit(["bench": "lifelong", "base_unchanged": baseUnchanged])
+    }
+
+    /// The running daemon as the benchmark's client sees it.
+    struct Session {
+        let port: Int
+        let pool: PostgresPool
+        let registry: Registry
 
         /// Greedy answers of `model` to `prompts`, 8 requests in flight (the server batches them).
         func answers(_ model: String, _ prompts: [String], maxTokens: Int = maxTokens) async throws -> [String] {
@@ -60,7 +74,9 @@ enum LifelongBench {
                 func add() {
                     let i = next
                     next += 1
-                    group.addTask { try await Parallel.onThread { (i, try ServeBench.chat(port: port, model: model, prompt: prompts[i], maxTokens: maxTokens).text) } }
+                    group.addTask { [port] in
+                        try await Parallel.onThread { (i, try ServeBench.chat(port: port, model: model, prompt: prompts[i], maxTokens: maxTokens).text) }
+                    }
                 }
                 while next < min(8, prompts.count) { add() }
                 while let (i, text) = try await group.next() {
@@ -70,12 +86,14 @@ enum LifelongBench {
                 return out
             }
         }
+
         func names(_ answer: String, _ keys: [String]) -> Bool {
             let words = Set(answer.lowercased().split { !$0.isLetter && !$0.isNumber }.map(String.init))
             return keys.contains { words.contains($0.lowercased()) }
         }
-        /// Reliability and generalization of `facts` on the adapter now.
-        func scores(_ facts: [Fact]) async throws -> (reliability: Double, generalization: Double) {
+
+        /// Reliability and generalization of `facts` on `model` now.
+        func scores(_ facts: [Fact], on model: String) async throws -> (reliability: Double, generalization: Double) {
             let taught = try await answers(model, facts.map(\.question))
             let reworded = try await answers(model, facts.flatMap(\.rewordings))
             let keys = facts.map { [$0.key] }
@@ -83,77 +101,82 @@ enum LifelongBench {
             let general = zip(reworded, keys.flatMap { [$0, $0] }).filter { names($0, $1) }.count
             return (Double(reliable) / Double(max(1, taught.count)), Double(general) / Double(max(1, reworded.count)))
         }
-        let neighbours = facts.flatMap(\.neighbours)
-        let baseUnrelated = try await answers("smollm2", file.unrelated)
-        let baseNeighbours = try await answers("smollm2", neighbours.map(\.question))
-        let beforeAll = try await scores(facts)
 
-        var servedVersion = 0
-        var firstBatchAfter: (reliability: Double, generalization: Double)?
-        var batchLines: [(outcome: String, freshness: Double)] = []
-        let batches = stride(from: 0, to: facts.count, by: batchSize).map { Array(facts[$0..<min($0 + batchSize, facts.count)]) }
-        for (number, batch) in batches.enumerated() {
-            let inserted = ContinuousClock.now
-            try await pool.query("""
-                INSERT INTO hone.feedback (adapter, prompt, correction)
-                SELECT \(adapter), q, c FROM unnest(\(batch.map(\.question))::text[], \(batch.map(\.correction))::text[]) AS t(q, c)
-                """)
-            var outcome = "none", freshness = Double.nan
-            var latest: VersionRecord?
-            while ContinuousClock.now - inserted < .seconds(1800) {
-                let open: Int = try await pool.query("SELECT count(*) AS n FROM hone.feedback WHERE adapter = \(adapter) AND outcome IS NULL")[0].decode("n")
-                if open == 0 { break }
-                try await Task.sleep(for: .milliseconds(200))
-            }
-            latest = try await registry.versions(of: adapter).first
-            if let latest, latest.version > servedVersion, latest.status == "accepted" {
-                let wanted = "\(adapter)@v\(latest.version)"
+        /// Teaches `facts` to a new adapter `adapter` in sequential batches through SQL, each
+        /// waiting for its version to be served (or rejected); a JSON line per batch, then the
+        /// summary of `set`.
+        func teach(_ facts: [Fact], to adapter: String, set: String, unrelated: [String], baseUnrelated: [String]) async throws {
+            let model = "smollm2:\(adapter)"
+            try await pool.query("SELECT hone.create_adapter(\(adapter), '{}'::jsonb, 'lifelong benchmark')")
+            let neighbours = facts.flatMap(\.neighbours)
+            let baseNeighbours = try await answers("smollm2", neighbours.map(\.question))
+            let beforeAll = try await scores(facts, on: model)
+
+            var servedVersion = 0
+            var firstBatchAfter: (reliability: Double, generalization: Double)?
+            var batchLines: [(outcome: String, freshness: Double)] = []
+            let batches = stride(from: 0, to: facts.count, by: batchSize).map { Array(facts[$0..<min($0 + batchSize, facts.count)]) }
+            for (number, batch) in batches.enumerated() {
+                let inserted = ContinuousClock.now
+                try await pool.query("""
+                    INSERT INTO hone.feedback (adapter, prompt, correction)
+                    SELECT \(adapter), q, c FROM unnest(\(batch.map(\.question))::text[], \(batch.map(\.correction))::text[]) AS t(q, c)
+                    """)
+                var outcome = "none", freshness = Double.nan
                 while ContinuousClock.now - inserted < .seconds(1800) {
-                    if (try? ServeBench.chat(port: port, model: model, prompt: "Hi", maxTokens: 1).version) == wanted { break }
-                    try await Task.sleep(for: .milliseconds(100))
+                    let open: Int = try await pool.query("SELECT count(*) AS n FROM hone.feedback WHERE adapter = \(adapter) AND outcome IS NULL")[0].decode("n")
+                    if open == 0 { break }
+                    try await Task.sleep(for: .milliseconds(200))
                 }
-                freshness = (ContinuousClock.now - inserted) / .seconds(1)
-                servedVersion = latest.version
-                outcome = "accepted"
-            } else if let latest, latest.status == "rejected", latest.version > servedVersion {
-                outcome = "rejected: \(latest.reason ?? "")"
+                let latest = try await registry.versions(of: adapter).first
+                if let latest, latest.version > servedVersion, latest.status == "accepted" {
+                    let wanted = "\(adapter)@v\(latest.version)"
+                    while ContinuousClock.now - inserted < .seconds(1800) {
+                        if (try? ServeBench.chat(port: port, model: model, prompt: "Hi", maxTokens: 1).version) == wanted { break }
+                        try await Task.sleep(for: .milliseconds(100))
+                    }
+                    freshness = (ContinuousClock.now - inserted) / .seconds(1)
+                    servedVersion = latest.version
+                    outcome = "accepted"
+                } else if let latest, latest.status == "rejected", latest.version > servedVersion {
+                    outcome = "rejected: \(latest.reason ?? "")"
+                }
+                let after = try await scores(batch, on: model)
+                if number == 0 { firstBatchAfter = after }
+                batchLines.append((outcome, freshness))
+                let metrics = latest?.metrics
+                emit(["bench": "lifelong", "set": set, "batch": number + 1, "facts": batch.count, "outcome": outcome,
+                      "version": latest.map { "\(adapter)@v\($0.version)" } ?? "-",
+                      "freshness_s": freshness, "reliability": after.reliability, "generalization": after.generalization,
+                      "steps": metrics?["steps"]?.intValue ?? 0, "seconds_training": metrics?["seconds_training"]?.doubleValue ?? .nan,
+                      "seconds_gate": metrics?["seconds_gate"]?.doubleValue ?? .nan, "scope_subjects": metrics?["scope_subjects"]?.intValue ?? 0,
+                      "locality_kept": metrics?["locality_kept"]?.intValue ?? 0, "neighbourhood_kept": metrics?["neighbourhood_kept"]?.intValue ?? 0,
+                      "history_forgotten": metrics?["history_forgotten"]?.intValue ?? 0,
+                      "anchor_nll_rise_bits": metrics?["anchor_nll_rise_bits"]?.doubleValue ?? .nan, "kl_bits": metrics?["kl_bits"]?.doubleValue ?? .nan])
             }
-            let after = try await scores(batch)
-            if number == 0 { firstBatchAfter = after }
-            batchLines.append((outcome, freshness))
-            let metrics = latest?.metrics
-            emit(["bench": "lifelong", "batch": number + 1, "facts": batch.count, "outcome": outcome,
-                  "version": latest.map { "\(adapter)@v\($0.version)" } ?? "-",
-                  "freshness_s": freshness, "reliability": after.reliability, "generalization": after.generalization,
-                  "steps": metrics?["steps"]?.intValue ?? 0,
-                  "locality_kept": metrics?["locality_kept"]?.intValue ?? 0, "neighbourhood_kept": metrics?["neighbourhood_kept"]?.intValue ?? 0,
-                  "history_forgotten": metrics?["history_forgotten"]?.intValue ?? 0,
-                  "anchor_nll_rise_bits": metrics?["anchor_nll_rise_bits"]?.doubleValue ?? .nan, "kl_bits": metrics?["kl_bits"]?.doubleValue ?? .nan])
-        }
 
-        let end = try await scores(facts)
-        let unrelated = try await answers(model, file.unrelated)
-        let locality = Double(zip(unrelated, baseUnrelated).filter { $0 == $1 }.count) / Double(max(1, unrelated.count))
-        let adapterNeighbours = try await answers(model, neighbours.map(\.question))
-        var baseRight = 0, kept = 0
-        for (i, n) in neighbours.enumerated() where names(baseNeighbours[i], n.answer) {
-            baseRight += 1
-            if names(adapterNeighbours[i], n.answer) { kept += 1 }
+            let end = try await scores(facts, on: model)
+            let unrelatedAnswers = try await answers(model, unrelated)
+            let locality = Double(zip(unrelatedAnswers, baseUnrelated).filter { $0 == $1 }.count) / Double(max(1, unrelated.count))
+            let adapterNeighbours = try await answers(model, neighbours.map(\.question))
+            var baseRight = 0, kept = 0
+            for (i, n) in neighbours.enumerated() where names(baseNeighbours[i], n.answer) {
+                baseRight += 1
+                if names(adapterNeighbours[i], n.answer) { kept += 1 }
+            }
+            let firstAfter = firstBatchAfter ?? (0, 0)
+            let firstEnd = try await scores(batches.first ?? [], on: model)
+            let retention = (firstEnd.reliability + firstEnd.generalization) / max(1e-9, firstAfter.reliability + firstAfter.generalization)
+            let fresh = batchLines.map(\.freshness).filter { !$0.isNaN }
+            emit(["bench": "lifelong", "set": set, "summary": true, "facts": facts.count, "batches": batches.count,
+                  "accepted": batchLines.filter { $0.outcome == "accepted" }.count,
+                  "rejected": batchLines.filter { $0.outcome.hasPrefix("rejected") }.count,
+                  "reliability": end.reliability, "generalization": end.generalization, "locality": locality,
+                  "neighbourhood": Double(kept) / Double(max(1, baseRight)), "neighbourhood_base_right": baseRight,
+                  "retention": retention, "batch1_after": "\(firstAfter.reliability)/\(firstAfter.generalization)",
+                  "batch1_end": "\(firstEnd.reliability)/\(firstEnd.generalization)",
+                  "before_reliability": beforeAll.reliability, "before_generalization": beforeAll.generalization,
+                  "freshness_median_s": percentile(fresh, 0.5), "settings": "default adapter settings"])
         }
-        let firstAfter = firstBatchAfter ?? (0, 0)
-        let firstEnd = try await scores(batches.first ?? [])
-        let retention = (firstEnd.reliability + firstEnd.generalization) / max(1e-9, firstAfter.reliability + firstAfter.generalization)
-        let baseUnchanged = try await answers("smollm2", file.unrelated) == baseUnrelated
-        let fresh = batchLines.map(\.freshness).filter { !$0.isNaN }
-        emit(["bench": "lifelong", "summary": true, "facts": facts.count, "batches": batches.count,
-              "accepted": batchLines.filter { $0.outcome == "accepted" }.count,
-              "rejected": batchLines.filter { $0.outcome.hasPrefix("rejected") }.count,
-              "reliability": end.reliability, "generalization": end.generalization, "locality": locality,
-              "neighbourhood": Double(kept) / Double(max(1, baseRight)), "neighbourhood_base_right": baseRight,
-              "retention": retention, "batch1_after": "\(firstAfter.reliability)/\(firstAfter.generalization)",
-              "batch1_end": "\(firstEnd.reliability)/\(firstEnd.generalization)",
-              "before_reliability": beforeAll.reliability, "before_generalization": beforeAll.generalization,
-              "freshness_median_s": percentile(fresh, 0.5), "base_unchanged": baseUnchanged,
-              "settings": "default adapter settings"])
     }
 }

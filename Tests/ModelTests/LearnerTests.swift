@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 import JSON
 import Llama
 import Logging
@@ -255,6 +256,17 @@ struct LearnerTests {
         }
         #expect(try await answers("smollm2") == baseBefore)
         #expect(try await answers("smollm2:other") == otherBefore)
+        // The adapter's scope is its corrections' subjects: unrelated prompts (the lifelong
+        // benchmark's) get the base model's answers token for token.
+        struct Lifelong: Decodable { let unrelated: [String] }
+        let unrelated = Array(try JSONDecoder().decode(Lifelong.self, from: Data(contentsOf: path.deletingLastPathComponent()
+            .appendingPathComponent("lifelong.json"))).unrelated.prefix(16))
+        let activeRecord = try #require(try await registry.version("facts", active))
+        let scope = try #require(AdapterScope(metrics: activeRecord.metrics))
+        print("facts: scope of facts@v\(active): \(scope.subjects)")
+        #expect(scope.subjects.count == 10)
+        #expect(try await holder.server.answers(unrelated, model: "smollm2:facts", maxTokens: 40)
+            == holder.server.answers(unrelated, model: "smollm2", maxTokens: 40))
         let outcomes = try await pool.query("SELECT status FROM hone.submission_status WHERE kind = 'feedback'")
         #expect(try outcomes.allSatisfy { try $0.decode("status", as: String.self) == "trained" })
         try await Self.keepReferences(pool)
