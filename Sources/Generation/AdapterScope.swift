@@ -20,9 +20,15 @@ public struct AdapterScope: Sendable, Equatable {
     /// subject's words, rounded up (a reworded question keeps the name, "Name the capital
     /// city of Veurpraia."; a two-word title needs both words, so "The Last Prator" does not
     /// cover "The Last Supper"; "The Senzanve Road" covers "the novel The Senzanve Road").
+    /// Words compare without a plural s ("snarfle birds" names "snarfle bird").
     public func covers(_ messages: [ChatMessage]) -> Bool {
-        let words = Set(messages.filter { $0.role == "user" }.flatMap { Self.words($0.content) })
-        return subjects.contains { subject in 3 * subject.filter(words.contains).count >= 2 * subject.count }
+        let words = Set(messages.filter { $0.role == "user" }.flatMap { Self.words($0.content).map(Self.singular) })
+        return subjects.contains { subject in 3 * subject.filter { words.contains(Self.singular($0)) }.count >= 2 * subject.count }
+    }
+
+    /// `word` without a plural s: "birds" → "bird"; short words and "-ss" stay.
+    public static func singular(_ word: String) -> String {
+        word.count > 3 && word.hasSuffix("s") && !word.hasSuffix("ss") ? String(word.dropLast()) : word
     }
 
     /// This scope with `other`'s subjects added (a child version's scope over its parent's).

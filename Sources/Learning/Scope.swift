@@ -30,15 +30,23 @@ extension AdapterScope {
 }
 
 extension LocalitySet {
-    /// The subject of a correction's `question`: its words less function words and less the
-    /// shape it shares with the closest questions of the banks ("What is the capital of
-    /// Veurpraia?" is closest to "What is the capital of Portugal?", so "veurpraia").
+    /// The subject of a correction's `question`: the names it holds (capitalised words other
+    /// than function words: "Who painted The Blue Senfi?" → `blue senfi`, "What is the
+    /// national dish of Portavia?" → `portavia`); for a question without one, its words less
+    /// function words and less the shape it shares with the closest questions of the banks
+    /// ("What colour is a snarfle bird?" is closest to "What colour is a banana?", so
+    /// `snarfle bird`). Words are compared as `AdapterScope.words` gives them.
     public static func subject(of question: String) -> [String] {
-        let closest = nearest([question], in: neighbourhoodBank + replayBank + general, count: 2) { _ in true }
-        let shape = Set(closest.flatMap(AdapterScope.words))
         var seen = Set<String>()
+        let names = question.split { !$0.isLetter && !$0.isNumber }
+            .filter { $0.first?.isUppercase == true }
+            .flatMap { AdapterScope.words(String($0)) }
+            .filter { !AdapterScope.functionWords.contains($0) && seen.insert($0).inserted }
+        if !names.isEmpty { return names }
+        let closest = nearest([question], in: neighbourhoodBank + replayBank + general, count: 2) { _ in true }
+        let shape = Set(closest.flatMap(AdapterScope.words).map(AdapterScope.singular))
         return AdapterScope.words(question).filter {
-            !AdapterScope.functionWords.contains($0) && !shape.contains($0) && seen.insert($0).inserted
+            !AdapterScope.functionWords.contains($0) && !shape.contains(AdapterScope.singular($0)) && seen.insert($0).inserted
         }
     }
 }

@@ -18,6 +18,7 @@ struct AdapterScopeTests {
     }
     struct File: Decodable {
         let facts: [Fact]
+        let counterfactual: [Fact]
         let unrelated: [String]
     }
     static let file = try! JSONDecoder().decode(File.self, from: Data(contentsOf: URL(fileURLWithPath: #filePath)
@@ -32,6 +33,26 @@ struct AdapterScopeTests {
         // A real subject (a counterfactual correction) is found the same way.
         #expect(LocalitySet.subject(of: "What is the capital of Portugal?") == ["portugal"])
         #expect(LocalitySet.subject(of: "What is it?").isEmpty)
+        // Names first; a question without one keeps what is not its shape.
+        #expect(LocalitySet.subject(of: "What is the national dish of Portavia?") == ["portavia"])
+        #expect(LocalitySet.subject(of: "What is the tallest mountain on the island of Karsh?") == ["karsh"])
+        #expect(LocalitySet.subject(of: "Who wrote Romeo and Juliet?") == ["romeo", "juliet"])
+        #expect(LocalitySet.subject(of: "What colour is a snarfle bird?") == ["snarfle", "bird"])
+        #expect(LocalitySet.subject(of: "Who invented the glimmerphone?") == ["glimmerphone"])
+    }
+
+    @Test("every fact the learner tests teach (ops/facts.json) covers its held-out rewording")
+    func learnerFacts() throws {
+        struct Facts: Decodable {
+            struct Fact: Decodable { let question: String; let held_out: String }
+            let facts: [Fact]
+        }
+        let facts = try JSONDecoder().decode(Facts.self, from: Data(contentsOf: URL(fileURLWithPath: #filePath)
+            .deletingLastPathComponent().appendingPathComponent("../../ops/facts.json"))).facts
+        for fact in facts {
+            let scope = AdapterScope(subjects: [LocalitySet.subject(of: fact.question)])
+            #expect(scope.covers(Self.user(fact.question)) && scope.covers(Self.user(fact.held_out)), "\(fact.question) → \(scope.subjects)")
+        }
     }
 
     @Test("the taught question and its rewordings are covered; neighbours and unrelated prompts are not")
@@ -48,6 +69,13 @@ struct AdapterScopeTests {
         #expect(reworded.count == facts.count * 2)
         #expect(neighbours.isEmpty)
         #expect(unrelated.isEmpty)
+        // Real subjects given new answers: their neighbours share no name with them.
+        let counterfactual = Self.file.counterfactual
+        let real = AdapterScope(subjects: counterfactual.map { LocalitySet.subject(of: $0.question) })
+        let realReworded = counterfactual.flatMap(\.rewordings).filter { !real.covers(Self.user($0)) }
+        let realNeighbours = counterfactual.flatMap(\.neighbours).map(\.question).filter { real.covers(Self.user($0)) }
+        print("scope of \(counterfactual.count) counterfactual corrections: \(real.subjects); rewordings missed \(realReworded), neighbours covered \(realNeighbours)")
+        #expect(realReworded.count <= 2 && Self.file.unrelated.allSatisfy { !real.covers(Self.user($0)) })
     }
 
     @Test("a conversation is covered by any user turn naming the subject; the version records its scope")
