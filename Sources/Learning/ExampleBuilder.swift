@@ -36,9 +36,12 @@ public struct Probe: Sendable, Equatable {
 public struct TaughtAnswer: Sendable, Equatable {
     public var keys: [String]
     public var names: [String]
+    /// The answer as taught (a forgotten correction is replayed with it).
+    public var answer: String
 
     public init(keys: [String], answer: String) {
         self.keys = keys
+        self.answer = answer
         let inside = answer.split(whereSeparator: \.isWhitespace).dropFirst()
         let capitalized = Set(inside.flatMap { Verifier.words(String($0)).isEmpty || !($0.first?.isUppercase ?? false) ? [] : Verifier.words(String($0)) })
         names = keys.filter(capitalized.contains)

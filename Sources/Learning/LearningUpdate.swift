@@ -21,8 +21,11 @@ public struct UpdateOutcome: Sendable {
     public var items: [Int64: ItemResult] = [:]
     /// Unrelated prompts whose answers carried a taught answer (the gate's contamination).
     public var leaked: [String] = []
-    /// Whether contamination was the gate's only objection.
-    public var onlyContaminated = false
+    /// Earlier corrections the parent answered and the candidate no longer does.
+    public var forgotten: [Probe] = []
+    /// Whether the gate's only objections were leaks and forgetting, which a second
+    /// attempt can aim at.
+    public var repairable = false
     /// Each optimizer step of the training that made `adapter`, in order.
     public var curve: [CurvePoint] = []
 }
@@ -105,10 +108,13 @@ public struct LearningUpdate: Sendable {
     /// adapter's earlier verified examples) replayed, and gates the candidate; `history`
     /// (checks of the adapter's earlier corrections) must not regress. `progress` sees every step.
     ///
-    /// A candidate refused only because taught answers leaked into unrelated answers is
-    /// trained once more from the parent with those prompts replayed at the base model's
-    /// answers (targeted negatives): the repaired candidate faces the whole gate again, and
-    /// its metrics name the repair (`repair_prompts`, `first_attempt`).
+    /// A candidate refused only because taught answers leaked into unrelated answers, or
+    /// because it forgot earlier corrections, is trained once more from the parent with the
+    /// leaked prompts at the base model's answers (targeted negatives) and the forgotten
+    /// corrections at their taught answers, both in every step: the repaired candidate faces
+    /// the whole gate again, and its metrics name the repair (`repair_prompts`,
+    /// `repair_forgotten`, `first_attempt`). Forgetting was what refused most updates once
+    /// the scope made them local (`ops/bench lifelong`: batches 3 and 4 of 100 facts).
     ///
     /// `parentScope` is the prompts the parent answers (nil: every prompt; a fresh adapter of
     /// scoped settings: an empty scope). The candidate's scope adds the new corrections'
@@ -119,14 +125,19 @@ public struct LearningUpdate: Sendable {
                     stage: @Sendable (UpdateStage) -> Void = { _ in }) async throws -> UpdateOutcome {
         let served = Served(parent: parent, parentScope: parentScope, plans: plans)
         let first = try await attempt(served, plans: plans, buffer: buffer, history: history, repair: [], progress: progress, stage: stage)
-        guard !first.accepted, first.onlyContaminated, let locality, !first.leaked.isEmpty else { return first }
+        guard !first.accepted, first.repairable, !first.leaked.isEmpty || !first.forgotten.isEmpty else { return first }
         let conversations = first.leaked.compactMap { prompt in
-            locality.baseAnswers[prompt].map { [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: $0)] }
+            locality?.baseAnswers[prompt].map { [ChatMessage(role: "user", content: prompt), ChatMessage(role: "assistant", content: $0)] }
         }
         let sequences = conversations.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
-        let repair = try await compute.run(.learning) { [model] in try AnchorSet.distilled(sequences, model: model) }
+        var repair = try await compute.run(.learning) { [model] in try AnchorSet.distilled(sequences, model: model) }
+        let remembered = first.forgotten.compactMap { probe in
+            probe.taught.map { ChatExamples.sequence(probe.messages + [ChatMessage(role: "assistant", content: $0.answer)], tokenizer: tokenizer) }
+        }
+        repair += remembered
         var second = try await attempt(served, plans: plans, buffer: buffer, history: history, repair: repair, progress: progress, stage: stage)
-        second.metrics["repair_prompts"] = .int(repair.count)
+        second.metrics["repair_prompts"] = .int(sequences.count)
+        second.metrics["repair_forgotten"] = .int(remembered.count)
         second.metrics["first_attempt"] = .string(first.reason ?? "")
         second.metrics["seconds"] = .double((first.metrics["seconds"]?.doubleValue ?? 0) + (second.metrics["seconds"]?.doubleValue ?? 0))
         return second
@@ -169,9 +180,9 @@ public struct LearningUpdate: Sendable {
         let lossBefore = try await exampleLoss(parent)
         let run: TrainingRun
         do {
-            let neighbours = (locality?.replayNeighbours(of: trained.compactMap(\.question)) ?? []) + repair
+            let neighbours = locality?.replayNeighbours(of: trained.compactMap(\.question)) ?? []
             run = try await train(from: parent, scope: served.scope, sequences: newSequences, probes: probes, buffer: buffer, neighbours: neighbours,
-                                  progress: progress)
+                                  repair: repair, progress: progress)
         } catch let failure as TrainingFailure {
             metrics["steps"] = .int(failure.steps)
             metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
@@ -209,9 +220,15 @@ public struct LearningUpdate: Sendable {
         }
         metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
         let leaked = zip(gate.localPrompts, input.neighbourhood + input.locality).filter { $0.1.leak != nil }.map(\.0)
-        let onlyContaminated = !verdict.reasons.isEmpty && verdict.reasons.allSatisfy { if case .contaminated = $0 { true } else { false } }
+        let forgotten = history.indices.filter { input.history.before[$0] && !input.history.after[$0] }.map { history[$0] }
+        let repairable = !verdict.reasons.isEmpty && verdict.reasons.allSatisfy {
+            switch $0 {
+            case .contaminated, .forgot: true
+            default: false
+            }
+        }
         return UpdateOutcome(adapter: input.finite ? candidate : nil, accepted: verdict.accepted, reason: verdict.reason,
-                             metrics: metrics, examples: examples, items: items, leaked: leaked, onlyContaminated: onlyContaminated,
+                             metrics: metrics, examples: examples, items: items, leaked: leaked, forgotten: forgotten, repairable: repairable,
                              curve: run.curve)
     }
 
@@ -300,14 +317,15 @@ public struct LearningUpdate: Sendable {
     }
 
     /// The optimizer loop: each step trains `batchSize` new sequences plus replay (half the
-    /// adapter's buffer, half distilled anchors) and up to `neighbourReplay` of `neighbours`
-    /// (questions shaped like the corrections, with the base model's distributions). Early stop: `settleSteps` after the first
+    /// adapter's buffer, half distilled anchors), up to `neighbourReplay` of `neighbours`
+    /// (questions shaped like the corrections, with the base model's distributions) and all
+    /// of `repair` (a second attempt's targets). Early stop: `settleSteps` after the first
     /// step whose adapter passes every held-out probe. Template probes pass before genuinely
     /// reworded questions do; the few extra steps buy that generalization for little drift
     /// (replay is distilled). A step's check runs while the next step trains, which changes
     /// nothing but the wall time: the stop is decided by the same checks.
     func train(from parent: LoRAAdapter?, scope: AdapterScope?, sequences newSequences: [TrainingSequence], probes: [Probe],
-               buffer: [[ChatMessage]], neighbours: [TrainingSequence], progress: @Sendable (StepReport) -> Void) async throws -> TrainingRun {
+               buffer: [[ChatMessage]], neighbours: [TrainingSequence], repair: [TrainingSequence] = [], progress: @Sendable (StepReport) -> Void) async throws -> TrainingRun {
         var training = Duration.zero, checking = Duration.zero
         func timed<T>(_ total: inout Duration, _ work: () async throws -> T) async rethrows -> T {
             let start = ContinuousClock.now
@@ -345,6 +363,7 @@ public struct LearningUpdate: Sendable {
                 for _ in fromBuffer..<replayCount { batch.append(anchorSequences[Int(random.next() % UInt64(anchorSequences.count))]) }
                 let neighbourCount = min(settings.neighbourReplay, neighbours.count)
                 for j in 0..<neighbourCount { batch.append(neighbours[((step - 1) * neighbourCount + j) % neighbours.count]) }
+                batch += repair
                 let report = try await timed(&training) { try await compute.run(.learning) { [batch] in try trainer.trainer.step(batch) } }
                 progress(report)
                 curve.append(CurvePoint(step: step, loss: report.loss, gradNorm: report.gradNorm, learningRate: report.learningRate))
