@@ -652,6 +652,111 @@ static rows4_fn rows4_block32_avx512(int type) {
 }
 #endif
 
+#ifdef HONE_X86
+// Any type's block b as the AVX2 kernels read it: int16 halves (values 0-15, 16-31), the
+// halves' scales and the block's constant term (Q4_0's -8·d, Q4_1's m, the K-quants' mins).
+__attribute__((target("avx2,fma,f16c")))
+static inline __attribute__((always_inline)) void decode_any_avx2(int type, const uint8_t *row, size_t b, __m256i *lo, __m256i *hi,
+                                                                  float *a_lo, float *a_hi, float *c) {
+    if (is_block32_type(type)) {
+        decode32_avx2(type, row, b, lo, hi, a_lo, a_hi, c);
+        return;
+    }
+    const uint8_t *p = row + b * (size_t)block_bytes(type);
+    load_block16(type, p, lo, hi);
+    const float d = _cvtsh_ss(rd16(p));
+    *a_lo = *a_hi = d;
+    *c = type == HONE_TYPE_Q4_1 ? _cvtsh_ss(rd16(p + offsetof(hone_block_q4_1, m))) : type == HONE_TYPE_Q4_0 ? -8.0f * d : 0.0f;
+}
+
+static inline const uint8_t *block_address(int type, const uint8_t *row, size_t b) {
+    return is_block32_type(type) ? block32_base(type, row, b) : row + b * (size_t)block_bytes(type);
+}
+
+// dot_q_rows4_avx512 for AVX2 machines (AMD EPYC of this kind): four rows against one or
+// two vectors, the most that keeps every accumulator in AVX2's sixteen registers. Without
+// it each row was one dependency chain (latency-bound) and each vector decoded every block
+// again. The four rows' constant terms accumulate in one 128-bit register per vector. As
+// for AVX-512, each (row, vector) runs the same instructions whatever `m` is.
+__attribute__((target("avx2,fma,f16c"), always_inline))
+static inline void dot_rows4_avx2_body(int type, const uint8_t *w, size_t row_bytes, const int16_t *q, size_t q_stride,
+                                       const hone_act_scale *s, size_t s_stride, int m, size_t n, float *out, size_t out_stride) {
+    __m256 acc[2][4];
+    __m128 tail[2];
+    for (int j = 0; j < 2; j++) {
+        tail[j] = _mm_setzero_ps();
+        for (int r = 0; r < 4; r++) acc[j][r] = _mm256_setzero_ps();
+    }
+    for (size_t b = 0; b < n / 32; b++) {
+        float c[4];
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *row = w + (size_t)r * row_bytes;
+            _mm_prefetch((const char *)block_address(type, row, b + 8), _MM_HINT_T0);
+            __m256i lo, hi;
+            float a_lo, a_hi;
+            decode_any_avx2(type, row, b, &lo, &hi, &a_lo, &a_hi, &c[r]);
+            for (int j = 0; j < m; j++) {
+                const int16_t *x = q + j * q_stride + b * 32;
+                const float dx = s[j * s_stride + b].d;
+                __m256i dlo = _mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)x));
+                __m256i dhi = _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 16)));
+                if (type == HONE_TYPE_Q6_K) {
+                    acc[j][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dlo), _mm256_set1_ps(a_lo * dx), acc[j][r]);
+                    acc[j][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dhi), _mm256_set1_ps(a_hi * dx), acc[j][r]);
+                } else {
+                    acc[j][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(dlo, dhi)), _mm256_set1_ps(a_lo * dx), acc[j][r]);
+                }
+            }
+        }
+        const __m128 cv = _mm_loadu_ps(c);
+        for (int j = 0; j < m; j++) {
+            const hone_act_scale *sb = s + j * s_stride + b;
+            tail[j] = _mm_fmadd_ps(cv, _mm_set1_ps(sb->d * (float)sb->sum), tail[j]);
+        }
+    }
+    for (int j = 0; j < m; j++) {
+        float t[4];
+        _mm_storeu_ps(t, tail[j]);
+        for (int r = 0; r < 4; r++) {
+            __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc[j][r]), _mm256_extractf128_ps(acc[j][r], 1));
+            s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+            out[j * out_stride + r] = _mm_cvtss_f32(s4) + t[r];
+        }
+    }
+}
+
+// One copy per type, so each decode is compiled without switches on `type`.
+#define HONE_ROWS4_AVX2_FOR(TYPE, NAME)                                                                               \
+    __attribute__((target("avx2,fma,f16c")))                                                                          \
+    static void NAME(const uint8_t *w, size_t row_bytes, const int16_t *q, size_t q_stride, const hone_act_scale *s, \
+                     size_t s_stride, int m, size_t n, float *out, size_t out_stride) {                              \
+        dot_rows4_avx2_body(TYPE, w, row_bytes, q, q_stride, s, s_stride, m, n, out, out_stride);                    \
+    }
+HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q8_0, rows4_q8_0_avx2)
+HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q4_0, rows4_q4_0_avx2)
+HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q4_1, rows4_q4_1_avx2)
+HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q5_0, rows4_q5_0_avx2)
+HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q5_1, rows4_q5_1_avx2)
+HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q4_K, rows4_q4_k_avx2)
+HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q5_K, rows4_q5_k_avx2)
+HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q6_K, rows4_q6_k_avx2)
+
+static rows4_fn rows4_avx2(int type) {
+    switch (type) {
+    case HONE_TYPE_Q8_0: return rows4_q8_0_avx2;
+    case HONE_TYPE_Q4_0: return rows4_q4_0_avx2;
+    case HONE_TYPE_Q4_1: return rows4_q4_1_avx2;
+    case HONE_TYPE_Q5_0: return rows4_q5_0_avx2;
+    case HONE_TYPE_Q5_1: return rows4_q5_1_avx2;
+    case HONE_TYPE_Q4_K: return rows4_q4_k_avx2;
+    case HONE_TYPE_Q5_K: return rows4_q5_k_avx2;
+    case HONE_TYPE_Q6_K: return rows4_q6_k_avx2;
+    default: return NULL;
+    }
+}
+#endif
+
 void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, const int16_t *q, size_t q_stride,
                            const hone_act_scale *scales, size_t scales_stride, int m, size_t n, float *out, size_t out_stride) {
     const uint8_t *p = (const uint8_t *)w;
@@ -669,6 +774,12 @@ void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, 
                 dot_q_rows4_avx512(type, p + (size_t)r * row_bytes, row_bytes, q + j * q_stride, q_stride,
                                    scales + j * scales_stride, scales_stride, m - j < 4 ? m - j : 4, n,
                                    out + j * out_stride + r, out_stride);
+    } else if (hone_kernels_level() == 1 && rows4_avx2(type)) {
+        rows4_fn rows4 = rows4_avx2(type);
+        for (; r + 4 <= rows; r += 4)
+            for (int j = 0; j < m; j += 2)
+                rows4(p + (size_t)r * row_bytes, row_bytes, q + j * q_stride, q_stride, scales + j * scales_stride, scales_stride,
+                      m - j < 2 ? m - j : 2, n, out + j * out_stride + r, out_stride);
     }
 #endif
     for (; r < rows; r++)

@@ -51,12 +51,15 @@ public final class BatchScheduler: @unchecked Sendable {
     /// generations, which then batch with each other and wait behind every client (a
     /// learner prompt's prefill in the clients' scheduler stalled their streams ~0.3 s).
     public let work: WorkClass
+    /// The base model's prompt prefixes this scheduler reuses.
+    public let prefixes: PrefixCache
 
-    public init(maxBatch: Int = 16, compute: ComputeScheduler, work: WorkClass = .serving) {
+    public init(maxBatch: Int = 16, compute: ComputeScheduler, work: WorkClass = .serving, prefixes: PrefixCache = PrefixCache()) {
         precondition(maxBatch > 0)
         self.maxBatch = maxBatch
         self.compute = compute
         self.work = work
+        self.prefixes = prefixes
     }
 
     /// Sequences being decoded or waiting now (for metrics and admission control).
@@ -131,8 +134,9 @@ public final class BatchScheduler: @unchecked Sendable {
                 do {
                     let cache = entry.snapshot.model.makeCache(capacity: entry.state.cacheCapacity)
                     entry.cache = cache
-                    entry.logits = try entry.snapshot.model.forward(
-                        [SequenceInput(tokens: entry.state.request.promptTokens, cache: cache, adapter: entry.adapter)])[0][0]
+                    let request = entry.state.request
+                    entry.logits = try entry.snapshot.model.prefill(request.promptTokens, turnStarts: request.turnStarts, cache: cache,
+                                                                    adapter: entry.adapter, reuse: prefixes)
                     active.append(entry)
                 } catch {
                     entry.continuation.finish(throwing: error)

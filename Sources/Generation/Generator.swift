@@ -5,6 +5,9 @@ import Tokenizer
 /// What to generate.
 public struct GenerationRequest: Sendable {
     public var promptTokens: [Int]
+    /// Where the prompt's turns begin (`ChatTemplate.prompt`): it is prefilled in chunks
+    /// ending there, and prefixes ending there may be shared (`PrefixCache`).
+    public var turnStarts: [Int]
     public var maxTokens: Int
     public var sampling: SamplingParameters
     /// Generation ends before any of these strings; they are not part of the text.
@@ -12,8 +15,10 @@ public struct GenerationRequest: Sendable {
     /// How many alternatives to report per token (0: none).
     public var topLogprobs: Int
 
-    public init(promptTokens: [Int], maxTokens: Int = 256, sampling: SamplingParameters = .init(), stop: [String] = [], topLogprobs: Int = 0) {
+    public init(promptTokens: [Int], turnStarts: [Int] = [], maxTokens: Int = 256, sampling: SamplingParameters = .init(), stop: [String] = [],
+                topLogprobs: Int = 0) {
         self.promptTokens = promptTokens
+        self.turnStarts = turnStarts
         self.maxTokens = maxTokens
         self.sampling = sampling
         self.stop = stop
@@ -71,7 +76,7 @@ public struct Generator: Sendable {
     public func generate(_ request: GenerationRequest, onStep: (GenerationStep) throws -> Void = { _ in }) throws -> GenerationResult {
         var state = try DecodingState(request: request, tokenizer: tokenizer, contextLength: model.config.contextLength)
         let cache = model.makeCache(capacity: state.cacheCapacity)
-        var logits = try model.forward([SequenceInput(tokens: request.promptTokens, cache: cache, adapter: adapter)], mode: mode)[0][0]
+        var logits = try model.prefill(request.promptTokens, turnStarts: request.turnStarts, cache: cache, adapter: adapter, mode: mode)
         while true {
             switch state.accept(logits: logits) {
             case .next(let step):

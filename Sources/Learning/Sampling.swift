@@ -39,9 +39,9 @@ public struct SchedulerSampler: TextSampler {
 
     public func complete(_ requests: [SampleRequest], adapter: LoRAAdapter?) async throws -> [String] {
         let streams = try requests.map { r in
-            let tokens = snapshot.chatTemplate.tokenize(r.messages, with: snapshot.tokenizer)
+            let (tokens, turnStarts) = snapshot.chatTemplate.prompt(r.messages, with: snapshot.tokenizer)
             let sampling = SamplingParameters(temperature: r.temperature, topP: r.temperature > 0 ? 0.95 : 1, seed: r.seed)
-            return try scheduler.submit(GenerationRequest(promptTokens: tokens, maxTokens: r.maxTokens, sampling: sampling),
+            return try scheduler.submit(GenerationRequest(promptTokens: tokens, turnStarts: turnStarts, maxTokens: r.maxTokens, sampling: sampling),
                                         on: snapshot, adapter: adapter)
         }
         var out: [String] = []

@@ -110,6 +110,33 @@ public final class KVCache: @unchecked Sendable {
     }
 
     func advance(by n: Int) { count += n }
+
+    /// A copy of the keys and values of the first `length` tokens.
+    public func prefix(_ length: Int) -> KVPrefix {
+        precondition(length >= 0 && length <= count)
+        let n = length * kvWidth
+        return KVPrefix(length: length, keys: keys.map { Array($0[0..<n]) }, values: values.map { Array($0[0..<n]) })
+    }
+
+    /// Starts this empty cache from `prefix`: as if its tokens had been run through it.
+    public func load(_ prefix: KVPrefix) {
+        precondition(count == 0 && prefix.length <= capacity && prefix.keys.count == keys.count)
+        for layer in keys.indices {
+            keys[layer].replaceSubrange(0..<prefix.keys[layer].count, with: prefix.keys[layer])
+            values[layer].replaceSubrange(0..<prefix.values[layer].count, with: prefix.values[layer])
+        }
+        count = prefix.length
+    }
+}
+
+/// The keys and values of a sequence's first tokens, copied out of its cache.
+public struct KVPrefix: Sendable {
+    /// Tokens covered.
+    public let length: Int
+    let keys: [[Float]]
+    let values: [[Float]]
+    /// Memory held.
+    public var bytes: Int { 2 * keys.reduce(0) { $0 + $1.count } * MemoryLayout<Float>.size }
 }
 
 /// Why a forward pass could not run.

@@ -26,10 +26,10 @@ extension HoneServer {
             throw OpenAIError(.notFound, "The model `\(req.model)` does not exist or you do not have access to it.",
                               param: "model", code: "model_not_found")
         }
-        let promptTokens: [Int]
+        let promptTokens: [Int], turnStarts: [Int]
         switch req.input {
-        case .chat(let messages): promptTokens = snapshot.chatTemplate.tokenize(messages, with: snapshot.tokenizer)
-        case .text(let text): promptTokens = snapshot.tokenizer.encodePrompt(text)
+        case .chat(let messages): (promptTokens, turnStarts) = snapshot.chatTemplate.prompt(messages, with: snapshot.tokenizer)
+        case .text(let text): (promptTokens, turnStarts) = (snapshot.tokenizer.encodePrompt(text), [])
         }
         let context = snapshot.model.config.contextLength
         guard promptTokens.count <= configuration.maxPromptTokens else {
@@ -55,7 +55,7 @@ extension HoneServer {
         for i in 0..<req.n {
             var sampling = req.sampling
             if let seed = sampling.seed { sampling.seed = seed &+ UInt64(i) }
-            let generation = GenerationRequest(promptTokens: promptTokens, maxTokens: maxTokens, sampling: sampling,
+            let generation = GenerationRequest(promptTokens: promptTokens, turnStarts: turnStarts, maxTokens: maxTokens, sampling: sampling,
                                                stop: req.stop, topLogprobs: req.logprobs ? req.topLogprobs : 0)
             streams.append(try scheduler.submit(generation, on: snapshot, adapter: weights))
         }

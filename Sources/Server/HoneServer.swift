@@ -64,6 +64,7 @@ public struct HoneServer: Sendable {
             gauges.swaps = holder.swaps
             gauges.refusals = holder.refusals
             gauges.schedulerLoad = scheduler.load
+            gauges.promptPrefix = scheduler.prefixes.counts
             gauges.inFlight = inFlight.count.load(ordering: .relaxed)
             gauges.completionLog = recorder.health
             gauges.compute = scheduler.compute.usage()

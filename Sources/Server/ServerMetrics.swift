@@ -86,6 +86,9 @@ public final class ServerMetrics: Sendable {
         public var schedulerLoad = 0
         /// Requests being answered.
         public var inFlight = 0
+        /// Prompt tokens whose keys and values came from the prefix cache, and prompt tokens
+        /// run through the model (`PrefixCache.counts`).
+        public var promptPrefix: (reused: Int, computed: Int) = (0, 0)
         /// Completion log: rows written, dropped, failed flushes (nil: no database).
         public var completionLog: (written: Int, dropped: Int, failures: Int)?
         /// CPU seconds used and waited for, per class of work.
@@ -127,6 +130,9 @@ public final class ServerMetrics: Sendable {
         sample("hone_version_refusals_total", [], Double(gauges.refusals))
         family("hone_scheduler_sequences", "gauge", "Sequences decoding or waiting for a place in the batch.")
         sample("hone_scheduler_sequences", [], Double(gauges.schedulerLoad))
+        family("hone_prompt_prefill_tokens_total", "counter", "Prompt tokens prefilled: reused (keys and values of a cached prefix) or computed.")
+        sample("hone_prompt_prefill_tokens_total", [("source", "reused")], Double(gauges.promptPrefix.reused))
+        sample("hone_prompt_prefill_tokens_total", [("source", "computed")], Double(gauges.promptPrefix.computed))
         family("hone_requests_in_flight", "gauge", "Requests being answered.")
         sample("hone_requests_in_flight", [], Double(gauges.inFlight))
         if let log = gauges.completionLog {

@@ -150,7 +150,20 @@ public struct ChatTemplate: Sendable {
     /// Token ids of `messages` (assistant turn opened when asked).
     public func tokenize(_ messages: [ChatMessage], with tokenizer: Tokenizer, addGenerationPrompt: Bool = true,
                          dateString: String? = nil) -> [Int] {
-        tokens(pieces(messages, addGenerationPrompt: addGenerationPrompt, dateString: dateString), with: tokenizer).tokens
+        prompt(messages, with: tokenizer, addGenerationPrompt: addGenerationPrompt, dateString: dateString).tokens
+    }
+
+    /// Token ids of `messages` and the offsets where each turn after the first begins (the
+    /// generation prompt's included): the points where prompts share prefixes, the default
+    /// system turn or a conversation's earlier turns (see `PrefixCache`).
+    public func prompt(_ messages: [ChatMessage], with tokenizer: Tokenizer, addGenerationPrompt: Bool = true,
+                       dateString: String? = nil) -> (tokens: [Int], turnStarts: [Int]) {
+        var ids: [Int] = [], starts: [Int] = []
+        for piece in pieces(messages, addGenerationPrompt: addGenerationPrompt, dateString: dateString) {
+            if piece.control, piece.text == "<|im_start|>" || piece.text == "<|start_header_id|>", !ids.isEmpty { starts.append(ids.count) }
+            ids += tokenizer.encode(piece.text, parseSpecial: piece.control)
+        }
+        return (ids, starts)
     }
 
     /// Token ids of a whole conversation and, per token, whether the assistant wrote it.

@@ -3,13 +3,13 @@ import Llama
 import Tensor
 import Tokenizer
 
-/// Hone's decode and prefill speed on the real model (`HONE_MODEL`), printed beside
-/// llama.cpp's figures from the same run when `HONE_BENCH_LLAMACPP` names the JSON file
-/// ops/bench-llamacpp.py wrote.
+/// Hone's decode and prefill speed on the real model (`HONE_MODEL`): one round of
+/// `HONE_BENCH_REPEATS` (default 3) passes, their median. ops/bench alternates rounds with
+/// llama.cpp's (ops/bench-llamacpp.py) and reports the medians of both and their ratio.
 enum EngineBench {
     static let promptTokens = 512
     static let decodeTokens = 128
-    static let repeats = 3
+    static var repeats: Int { ProcessInfo.processInfo.environment["HONE_BENCH_REPEATS"].flatMap(Int.init) ?? 3 }
 
     /// The real model (`HONE_MODEL`), its tokenizer and the first `tokens` ids of the
     /// benchmarks' prompt text.
@@ -43,20 +43,8 @@ enum EngineBench {
             }
         }
         let hone = percentile(which == "prefill" ? prefill : decode, 0.5)
-        var reference: Double?
-        if let file = ProcessInfo.processInfo.environment["HONE_BENCH_LLAMACPP"],
-           let data = FileManager.default.contents(atPath: file),
-           let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-            reference = json[which == "prefill" ? "prefill_tok_s" : "decode_tok_s"] as? Double
-        }
-        if which == "prefill" {
-            emit(["bench": "prefill", "model": model.file.path.split(separator: "/").last.map(String.init) ?? "", "threads": Parallel.threads, "prompt_tokens": ids.count, "hone_tok_s": hone,
-                  "llamacpp_tok_s": reference ?? -1, "ratio": reference.map { (hone / $0 * 100).rounded() / 100 } ?? -1])
-        } else {
-            emit(["bench": "decode", "model": model.file.path.split(separator: "/").last.map(String.init) ?? "", "threads": Parallel.threads, "tokens": decodeTokens, "hone_tok_s": hone,
-                  "llamacpp_tok_s": reference ?? -1, "ratio": reference.map { (hone / $0 * 100).rounded() / 100 } ?? -1])
-        }
+        let file = model.file.path.split(separator: "/").last.map(String.init) ?? ""
+        emit(["bench": which, "model": file, "threads": Parallel.threads,
+              "tokens": which == "prefill" ? ids.count : decodeTokens, "hone_tok_s": hone])
     }
-
-
 }

@@ -66,7 +66,7 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let (model, tokenizer) = try modelOptions.load()
-        let promptTokens: [Int]
+        let promptTokens: [Int], turnStarts: [Int]
         if let messages {
             let parsed: [ChatMessage]
             do {
@@ -74,12 +74,12 @@ struct Generate: ParsableCommand {
             } catch {
                 throw ValidationError("--messages must be a JSON array of {\"role\", \"content\"} objects")
             }
-            promptTokens = tokenizer.chatTemplate.tokenize(parsed, with: tokenizer)
+            (promptTokens, turnStarts) = tokenizer.chatTemplate.prompt(parsed, with: tokenizer)
         } else {
-            promptTokens = tokenizer.encode(prompt!)
+            (promptTokens, turnStarts) = (tokenizer.encode(prompt!), [])
         }
         let request = GenerationRequest(
-            promptTokens: promptTokens, maxTokens: maxTokens,
+            promptTokens: promptTokens, turnStarts: turnStarts, maxTokens: maxTokens,
             sampling: SamplingParameters(temperature: temperature, topK: topK, topP: topP, seed: seed))
         let lora = try adapter.map { try PEFTAdapter.read(from: $0, model: model) }
         let generator = Generator(model: model, tokenizer: tokenizer, mode: exact ? .exact : .fast, adapter: lora)
