@@ -131,7 +131,7 @@ float hone_dot_f32(const float *a, const float *b, size_t n) {
 
 // ---------------------------------------------------------------- int16 activations
 
-void hone_quantize_activations(const float *x, size_t n, int16_t *q, hone_act_scale *scales) {
+static void quantize_activations_ref(const float *x, size_t n, int16_t *q, hone_act_scale *scales) {
     for (size_t b = 0; b < n / 32; b++) {
         const float *xb = x + b * 32;
         float amax = 0;
@@ -148,6 +148,53 @@ void hone_quantize_activations(const float *x, size_t n, int16_t *q, hone_act_sc
         scales[b].d = d;
         scales[b].sum = sum;
     }
+}
+
+#ifdef HONE_X86
+// The same rounding as the reference, eight lanes at a time: the product x·(1/d) is the
+// same float, and cvtps rounds to nearest-even as lrintf does in the default mode, so the
+// int16 values, scales and sums are bit-identical. Decode quantizes ~200 vectors per token.
+__attribute__((target("avx2,fma")))
+static void quantize_activations_avx2(const float *x, size_t n, int16_t *q, hone_act_scale *scales) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i top = _mm256_set1_epi32(32767), bottom = _mm256_set1_epi32(-32767);
+    for (size_t b = 0; b < n / 32; b++) {
+        const float *xb = x + b * 32;
+        __m256 v[4];
+        for (int i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(xb + 8 * i);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 32767.0f;
+        const __m256 id = _mm256_set1_ps(d ? 1.0f / d : 0.0f);
+        __m256i r[4], total = _mm256_setzero_si256();
+        for (int i = 0; i < 4; i++) {
+            r[i] = _mm256_max_epi32(_mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v[i], id)), top), bottom);
+            total = _mm256_add_epi32(total, r[i]);
+        }
+        // packs works within 128-bit lanes; the permute puts the halves back in order.
+        _mm256_storeu_si256((__m256i *)(q + b * 32), _mm256_permute4x64_epi64(_mm256_packs_epi32(r[0], r[1]), 0xd8));
+        _mm256_storeu_si256((__m256i *)(q + b * 32 + 16), _mm256_permute4x64_epi64(_mm256_packs_epi32(r[2], r[3]), 0xd8));
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+        t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+        scales[b].d = d;
+        scales[b].sum = _mm_cvtsi128_si32(t);
+    }
+}
+#endif
+
+void hone_quantize_activations(const float *x, size_t n, int16_t *q, hone_act_scale *scales) {
+#ifdef HONE_X86
+    if (hone_kernels_level() >= 1) {
+        quantize_activations_avx2(x, n, q, scales);
+        return;
+    }
+#endif
+    quantize_activations_ref(x, n, q, scales);
 }
 
 // ---------------------------------------------------------------- 5-bit and K-quant blocks
@@ -170,6 +217,13 @@ static inline __attribute__((always_inline)) const uint8_t *block32_base(int typ
     default: return row + b / 8 * sizeof(hone_block_q6_k);
     }
 }
+
+// A block's constant term c·d·Σq (Q4_1's min, Q4_0's -8·d, the K-quants' mins). Its own
+// function so that no kernel fuses it into an FMA with the running tail (clang contracts
+// a·b + c inside one expression): every kernel of a level then adds the same floats in the
+// same order, and a row's result is bit-identical whichever kernel (one row, four rows,
+// one vector or several) computed it.
+static inline float block_tail(float c, const hone_act_scale *sb) { return c * sb->d * (float)sb->sum; }
 
 static inline uint32_t rd32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -314,12 +368,12 @@ static inline int block_bytes(int type) {
     return type == HONE_TYPE_Q8_0 ? sizeof(hone_block_q8_0) : type == HONE_TYPE_Q4_1 ? sizeof(hone_block_q4_1) : sizeof(hone_block_q4_0);
 }
 
-// Per-block float scale and the block's constant term (Q4_0's -8·d, Q4_1's m). F16C's
-// conversion, exact like the portable one (which cost the AVX2 Q4_1 path ~20%).
+// The block's constant term before scaling by the activations (Q4_0's -8·d, Q4_1's m).
+// F16C's conversion, exact like the portable one (which cost the AVX2 Q4_1 path ~20%).
 __attribute__((target("f16c")))
-static inline float block_offset(int type, const uint8_t *p, const hone_act_scale *sb, float d) {
-    if (type == HONE_TYPE_Q4_1) return _cvtsh_ss(rd16(p + offsetof(hone_block_q4_1, m))) * sb->d * (float)sb->sum;
-    if (type == HONE_TYPE_Q4_0) return -8.0f * d * sb->d * (float)sb->sum;
+static inline float block_constant(int type, const uint8_t *p, float d) {
+    if (type == HONE_TYPE_Q4_1) return _cvtsh_ss(rd16(p + offsetof(hone_block_q4_1, m)));
+    if (type == HONE_TYPE_Q4_0) return -8.0f * d;
     return 0;
 }
 
@@ -444,7 +498,7 @@ static inline float dot_block32_avx2_body(int type, const uint8_t *w, const int1
         __m256i dhi = _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(q + b * 32 + 16)));
         total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dlo), _mm256_set1_ps(a_lo * s[b].d), total);
         total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dhi), _mm256_set1_ps(a_hi * s[b].d), total);
-        tail += c * s[b].d * (float)s[b].sum;
+        tail += block_tail(c, s + b);
     }
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
     s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
@@ -489,7 +543,7 @@ static float dot_block32_avx512(int type, const uint8_t *w, const int16_t *q, co
         __m512i w16 = decode32_avx512(type, w, b, &a_lo, &a_hi, &c);
         __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w16, _mm512_loadu_si512(q + b * 32));
         total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), halves_scale(a_lo * s[b].d, a_hi * s[b].d), total);
-        tail += c * s[b].d * (float)s[b].sum;
+        tail += block_tail(c, s + b);
     }
     return _mm512_reduce_add_ps(total) + tail;
 }
@@ -509,7 +563,7 @@ static float dot_q_avx2(int type, const void *w, const int16_t *q, const hone_ac
             _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(q + b * 32 + 16))));
         float d = _cvtsh_ss(rd16(p));
         total = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * s[b].d), total);
-        tail += block_offset(type, p, s + b, d);
+        tail += block_tail(block_constant(type, p, d), s + b);
     }
     __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(total), _mm256_extractf128_ps(total, 1));
     s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
@@ -532,7 +586,7 @@ static float dot_q_avx512(int type, const void *w, const int16_t *q, const hone_
         __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w16, _mm512_loadu_si512(q + b * 32));
         float d = _cvtsh_ss(rd16(p));
         total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(d * s[b].d), total);
-        tail += block_offset(type, p, s + b, d);
+        tail += block_tail(block_constant(type, p, d), s + b);
     }
     return _mm512_reduce_add_ps(total) + tail;
 }
@@ -565,26 +619,25 @@ static void dot_q_rows4_avx512(int type, const uint8_t *w, size_t row_bytes, con
         for (int r = 0; r < 4; r++) { acc[j][r] = _mm512_setzero_ps(); tail[j][r] = 0; }
     for (size_t b = 0; b < n / 32; b++) {
         __m512i w16[4];
-        float d[4], mins[4];
+        float d[4], cs[4];
         for (int r = 0; r < 4; r++) {
             const uint8_t *p = w + (size_t)r * row_bytes + b * (size_t)step;
-            // Rows stream from DRAM: ask for the data a few blocks ahead.
-            _mm_prefetch((const char *)(p + 8 * step), _MM_HINT_T0);
+            // Rows stream from DRAM: ask for the next four rows' block while these are
+            // decoded (a whole group ahead; 8 blocks ahead decoded ~15% slower on AMD EPYC).
+            _mm_prefetch((const char *)(p + 4 * row_bytes), _MM_HINT_T0);
             __m256i lo, hi;
             load_block16(type, p, &lo, &hi);
             w16[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
             d[r] = _cvtsh_ss(rd16(p));
-            mins[r] = type == HONE_TYPE_Q4_1 ? _cvtsh_ss(rd16(p + offsetof(hone_block_q4_1, m))) : 0;
+            cs[r] = block_constant(type, p, d[r]);
         }
         for (int j = 0; j < m; j++) {
             __m512i x = _mm512_loadu_si512(q + j * q_stride + b * 32);
-            float dx = s[j * s_stride + b].d;
-            float sx = dx * (float)s[j * s_stride + b].sum;
+            const hone_act_scale *sb = s + j * s_stride + b;
             for (int r = 0; r < 4; r++) {
                 __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w16[r], x);
-                acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(d[r] * dx), acc[j][r]);
-                if (type == HONE_TYPE_Q4_1) tail[j][r] += mins[r] * sx;
-                else if (type == HONE_TYPE_Q4_0) tail[j][r] -= 8.0f * d[r] * sx;
+                acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(d[r] * sb->d), acc[j][r]);
+                tail[j][r] += block_tail(cs[r], sb);
             }
         }
     }
@@ -608,17 +661,17 @@ static inline void dot_block32_rows4_avx512(int type, const uint8_t *w, size_t r
         float a_lo[4], a_hi[4], c[4];
         for (int r = 0; r < 4; r++) {
             const uint8_t *row = w + (size_t)r * row_bytes;
-            _mm_prefetch((const char *)block32_base(type, row, b + 8), _MM_HINT_T0);
+            _mm_prefetch((const char *)block32_base(type, row + 4 * row_bytes, b), _MM_HINT_T0);
             w16[r] = decode32_avx512(type, row, b, &a_lo[r], &a_hi[r], &c[r]);
         }
         for (int j = 0; j < m; j++) {
             __m512i x = _mm512_loadu_si512(q + j * q_stride + b * 32);
-            float dx = s[j * s_stride + b].d;
-            float sx = dx * (float)s[j * s_stride + b].sum;
+            const hone_act_scale *sb = s + j * s_stride + b;
+            const float dx = sb->d;
             for (int r = 0; r < 4; r++) {
                 __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w16[r], x);
                 acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), halves_scale(a_lo[r] * dx, a_hi[r] * dx), acc[j][r]);
-                tail[j][r] += c[r] * sx;
+                tail[j][r] += block_tail(c[r], sb);
             }
         }
     }
@@ -691,7 +744,7 @@ static inline void dot_rows4_avx2_body(int type, const uint8_t *w, size_t row_by
         float c[4];
         for (int r = 0; r < 4; r++) {
             const uint8_t *row = w + (size_t)r * row_bytes;
-            _mm_prefetch((const char *)block_address(type, row, b + 8), _MM_HINT_T0);
+            _mm_prefetch((const char *)block_address(type, row + 4 * row_bytes, b), _MM_HINT_T0);
             __m256i lo, hi;
             float a_lo, a_hi;
             decode_any_avx2(type, row, b, &lo, &hi, &a_lo, &a_hi, &c[r]);
@@ -700,7 +753,7 @@ static inline void dot_rows4_avx2_body(int type, const uint8_t *w, size_t row_by
                 const float dx = s[j * s_stride + b].d;
                 __m256i dlo = _mm256_madd_epi16(lo, _mm256_loadu_si256((const __m256i *)x));
                 __m256i dhi = _mm256_madd_epi16(hi, _mm256_loadu_si256((const __m256i *)(x + 16)));
-                if (type == HONE_TYPE_Q6_K) {
+                if (is_block32_type(type)) {
                     acc[j][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dlo), _mm256_set1_ps(a_lo * dx), acc[j][r]);
                     acc[j][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dhi), _mm256_set1_ps(a_hi * dx), acc[j][r]);
                 } else {
@@ -708,10 +761,11 @@ static inline void dot_rows4_avx2_body(int type, const uint8_t *w, size_t row_by
                 }
             }
         }
+        // block_tail for the four rows: (c·d)·Σq, then added, as the one-row kernel does.
         const __m128 cv = _mm_loadu_ps(c);
         for (int j = 0; j < m; j++) {
             const hone_act_scale *sb = s + j * s_stride + b;
-            tail[j] = _mm_fmadd_ps(cv, _mm_set1_ps(sb->d * (float)sb->sum), tail[j]);
+            tail[j] = _mm_add_ps(tail[j], _mm_mul_ps(_mm_mul_ps(cv, _mm_set1_ps(sb->d)), _mm_set1_ps((float)sb->sum)));
         }
     }
     for (int j = 0; j < m; j++) {
@@ -762,19 +816,25 @@ void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, 
     const uint8_t *p = (const uint8_t *)w;
     int r = 0;
 #ifdef HONE_X86
-    if (hone_kernels_level() == 2 && is_block32_type(type)) {
+    // One vector over a long span of rows (the output head's parts) streams fastest row by
+    // row: the four-row kernels read four rows at once, which the prefetchers follow less
+    // well (head on AMD EPYC: ~33 GB/s one row at a time, ~20 four at a time). The two give
+    // bit-identical results, so the choice changes only the speed.
+    const int streamed = m == 1 && (size_t)rows * row_bytes >= ((size_t)256 << 10);
+    const int level = streamed ? 0 : hone_kernels_level();
+    if (level == 2 && is_block32_type(type)) {
         rows4_fn rows4 = rows4_block32_avx512(type);
         for (; r + 4 <= rows; r += 4)
             for (int j = 0; j < m; j += 4)
                 rows4(p + (size_t)r * row_bytes, row_bytes, q + j * q_stride, q_stride, scales + j * scales_stride, scales_stride,
                       m - j < 4 ? m - j : 4, n, out + j * out_stride + r, out_stride);
-    } else if (hone_kernels_level() == 2) {
+    } else if (level == 2) {
         for (; r + 4 <= rows; r += 4)
             for (int j = 0; j < m; j += 4)
                 dot_q_rows4_avx512(type, p + (size_t)r * row_bytes, row_bytes, q + j * q_stride, q_stride,
                                    scales + j * scales_stride, scales_stride, m - j < 4 ? m - j : 4, n,
                                    out + j * out_stride + r, out_stride);
-    } else if (hone_kernels_level() == 1 && rows4_avx2(type)) {
+    } else if (level == 1 && rows4_avx2(type)) {
         rows4_fn rows4 = rows4_avx2(type);
         for (; r + 4 <= rows; r += 4)
             for (int j = 0; j < m; j += 2)

@@ -112,6 +112,26 @@ public final class BatchScheduler: @unchecked Sendable {
         }
     }
 
+    /// Takes the token `entry.logits` gives and sends it; false when the sequence is over
+    /// (finished, or its client went away).
+    private func advance(_ entry: Entry) -> Bool {
+        if entry.cancelled.load(ordering: .relaxed) {
+            entry.continuation.finish()
+            return false
+        }
+        switch entry.state.accept(logits: entry.logits) {
+        case .next(let step):
+            entry.continuation.yield(.step(step))
+            entry.lastToken = step.choice.token
+            return true
+        case .finished(let step):
+            if let step { entry.continuation.yield(.step(step)) }
+            entry.continuation.yield(.finished(entry.state.result))
+            entry.continuation.finish()
+            return false
+        }
+    }
+
     private func loop() {
         var active: [Entry] = []
         while true {
@@ -130,6 +150,10 @@ public final class BatchScheduler: @unchecked Sendable {
             pending.removeFirst(admitted.count)
             condition.unlock()
 
+            // Running sequences first take their token, then each new prompt is prefilled
+            // and its first token sent at once, not after every other new prompt's prefill.
+            var decoding: [Entry] = []
+            for entry in active where advance(entry) { decoding.append(entry) }
             for entry in admitted where !entry.cancelled.load(ordering: .relaxed) {
                 do {
                     let cache = entry.snapshot.model.makeCache(capacity: entry.state.cacheCapacity)
@@ -137,27 +161,9 @@ public final class BatchScheduler: @unchecked Sendable {
                     let request = entry.state.request
                     entry.logits = try entry.snapshot.model.prefill(request.promptTokens, turnStarts: request.turnStarts, cache: cache,
                                                                     adapter: entry.adapter, reuse: prefixes)
-                    active.append(entry)
+                    if advance(entry) { decoding.append(entry) }
                 } catch {
                     entry.continuation.finish(throwing: error)
-                }
-            }
-
-            var decoding: [Entry] = []
-            for entry in active {
-                if entry.cancelled.load(ordering: .relaxed) {
-                    entry.continuation.finish()
-                    continue
-                }
-                switch entry.state.accept(logits: entry.logits) {
-                case .next(let step):
-                    entry.continuation.yield(.step(step))
-                    entry.lastToken = step.choice.token
-                    decoding.append(entry)
-                case .finished(let step):
-                    if let step { entry.continuation.yield(.step(step)) }
-                    entry.continuation.yield(.finished(entry.state.result))
-                    entry.continuation.finish()
                 }
             }
             active = decoding

@@ -4,7 +4,7 @@ import Llama
 import Testing
 import Tokenizer
 
-@Suite("Prompt prefixes shared between requests (real model)", .serialized)
+@Suite("Prompt prefixes shared between requests (real model)", .enabled(if: RealModel.path != nil), .serialized, .timeLimit(.minutes(3)))
 struct PrefixCacheTests {
     static let france = [ChatMessage(role: "user", content: "What is the capital of France?")]
     static let fruit = [ChatMessage(role: "user", content: "Name a fruit.")]

@@ -65,6 +65,24 @@ struct KernelTests {
         }
     }
 
+    @Test("activations quantize to the same int16 values, scales and sums at every level")
+    func activationQuantizationMatchesReference() {
+        // Ordinary values, and a block of zeros (scale 0).
+        var x = Self.values(1536, seed: 11, scale: 3)
+        for i in 64..<96 { x[i] = 0 }
+        func quantize() -> ([Int16], [Float], [Int32]) {
+            var q = [Int16](repeating: 0, count: x.count)
+            var scales = [hone_act_scale](repeating: hone_act_scale(), count: x.count / 32)
+            hone_quantize_activations(x, x.count, &q, &scales)
+            return (q, scales.map(\.d), scales.map(\.sum))
+        }
+        let reference = KernelLevel.reference.use { quantize() }
+        for level in Self.fastLevels {
+            let fast = level.use { quantize() }
+            #expect(fast.0 == reference.0 && fast.1 == reference.1 && fast.2 == reference.2, "\(level)")
+        }
+    }
+
     /// Every quantized type the dot kernels read.
     static let quantizedTypes = [HONE_TYPE_Q8_0, HONE_TYPE_Q4_0, HONE_TYPE_Q4_1, HONE_TYPE_Q5_0, HONE_TYPE_Q5_1,
                                  HONE_TYPE_Q4_K, HONE_TYPE_Q5_K, HONE_TYPE_Q6_K].map { Int($0) }
@@ -132,6 +150,37 @@ struct KernelTests {
             var many = [Float](repeating: 0, count: rows)
             level.use { w.withUnsafeBytes { hone_dot_q_rows(type, $0.baseAddress, rowBytes, Int32(rows), q, scales, n, &many) } }
             for r in 0..<rows { #expect(abs(many[r] - single[r]) <= 1e-4 * max(1, abs(single[r])), "\(level) row \(r)") }
+        }
+    }
+
+    @Test("every kernel of a level gives a row the same bits: one row at a time, four rows, streamed alone or beside another vector",
+          arguments: quantizedTypes)
+    func kernelsOfALevelAgreeBitwise(typeID: Int) {
+        let type = Int32(typeID)
+        let n = Self.width(type)
+        let rowBytes = Self.bytes(type, n)
+        // Enough rows for one vector to take the streamed one-row path (≥ 256 KB).
+        let rows = (256 << 10) / rowBytes + 5
+        let w = Self.quantized(type, Self.values(n * rows, seed: 9, scale: 0.05))
+        var q = [Int16](repeating: 0, count: 2 * n)
+        var scales = [hone_act_scale](repeating: hone_act_scale(), count: 2 * n / 32)
+        for j in 0..<2 {
+            let x = Self.values(n, seed: UInt64(200 + j), scale: 2)
+            q.withUnsafeMutableBufferPointer { qp in
+                scales.withUnsafeMutableBufferPointer { sp in hone_quantize_activations(x, n, qp.baseAddress! + j * n, sp.baseAddress! + j * n / 32) }
+            }
+        }
+        for level in Self.fastLevels {
+            level.use {
+                w.withUnsafeBytes { wp in
+                    let one = (0..<rows).map { hone_dot_q(type, wp.baseAddress! + $0 * rowBytes, q, scales, n) }
+                    var streamed = [Float](repeating: 0, count: rows), paired = [Float](repeating: 0, count: 2 * rows)
+                    hone_dot_q_rows(type, wp.baseAddress, rowBytes, Int32(rows), q, scales, n, &streamed)
+                    hone_dot_q_rows_multi(type, wp.baseAddress, rowBytes, Int32(rows), q, n, scales, n / 32, 2, n, &paired, rows)
+                    #expect(streamed == one, "\(level) type \(type): streamed rows")
+                    #expect(Array(paired[0..<rows]) == one, "\(level) type \(type): four-row kernel")
+                }
+            }
         }
     }
 
