@@ -73,10 +73,39 @@ extension LlamaModel {
                     addLoRA(LoRAKey(layer: layer, target: target), batch, input, &out, inWidth: m.cols, outWidth: m.rows)
                 }
             }
+            /// Several products of one input: fused in a decode-only pass of quantized weights.
+            func linears(_ targets: [(LoRATarget, QuantizedMatrix)], _ input: [Float], _ a: inout [Float], _ b: inout [Float], _ c3: inout [Float]) {
+                guard plan.fusable, targets.allSatisfy({ !$0.1.isFloatType }) else {
+                    linear(targets[0].0, targets[0].1, input, &a)
+                    linear(targets[1].0, targets[1].1, input, &b)
+                    if targets.count > 2 { linear(targets[2].0, targets[2].1, input, &c3) }
+                    return
+                }
+                let name = targets.map { "\($0.0)" }.joined(separator: "+")
+                let flops = targets.reduce(0.0) { $0 + 2 * Double(n * $1.1.rows * $1.1.cols) }
+                let bytes = targets.reduce(0.0) { $0 + Double($1.1.rows * $1.1.rowBytes) }
+                OpProfile.measure("matmul.\(name)", layer: layer, flops: flops, bytes: bytes) {
+                    input.withUnsafeBufferPointer { xp in
+                        a.withUnsafeMutableBufferPointer { ap in
+                            b.withUnsafeMutableBufferPointer { bp in
+                                c3.withUnsafeMutableBufferPointer { cp in
+                                    let outs = [ap.baseAddress!, bp.baseAddress!] + (targets.count > 2 ? [cp.baseAddress!] : [])
+                                    QuantizedMatrix.multiply(targets.map(\.1), xp.baseAddress!, count: n, into: outs)
+                                }
+                            }
+                        }
+                    }
+                }
+                OpProfile.measure("lora", layer: layer) {
+                    addLoRA(LoRAKey(layer: layer, target: targets[0].0), batch, input, &a, inWidth: targets[0].1.cols, outWidth: targets[0].1.rows)
+                    addLoRA(LoRAKey(layer: layer, target: targets[1].0), batch, input, &b, inWidth: targets[1].1.cols, outWidth: targets[1].1.rows)
+                    if targets.count > 2 {
+                        addLoRA(LoRAKey(layer: layer, target: targets[2].0), batch, input, &c3, inWidth: targets[2].1.cols, outWidth: targets[2].1.rows)
+                    }
+                }
+            }
             OpProfile.measure("rmsnorm", layer: layer) { rmsNormForward(x, weight: w.attnNorm, rows: n, width: c, eps: eps, out: &hidden) }
-            linear(.q, w.q, hidden, &q)
-            linear(.k, w.k, hidden, &k)
-            linear(.v, w.v, hidden, &vv)
+            linears([(.q, w.q), (.k, w.k), (.v, w.v)], hidden, &q, &k, &vv)
             addBias(w.qBias, rows: n, to: &q)
             addBias(w.kBias, rows: n, to: &k)
             addBias(w.vBias, rows: n, to: &vv)
@@ -103,8 +132,8 @@ extension LlamaModel {
             linear(.o, w.o, att, &proj)
             for i in 0..<(n * c) { x[i] += proj[i] }
             OpProfile.measure("rmsnorm", layer: layer) { rmsNormForward(x, weight: w.ffnNorm, rows: n, width: c, eps: eps, out: &hidden) }
-            linear(.gate, w.gate, hidden, &gate)
-            linear(.up, w.up, hidden, &up)
+            var unused: [Float] = []
+            linears([(.gate, w.gate), (.up, w.up)], hidden, &gate, &up, &unused)
             OpProfile.measure("swiglu", layer: layer) {
                 gate.withUnsafeMutableBufferPointer { g in swigluForward(gate: g.baseAddress!, up: up, count: n * f, out: g.baseAddress!) }
             }
@@ -249,6 +278,9 @@ extension LlamaModel {
 struct MatmulPlan {
     let groups: [([Int], QuantizedMatrix.Kernel)]
     let total: Int
+    /// Every row takes the int16 kernel (a decode step): products of one input may share
+    /// its quantization and parallel loop.
+    var fusable: Bool { groups.count == 1 && groups[0].1 == .int16 }
 
     init(mode: MatmulMode, chunkRows: [Int], singleRows: [Int], total: Int) {
         self.total = total

@@ -114,6 +114,41 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
     }
 
+    /// Products of several quantized matrices of one input width with the same N vectors
+    /// (q, k and v; gate and up) on the int16 kernel: the vectors are quantized once and all
+    /// rows go through one parallel loop, not one per matrix (decode runs ~210 products per
+    /// token, each a short loop). Each row's result is the bits `multiply` gives it.
+    /// - Parameters: x: (N, cols); outs[i]: (N, matrices[i].rows).
+    static func multiply(_ matrices: [QuantizedMatrix], _ x: UnsafePointer<Float>, count n: Int, into outs: [UnsafeMutablePointer<Float>]) {
+        let cols = matrices[0].cols, blocks = cols / 32
+        precondition(matrices.allSatisfy { $0.cols == cols && !$0.isFloatType } && outs.count == matrices.count)
+        var q = [Int16](repeating: 0, count: n * cols)
+        var scales = [hone_act_scale](repeating: hone_act_scale(), count: n * blocks)
+        q.withUnsafeMutableBufferPointer { qp in
+            scales.withUnsafeMutableBufferPointer { sp in
+                for i in 0..<n { hone_quantize_activations(x + i * cols, cols, qp.baseAddress! + i * cols, sp.baseAddress! + i * blocks) }
+            }
+        }
+        // The same parts per matrix as `multiply`: (matrix, chunk, chunks).
+        var parts: [(Int, Int, Int)] = []
+        for (i, m) in matrices.enumerated() {
+            let chunks = min(m.rows, Parallel.threads * 8)
+            parts += (0..<chunks).map { (i, $0, chunks) }
+        }
+        q.withUnsafeBufferPointer { qp in
+            scales.withUnsafeBufferPointer { sp in
+                let qbase = qp.baseAddress!, sbase = sp.baseAddress!
+                Parallel.for(parts.count) { index in
+                    let (i, chunk, chunks) = parts[index]
+                    let m = matrices[i]
+                    let part = Parallel.range(chunk, of: chunks, total: m.rows)
+                    hone_dot_q_rows_multi(Int32(m.type.rawValue), m.data + part.lowerBound * m.rowBytes, m.rowBytes, Int32(part.count),
+                                          qbase, cols, sbase, blocks, Int32(n), cols, outs[i] + part.lowerBound, m.rows)
+                }
+            }
+        }
+    }
+
     /// out[n][r] = Σ_c W[r][c] · x[n][c] for N rows of x.
     /// - Parameters: x: (N, cols); out: (N, rows).
     func multiply(_ x: UnsafePointer<Float>, count n: Int, into out: UnsafeMutablePointer<Float>, kernel: Kernel) {
