@@ -441,13 +441,11 @@ static inline __attribute__((always_inline)) void decode32_avx2(int type, const 
     }
 }
 
-// decode32_avx2 in one 512-bit register (values 0-31 as int16), with AVX-512BW's byte
-// masks for the fifth and sixth bits: ~2x fewer instructions per block.
+// The integers of block j of the block (or K-quant super-block) at p, as decode32_avx2's
+// in one 512-bit register (values 0-31 as int16), with AVX-512BW's byte masks for the
+// fifth and sixth bits: ~2x fewer instructions per block.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-static inline __attribute__((always_inline)) __m512i decode32_avx512(int type, const uint8_t *row, size_t b, float *a_lo, float *a_hi, float *c) {
-    const uint8_t *p = block32_base(type, row, b);
-    block32_scales_with(half_f16c, type, p, b, a_lo, a_hi, c);
-    const int j = (int)(b % 8);
+static inline __attribute__((always_inline)) __m512i ints32_avx512(int type, const uint8_t *p, int j) {
     const __m256i nibble = _mm256_set1_epi8(0x0f);
     switch (type) {
     case HONE_TYPE_Q5_0:
@@ -484,6 +482,14 @@ static inline __attribute__((always_inline)) __m512i decode32_avx512(int type, c
         return _mm512_sub_epi16(_mm512_cvtepu8_epi16(q6), _mm512_set1_epi16(32));
     }
     }
+}
+
+// Block b of a 5-bit or K-quant row: its scales and its integers in one 512-bit register.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static inline __attribute__((always_inline)) __m512i decode32_avx512(int type, const uint8_t *row, size_t b, float *a_lo, float *a_hi, float *c) {
+    const uint8_t *p = block32_base(type, row, b);
+    block32_scales_with(half_f16c, type, p, b, a_lo, a_hi, c);
+    return ints32_avx512(type, p, (int)(b % 8));
 }
 
 __attribute__((target("avx2,fma,f16c"), always_inline))
@@ -663,13 +669,25 @@ static inline void dot_block32_rows4_avx512(int type, const uint8_t *w, size_t r
     float tail[4][4];
     for (int j = 0; j < 4; j++)
         for (int r = 0; r < 4; r++) { acc[j][r] = _mm512_setzero_ps(); tail[j][r] = 0; }
+    // K-quants: each super-block's eight scale triples once per row, not per block (the
+    // same expressions, so the same floats as decode32_avx512 gives).
+    const int super = type == HONE_TYPE_Q4_K || type == HONE_TYPE_Q5_K || type == HONE_TYPE_Q6_K;
+    float s_lo[4][8], s_hi[4][8], s_c[4][8];
     for (size_t b = 0; b < n / 32; b++) {
         __m512i w16[4];
         float a_lo[4], a_hi[4], c[4];
         for (int r = 0; r < 4; r++) {
             const uint8_t *row = w + (size_t)r * row_bytes;
             _mm_prefetch(ahead(row, row_bytes, b, n), _MM_HINT_T0);
-            w16[r] = decode32_avx512(type, row, b, &a_lo[r], &a_hi[r], &c[r]);
+            if (super) {
+                const uint8_t *p = block32_base(type, row, b);
+                if (b % 8 == 0)
+                    for (int k = 0; k < 8; k++) block32_scales_with(half_f16c, type, p, (size_t)k, &s_lo[r][k], &s_hi[r][k], &s_c[r][k]);
+                a_lo[r] = s_lo[r][b % 8], a_hi[r] = s_hi[r][b % 8], c[r] = s_c[r][b % 8];
+                w16[r] = ints32_avx512(type, p, (int)(b % 8));
+            } else {
+                w16[r] = decode32_avx512(type, row, b, &a_lo[r], &a_hi[r], &c[r]);
+            }
         }
         for (int j = 0; j < m; j++) {
             __m512i x = _mm512_loadu_si512(q + j * q_stride + b * 32);
