@@ -704,19 +704,21 @@ static inline void dot_block32_rows4_avx512(int type, const uint8_t *w, size_t r
         for (int r = 0; r < 4; r++) out[j * out_stride + r] = _mm512_reduce_add_ps(acc[j][r]) + tail[j][r];
 }
 
-// One copy of the kernel per type, so each type's decode is compiled without the switches
-// on `type` (measured: the generic copy ran Q5_0 at half Q4_1's speed).
-#define HONE_ROWS4_FOR(TYPE, NAME)                                                                                    \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))                                   \
+// One copy of a four-row kernel per type (`BODY`, compiled for `TARGET`), so each type's
+// decode is compiled without the switches on `type` (measured: the generic copy ran Q5_0
+// at half Q4_1's speed).
+#define HONE_ROWS4_FOR(TARGET, BODY, TYPE, NAME)                                                                      \
+    __attribute__((target(TARGET)))                                                                                   \
     static void NAME(const uint8_t *w, size_t row_bytes, const int16_t *q, size_t q_stride, const hone_act_scale *s, \
                      size_t s_stride, int m, size_t n, float *out, size_t out_stride) {                              \
-        dot_block32_rows4_avx512(TYPE, w, row_bytes, q, q_stride, s, s_stride, m, n, out, out_stride);              \
+        BODY(TYPE, w, row_bytes, q, q_stride, s, s_stride, m, n, out, out_stride);                                   \
     }
-HONE_ROWS4_FOR(HONE_TYPE_Q5_0, rows4_q5_0_avx512)
-HONE_ROWS4_FOR(HONE_TYPE_Q5_1, rows4_q5_1_avx512)
-HONE_ROWS4_FOR(HONE_TYPE_Q4_K, rows4_q4_k_avx512)
-HONE_ROWS4_FOR(HONE_TYPE_Q5_K, rows4_q5_k_avx512)
-HONE_ROWS4_FOR(HONE_TYPE_Q6_K, rows4_q6_k_avx512)
+#define HONE_AVX512 "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+HONE_ROWS4_FOR(HONE_AVX512, dot_block32_rows4_avx512, HONE_TYPE_Q5_0, rows4_q5_0_avx512)
+HONE_ROWS4_FOR(HONE_AVX512, dot_block32_rows4_avx512, HONE_TYPE_Q5_1, rows4_q5_1_avx512)
+HONE_ROWS4_FOR(HONE_AVX512, dot_block32_rows4_avx512, HONE_TYPE_Q4_K, rows4_q4_k_avx512)
+HONE_ROWS4_FOR(HONE_AVX512, dot_block32_rows4_avx512, HONE_TYPE_Q5_K, rows4_q5_k_avx512)
+HONE_ROWS4_FOR(HONE_AVX512, dot_block32_rows4_avx512, HONE_TYPE_Q6_K, rows4_q6_k_avx512)
 
 typedef void (*rows4_fn)(const uint8_t *, size_t, const int16_t *, size_t, const hone_act_scale *, size_t, int, size_t, float *, size_t);
 static rows4_fn rows4_block32_avx512(int type) {
@@ -802,21 +804,14 @@ static inline void dot_rows4_avx2_body(int type, const uint8_t *w, size_t row_by
     }
 }
 
-// One copy per type, so each decode is compiled without switches on `type`.
-#define HONE_ROWS4_AVX2_FOR(TYPE, NAME)                                                                               \
-    __attribute__((target("avx2,fma,f16c")))                                                                          \
-    static void NAME(const uint8_t *w, size_t row_bytes, const int16_t *q, size_t q_stride, const hone_act_scale *s, \
-                     size_t s_stride, int m, size_t n, float *out, size_t out_stride) {                              \
-        dot_rows4_avx2_body(TYPE, w, row_bytes, q, q_stride, s, s_stride, m, n, out, out_stride);                    \
-    }
-HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q8_0, rows4_q8_0_avx2)
-HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q4_0, rows4_q4_0_avx2)
-HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q4_1, rows4_q4_1_avx2)
-HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q5_0, rows4_q5_0_avx2)
-HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q5_1, rows4_q5_1_avx2)
-HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q4_K, rows4_q4_k_avx2)
-HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q5_K, rows4_q5_k_avx2)
-HONE_ROWS4_AVX2_FOR(HONE_TYPE_Q6_K, rows4_q6_k_avx2)
+HONE_ROWS4_FOR("avx2,fma,f16c", dot_rows4_avx2_body, HONE_TYPE_Q8_0, rows4_q8_0_avx2)
+HONE_ROWS4_FOR("avx2,fma,f16c", dot_rows4_avx2_body, HONE_TYPE_Q4_0, rows4_q4_0_avx2)
+HONE_ROWS4_FOR("avx2,fma,f16c", dot_rows4_avx2_body, HONE_TYPE_Q4_1, rows4_q4_1_avx2)
+HONE_ROWS4_FOR("avx2,fma,f16c", dot_rows4_avx2_body, HONE_TYPE_Q5_0, rows4_q5_0_avx2)
+HONE_ROWS4_FOR("avx2,fma,f16c", dot_rows4_avx2_body, HONE_TYPE_Q5_1, rows4_q5_1_avx2)
+HONE_ROWS4_FOR("avx2,fma,f16c", dot_rows4_avx2_body, HONE_TYPE_Q4_K, rows4_q4_k_avx2)
+HONE_ROWS4_FOR("avx2,fma,f16c", dot_rows4_avx2_body, HONE_TYPE_Q5_K, rows4_q5_k_avx2)
+HONE_ROWS4_FOR("avx2,fma,f16c", dot_rows4_avx2_body, HONE_TYPE_Q6_K, rows4_q6_k_avx2)
 
 static rows4_fn rows4_avx2(int type) {
     switch (type) {
