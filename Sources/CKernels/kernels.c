@@ -492,6 +492,26 @@ static inline __attribute__((always_inline)) __m512i decode32_avx512(int type, c
     return ints32_avx512(type, p, (int)(b % 8));
 }
 
+// Block by block through decode32_avx512: value = a·q, then + c, each rounded on its own as
+// in the portable loops (no FMA), so the floats are the same. c is skipped where the type
+// has none (Q5_0, Q6_K): adding +0 would turn a -0 product into +0.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+static void dequantize_block32_avx512(int type, const uint8_t *src, float *dst, size_t n) {
+    const int offset = type != HONE_TYPE_Q5_0 && type != HONE_TYPE_Q6_K;
+    for (size_t b = 0; b < n / 32; b++) {
+        float a_lo, a_hi, c;
+        const __m512i q = decode32_avx512(type, src, b, &a_lo, &a_hi, &c);
+        __m512 lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(q))), _mm512_set1_ps(a_lo));
+        __m512 hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(q, 1))), _mm512_set1_ps(a_hi));
+        if (offset) {
+            lo = _mm512_add_ps(lo, _mm512_set1_ps(c));
+            hi = _mm512_add_ps(hi, _mm512_set1_ps(c));
+        }
+        _mm512_storeu_ps(dst + b * 32, lo);
+        _mm512_storeu_ps(dst + b * 32 + 16, hi);
+    }
+}
+
 __attribute__((target("avx2,fma,f16c"), always_inline))
 static inline float dot_block32_avx2_body(int type, const uint8_t *w, const int16_t *q, const hone_act_scale *s, size_t n) {
     __m256 total = _mm256_setzero_ps();
@@ -867,4 +887,14 @@ void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, 
 void hone_dot_q_rows(int type, const void *w, size_t row_bytes, int rows, const int16_t *q,
                      const hone_act_scale *scales, size_t n, float *out) {
     hone_dot_q_rows_multi(type, w, row_bytes, rows, q, n, scales, n / 32, 1, n, out, (size_t)rows);
+}
+
+int hone_dequantize(int type, const void *src, float *dst, size_t n) {
+#ifdef HONE_X86
+    if (hone_kernels_level() == 2 && is_block32_type(type)) {
+        dequantize_block32_avx512(type, (const uint8_t *)src, dst, n);
+        return 0;
+    }
+#endif
+    return hone_dequantize_reference(type, src, dst, n);
 }

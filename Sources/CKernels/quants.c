@@ -65,7 +65,7 @@ uint16_t hone_f32_to_f16(float f) {
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 
-int hone_dequantize(int type, const void *src, float *dst, size_t n) {
+int hone_dequantize_reference(int type, const void *src, float *dst, size_t n) {
     const uint8_t *s = (const uint8_t *)src;
     switch (type) {
     case HONE_TYPE_F32:

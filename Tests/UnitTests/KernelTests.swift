@@ -65,6 +65,21 @@ struct KernelTests {
         }
     }
 
+    @Test("weights dequantize to the same floats at every level", arguments: quantizedTypes)
+    func dequantizationMatchesReference(typeID: Int) {
+        let type = Int32(typeID)
+        let n = 4 * Self.width(type)
+        let w = Self.quantized(type, Self.values(n, seed: 13, scale: 0.1)) + Self.randomBlocks(type, n, seed: 14)
+        let count = 2 * n
+        var reference = [Float](repeating: 0, count: count)
+        _ = w.withUnsafeBytes { hone_dequantize_reference(type, $0.baseAddress, &reference, count) }
+        for level in Self.fastLevels {
+            var fast = [Float](repeating: 0, count: count)
+            _ = level.use { w.withUnsafeBytes { hone_dequantize(type, $0.baseAddress, &fast, count) } }
+            #expect(fast.map(\.bitPattern) == reference.map(\.bitPattern), "\(level) type \(type)")
+        }
+    }
+
     @Test("activations quantize to the same int16 values, scales and sums at every level")
     func activationQuantizationMatchesReference() {
         // Ordinary values, and a block of zeros (scale 0).

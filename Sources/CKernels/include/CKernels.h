@@ -98,8 +98,12 @@ float hone_f16_to_f32(uint16_t h);
 uint16_t hone_f32_to_f16(float f);
 
 /// Dequantizes `n` elements (a multiple of the type's block size) of `type` at `src` into
-/// `dst`. Returns 0, or -1 for an unsupported type.
+/// `dst`, as gguf-py does. Returns 0, or -1 for an unsupported type. The 5-bit and K-quant
+/// types take the SIMD block decoders of the kernel level in use (prompt chunks dequantize
+/// every weight once per chunk), with results bit-identical to the portable twin below.
 int hone_dequantize(int type, const void *src, float *dst, size_t n);
+/// The portable dequantization (quants.c).
+int hone_dequantize_reference(int type, const void *src, float *dst, size_t n);
 
 /// Quantizes `n` floats (a multiple of the type's block size) into `type` blocks at `dst`:
 /// ggml's reference rounding for Q8_0, Q4_0, Q5_0 (by max |x|) and Q4_1, Q5_1 (by min/max);
