@@ -492,6 +492,24 @@ static inline __attribute__((always_inline)) __m512i decode32_avx512(int type, c
     return ints32_avx512(type, p, (int)(b % 8));
 }
 
+// dequantize_block32_avx512 for AVX2 machines: the same operations on eight values at a time.
+__attribute__((target("avx2,fma,f16c")))
+static void dequantize_block32_avx2(int type, const uint8_t *src, float *dst, size_t n) {
+    const int offset = type != HONE_TYPE_Q5_0 && type != HONE_TYPE_Q6_K;
+    for (size_t b = 0; b < n / 32; b++) {
+        __m256i lo, hi;
+        float a_lo, a_hi, c;
+        decode32_avx2(type, src, b, &lo, &hi, &a_lo, &a_hi, &c);
+        const __m128i parts[4] = {_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1), _mm256_castsi256_si128(hi),
+                                  _mm256_extracti128_si256(hi, 1)};
+        for (int i = 0; i < 4; i++) {
+            __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(parts[i])), _mm256_set1_ps(i < 2 ? a_lo : a_hi));
+            if (offset) v = _mm256_add_ps(v, _mm256_set1_ps(c));
+            _mm256_storeu_ps(dst + b * 32 + 8 * i, v);
+        }
+    }
+}
+
 // Block by block through decode32_avx512: value = a·q, then + c, each rounded on its own as
 // in the portable loops (no FMA), so the floats are the same. c is skipped where the type
 // has none (Q5_0, Q6_K): adding +0 would turn a -0 product into +0.
@@ -891,8 +909,9 @@ void hone_dot_q_rows(int type, const void *w, size_t row_bytes, int rows, const 
 
 int hone_dequantize(int type, const void *src, float *dst, size_t n) {
 #ifdef HONE_X86
-    if (hone_kernels_level() == 2 && is_block32_type(type)) {
-        dequantize_block32_avx512(type, (const uint8_t *)src, dst, n);
+    if (is_block32_type(type) && hone_kernels_level() >= 1) {
+        if (hone_kernels_level() == 2) dequantize_block32_avx512(type, (const uint8_t *)src, dst, n);
+        else dequantize_block32_avx2(type, (const uint8_t *)src, dst, n);
         return 0;
     }
 #endif

@@ -48,12 +48,17 @@ public final class PrefixCache: Sendable {
         state.withLock { state in
             for end in ends.reversed() {
                 let key = Array(tokens[0..<end])
-                if var entry = state.entries[key], entry.model === model {
-                    state.clock += 1
-                    entry.used = state.clock
-                    state.entries[key] = entry
-                    return entry.prefix
+                guard var entry = state.entries[key] else { continue }
+                guard entry.model === model else {
+                    // A base model that was replaced: drop its prefix (and its hold on the model).
+                    state.entries[key] = nil
+                    state.tokens -= entry.prefix.length
+                    continue
                 }
+                state.clock += 1
+                entry.used = state.clock
+                state.entries[key] = entry
+                return entry.prefix
             }
             return nil
         }

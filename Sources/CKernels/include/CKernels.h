@@ -99,7 +99,7 @@ uint16_t hone_f32_to_f16(float f);
 
 /// Dequantizes `n` elements (a multiple of the type's block size) of `type` at `src` into
 /// `dst`, as gguf-py does. Returns 0, or -1 for an unsupported type. The 5-bit and K-quant
-/// types take the SIMD block decoders of the kernel level in use (prompt chunks dequantize
+/// types take the SIMD block decoders of the kernel level in use (AVX2 or AVX-512) (prompt chunks dequantize
 /// every weight once per chunk), with results bit-identical to the portable twin below.
 int hone_dequantize(int type, const void *src, float *dst, size_t n);
 /// The portable dequantization (quants.c).
