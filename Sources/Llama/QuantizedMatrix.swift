@@ -187,27 +187,6 @@ public final class QuantizedMatrix: @unchecked Sendable {
             if isFloatType { floats().withUnsafeBufferPointer { dots($0.baseAddress!) } } else { dots(nil) }
             return
         }
-        let blocks = cols / 32
-        var q = [Int16](repeating: 0, count: n * cols)
-        var scales = [hone_act_scale](repeating: hone_act_scale(), count: n * blocks)
-        q.withUnsafeMutableBufferPointer { qp in
-            scales.withUnsafeMutableBufferPointer { sp in
-                for i in 0..<n { hone_quantize_activations(x + i * cols, cols, qp.baseAddress! + i * cols, sp.baseAddress! + i * blocks) }
-            }
-        }
-        let typeID = Int32(type.rawValue)
-        let data = data, rowBytes = rowBytes
-        q.withUnsafeBufferPointer { qp in
-            scales.withUnsafeBufferPointer { sp in
-                let qbase = qp.baseAddress!, sbase = sp.baseAddress!
-                Parallel.for(chunks) { chunk in
-                    let part = Parallel.range(chunk, of: chunks, total: rows)
-                    // All N vectors at once: each weight block is decoded once per four
-                    // vectors, with results identical to one vector at a time.
-                    hone_dot_q_rows_multi(typeID, data + part.lowerBound * rowBytes, rowBytes, Int32(part.count),
-                                          qbase, cols, sbase, blocks, Int32(n), cols, out + part.lowerBound, rows)
-                }
-            }
-        }
+        Self.multiply([self], x, count: n, into: [out])
     }
 }
