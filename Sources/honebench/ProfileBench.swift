@@ -9,9 +9,13 @@ import Training
 /// step (the train benchmark's 8 × 256 tokens, rank 16, all seven targets) spend their time,
 /// per op kind and per layer, with GFLOP/s and (decode) GB/s of weights read. One line per
 /// phase and op, largest first, then one line per phase with the seconds of each layer;
-/// a table on stderr.
+/// a table on stderr. `HONE_PROFILE_PHASES` (e.g. `decode,decode16`) picks phases.
 enum ProfileBench {
     static func run() throws {
+        let wanted = ProcessInfo.processInfo.environment["HONE_PROFILE_PHASES"].map { Set($0.split(separator: ",").map(String.init)) }
+        func phase(_ name: String, passes: Int, _ body: () throws -> Void) throws {
+            if wanted?.contains(name) ?? true { try ProfileBench.phase(name, passes: passes, body) }
+        }
         let (model, tokenizer, ids) = try EngineBench.load(promptTokens: 128)
 
         // Warm-up: first touch of the weights and buffers.
@@ -35,6 +39,7 @@ enum ProfileBench {
             _ = try model.forward(caches.enumerated().map { SequenceInput(tokens: [ids[16 + ($0.offset + step) % 100]], cache: $0.element) })
             step += 1
         }
+        guard wanted?.contains("train") ?? true else { return }
         let batch = trainBenchTokens(tokenizer).map { TrainingSequence(tokens: $0, lossMask: Array(repeating: true, count: $0.count)) }
         let trainer = try LoRATrainer(model: model, adapter: .initialized(config: LoRAConfig(), model: model.config, seed: 1))
         try trainer.step(batch)
