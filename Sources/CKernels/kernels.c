@@ -572,26 +572,6 @@ static float dot_block32_avx2(int type, const uint8_t *w, const int16_t *q, cons
     }
 }
 
-// The two halves' scales in one register: lanes 0-7 hold values 0-15's pair sums.
-__attribute__((target("avx512f")))
-static inline __m512 halves_scale(float lo, float hi) {
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(lo)), _mm256_castps_pd(_mm256_set1_ps(hi)), 1));
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-static float dot_block32_avx512(int type, const uint8_t *w, const int16_t *q, const hone_act_scale *s, size_t n) {
-    __m512 total = _mm512_setzero_ps();
-    float tail = 0;
-    for (size_t b = 0; b < n / 32; b++) {
-        float a_lo, a_hi, c;
-        __m512i w16 = decode32_avx512(type, w, b, &a_lo, &a_hi, &c);
-        __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w16, _mm512_loadu_si512(q + b * 32));
-        total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), halves_scale(a_lo * s[b].d, a_hi * s[b].d), total);
-        tail += block_tail(c, s + b);
-    }
-    return _mm512_reduce_add_ps(total) + tail;
-}
-
 __attribute__((target("avx2,fma,f16c")))
 static float dot_q_avx2(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
     if (is_block32_type(type)) return dot_block32_avx2(type, (const uint8_t *)w, q, s, n);
@@ -615,25 +595,8 @@ static float dot_q_avx2(int type, const void *w, const int16_t *q, const hone_ac
     return _mm_cvtss_f32(s4) + tail;
 }
 
-// One block per 512-bit register; vpdpwssd multiplies int16 pairs and accumulates in int32.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-static float dot_q_avx512(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
-    if (is_block32_type(type)) return dot_block32_avx512(type, (const uint8_t *)w, q, s, n);
-    const uint8_t *p = (const uint8_t *)w;
-    const int step = block_bytes(type);
-    __m512 total = _mm512_setzero_ps();
-    float tail = 0;
-    for (size_t b = 0; b < n / 32; b++, p += step) {
-        __m256i lo, hi;
-        load_block16(type, p, &lo, &hi);
-        __m512i w16 = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        __m512i dot = _mm512_dpwssd_epi32(_mm512_setzero_si512(), w16, _mm512_loadu_si512(q + b * 32));
-        float d = _cvtsh_ss(rd16(p));
-        total = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(d * s[b].d), total);
-        tail += block_tail(block_constant(type, p, d), s + b);
-    }
-    return _mm512_reduce_add_ps(total) + tail;
-}
+// The AVX-512 one-row kernel (below, beside the level's other kernels).
+static float dot_q_avx512(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n);
 #endif
 
 float hone_dot_q(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
@@ -659,25 +622,22 @@ static inline const char *ahead(const uint8_t *row, size_t row_bytes, size_t b, 
     return (const char *)(row + 4 * row_bytes + ((b * step16) >> 16));
 }
 
-// The vectors' scales for the four-row kernels, per block: lane 4j+r of the result holds
-// vector j's d (0 for j >= m), so one multiply gives every (row, vector) pair its a_r·d_j.
-// The same products the one-row kernels form one at a time, so the same floats; and the
-// pairs' constant terms (c_r·d_j)·Σq_j, added into `tail` the same way (block_tail's order).
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-static inline __attribute__((always_inline)) __m512 vector_scales(const hone_act_scale *s, size_t s_stride, int m, size_t b,
-                                                                  __m128 c, __m512 *tail) {
-    const hone_act_scale *s0 = s + b, *s1 = s0 + s_stride, *s2 = s1 + s_stride, *s3 = s2 + s_stride;
-    const __m128 d4 = _mm_setr_ps(s0->d, m > 1 ? s1->d : 0, m > 2 ? s2->d : 0, m > 3 ? s3->d : 0);
-    const __m128 sum4 = _mm_setr_ps((float)s0->sum, m > 1 ? (float)s1->sum : 0, m > 2 ? (float)s2->sum : 0, m > 3 ? (float)s3->sum : 0);
-    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    const __m512 dx = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(d4));
-    const __m512 sums = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(sum4));
-    *tail = _mm512_add_ps(*tail, _mm512_mul_ps(_mm512_mul_ps(_mm512_broadcast_f32x4(c), dx), sums));
-    return dx;
-}
+#define HONE_AVX512 "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
 
-// Block b of any type's row for the AVX-512 kernels: its integers in one register, its
-// halves' scales and its constant term.
+// ---------------------------------------------------------------- AVX-512: exact block sums
+// At this level a (row, vector) product is, block by block in order,
+//     acc ← fma(float(S), a·d, acc)        tail ← tail + (c·d)·Σq        result = acc + tail
+// where S is the block's integer dot product, exact in int32 (Q6_K: its two 16-value halves,
+// low then high, each with its own scale a_lo, a_hi), and d the activations' block scale.
+// Summing a block in integers before converting is what lets many vectors share a row's
+// work: with one activation vector per int32 lane, vpdpwssd accumulates a whole block per
+// lane, and the float work (convert, scale, FMA) is done once per block for sixteen vectors.
+// Every kernel of the level computes exactly this, one (row, vector) at a time, four rows
+// at a time, or sixteen vectors at a time, so results never depend on the kernel, nor on
+// how many sequences share a decode step.
+
+// Block b of any type's row: its integers in one register, its halves' scales and its
+// constant term.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 static inline __attribute__((always_inline)) __m512i decode_any_avx512(int type, const uint8_t *row, size_t b, float *a_lo, float *a_hi, float *c) {
     if (is_block32_type(type)) return decode32_avx512(type, row, b, a_lo, a_hi, c);
@@ -689,16 +649,39 @@ static inline __attribute__((always_inline)) __m512i decode_any_avx512(int type,
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
-// Block b of four rows, decoded: each row's integers and its scales (a_lo, a_hi, c).
-typedef struct {
-    int16_t w[4][32];
-    float a_lo[4], a_hi[4], c[4];
-} rows4_block;
+// The sum of eight int32 lanes.
+__attribute__((target("avx2")))
+static inline int32_t sum8_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+    return _mm_cvtsi128_si32(s);
+}
 
-// Decodes block b of the four rows at w (row_bytes apart) into `into`, prefetching the
-// next group's share. K-quants: each super-block's eight scale triples once per row (at
-// b % 8 == 0, into `kept`), not per block: the same expressions, so the same floats as
-// decode32_avx512 gives.
+// One row against one vector.
+__attribute__((target(HONE_AVX512), always_inline))
+static inline float dot_row_avx512_body(int type, const uint8_t *w, const int16_t *q, const hone_act_scale *s, size_t n) {
+    const int halves = type == HONE_TYPE_Q6_K;
+    float acc = 0, tail = 0;
+    for (size_t b = 0; b < n / 32; b++) {
+        float a_lo, a_hi, c;
+        const __m512i pairs = _mm512_madd_epi16(decode_any_avx512(type, w, b, &a_lo, &a_hi, &c), _mm512_loadu_si512(q + b * 32));
+        const __m256i lo = _mm512_castsi512_si256(pairs), hi = _mm512_extracti64x4_epi64(pairs, 1);
+        const float dx = s[b].d;
+        if (halves) {
+            acc = fmaf((float)sum8_epi32(lo), a_lo * dx, acc);
+            acc = fmaf((float)sum8_epi32(hi), a_hi * dx, acc);
+        } else {
+            acc = fmaf((float)sum8_epi32(_mm256_add_epi32(lo, hi)), a_lo * dx, acc);
+        }
+        tail += block_tail(c, s + b);
+    }
+    return acc + tail;
+}
+
+// Decodes block b of the four rows at w (row_bytes apart), prefetching the next group's
+// share. K-quants: each super-block's eight scale triples once per row (at b % 8 == 0, into
+// `kept`), not per block: the same expressions, so the same floats as decode32_avx512's.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 static inline __attribute__((always_inline)) void decode_rows4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t b,
                                                                       size_t step16, float kept[3][4][8], __m512i w16[4],
@@ -719,158 +702,256 @@ static inline __attribute__((always_inline)) void decode_rows4_avx512(int type, 
     }
 }
 
-// Adds block b of four rows against `m` vectors (a constant: the loops unroll and the
-// accumulators stay in registers) into acc[j][r] and tail (lane 4j+r). Per (row, vector)
-// the work is three instructions: vpmaddwd, convert, FMA with a broadcast scale. The
-// pairs' scales a_r·d_j are formed all at once (vector_scales) and read back from memory,
-// so each broadcast is a load rather than two shuffles (clang keeps them in a register
-// otherwise): together ~15% faster batched decode than forming them pair by pair.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-static inline __attribute__((always_inline)) void accumulate_rows4_avx512(const int halves, const __m512i w16[4], const float a_lo[4],
-                                                                          const float a_hi[4], const float c[4], const int16_t *q,
-                                                                          size_t q_stride, const hone_act_scale *s, size_t s_stride,
-                                                                          const int m, size_t b, __m512 acc[4][4], __m512 *tail) {
-    if (m == 1) {
-        // One vector (memory-bound decode): four scalar products cost less than the
-        // spread and store (measured ~5% on the decode step).
-        const float dx = s[b].d;
-        const __m512i x = _mm512_loadu_si512(q + b * 32);
-        for (int r = 0; r < 4; r++) {
-            __m512 scale = halves ? halves_scale(a_lo[r] * dx, a_hi[r] * dx) : _mm512_set1_ps(a_lo[r] * dx);
-            acc[0][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(w16[r], x)), scale, acc[0][r]);
-        }
-        const __m128 t = _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(c), _mm_set1_ps(dx)), _mm_set1_ps((float)s[b].sum));
-        *tail = _mm512_add_ps(*tail, _mm512_zextps128_ps512(t));
-        return;
-    }
-    const __m512 dx = vector_scales(s, s_stride, m, b, _mm_loadu_ps(c), tail);
-    float sc_lo[16], sc_hi[16];
-    _mm512_storeu_ps(sc_lo, _mm512_mul_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(a_lo)), dx));
-    if (halves) _mm512_storeu_ps(sc_hi, _mm512_mul_ps(_mm512_broadcast_f32x4(_mm_loadu_ps(a_hi)), dx));
-    __asm__ volatile("" : : "r"(sc_lo), "r"(sc_hi) : "memory");
-    for (int j = 0; j < m; j++) {
-        __m512i x = _mm512_loadu_si512(q + j * q_stride + b * 32);
-        for (int r = 0; r < 4; r++) {
-            __m512 scale = halves ? halves_scale(sc_lo[4 * j + r], sc_hi[4 * j + r]) : _mm512_set1_ps(sc_lo[4 * j + r]);
-            acc[j][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(w16[r], x)), scale, acc[j][r]);
-        }
-    }
-}
-
-// out[j·out_stride + r] = the (row r, vector j) sums, as every kernel of the level ends.
-__attribute__((target("avx512f")))
-static inline __attribute__((always_inline)) void finish_rows4_avx512(const int m, __m512 acc[4][4], __m512 tail, float *out, size_t out_stride) {
-    float t[16];
-    _mm512_storeu_ps(t, tail);
-    for (int j = 0; j < m; j++)
-        for (int r = 0; r < 4; r++) out[j * out_stride + r] = _mm512_reduce_add_ps(acc[j][r]) + t[4 * j + r];
-}
-
-// Per-thread room for four rows decoded (rows4_block per block), grown as rows get longer.
-static __thread rows4_block *decoded_rows;
-static __thread size_t decoded_capacity;
-
-// Four weight rows against `m` activation vectors (any count): independent accumulation
-// chains hide the latency that bounds a single row (~22 cycles per block measured). With
-// one vector the rows are decoded as they stream in. With more, they are decoded once
-// into a per-thread buffer (L1/L2-resident: 4 × 64 bytes a block) and every group of four
-// vectors reads them from there, where each group decoded them again before. Every (row,
-// vector) result runs the same operations in the same order whatever `m` is, so a
-// sequence's output never depends on how many others share its decode step, and equals
-// the one-row kernel's bit for bit.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), always_inline))
-static inline void dot_rows4_avx512_body(int type, const uint8_t *w, size_t row_bytes, const int16_t *q, size_t q_stride,
-                                         const hone_act_scale *s, size_t s_stride, int m, size_t n, float *out, size_t out_stride) {
-    // Only Q6_K's halves have scales of their own; for the others a_lo == a_hi, and one
-    // broadcast gives the same lanes as halves_scale.
+// Four rows against one vector: four independent chains, and the four rows' block sums
+// reduced together (two rounds of unpack-and-add leave each 128-bit lane k holding the four
+// rows' sums of values 8k…8k+7), so the float work is one 4-lane FMA per block.
+__attribute__((target(HONE_AVX512), always_inline))
+static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_bytes, const int16_t *q, const hone_act_scale *s,
+                                         size_t n, float *out) {
     const int halves = type == HONE_TYPE_Q6_K;
-    const size_t blocks = n / 32, step16 = ahead_step(row_bytes, n);
+    const size_t step16 = ahead_step(row_bytes, n);
     float kept[3][4][8];
-    __m512 acc[4][4], tail = _mm512_setzero_ps();
-    for (int j = 0; j < 4; j++)
-        for (int r = 0; r < 4; r++) acc[j][r] = _mm512_setzero_ps();
-    if (m == 1) {
-        for (size_t b = 0; b < blocks; b++) {
-            __m512i w16[4];
-            float a_lo[4], a_hi[4], c[4];
-            decode_rows4_avx512(type, w, row_bytes, b, step16, kept, w16, a_lo, a_hi, c);
-            accumulate_rows4_avx512(halves, w16, a_lo, a_hi, c, q, q_stride, s, s_stride, 1, b, acc, &tail);
-        }
-        finish_rows4_avx512(1, acc, tail, out, out_stride);
-        return;
-    }
-    if (decoded_capacity < blocks) {
-        free(decoded_rows);
-        decoded_rows = malloc(blocks * sizeof(rows4_block));
-        if (!decoded_rows) abort();
-        decoded_capacity = blocks;
-    }
-    rows4_block *d = decoded_rows;
-    for (size_t b = 0; b < blocks; b++) {
+    __m128 acc = _mm_setzero_ps(), tail = _mm_setzero_ps();
+    for (size_t b = 0; b < n / 32; b++) {
         __m512i w16[4];
-        decode_rows4_avx512(type, w, row_bytes, b, step16, kept, w16, d[b].a_lo, d[b].a_hi, d[b].c);
-        for (int r = 0; r < 4; r++) _mm512_storeu_si512(d[b].w[r], w16[r]);
-    }
-    for (int j = 0; j < m; j += 4) {
-        const int16_t *qj = q + j * q_stride;
-        const hone_act_scale *sj = s + j * s_stride;
-        float *oj = out + j * out_stride;
-        tail = _mm512_setzero_ps();
-        for (int k = 0; k < 4; k++)
-            for (int r = 0; r < 4; r++) acc[k][r] = _mm512_setzero_ps();
-#define HONE_GROUP(M)                                                                                                   \
-        for (size_t b = 0; b < blocks; b++) {                                                                         \
-            __m512i w16[4];                                                                                           \
-            for (int r = 0; r < 4; r++) w16[r] = _mm512_loadu_si512(d[b].w[r]);                                       \
-            accumulate_rows4_avx512(halves, w16, d[b].a_lo, d[b].a_hi, d[b].c, qj, q_stride, sj, s_stride, M, b, acc, &tail); \
-        }                                                                                                             \
-        finish_rows4_avx512(M, acc, tail, oj, out_stride);
-        switch (m - j) {
-        case 1: HONE_GROUP(1) break;
-        case 2: HONE_GROUP(2) break;
-        case 3: HONE_GROUP(3) break;
-        default: HONE_GROUP(4) break;
+        float a_lo[4], a_hi[4], c[4];
+        decode_rows4_avx512(type, w, row_bytes, b, step16, kept, w16, a_lo, a_hi, c);
+        const __m512i x = _mm512_loadu_si512(q + b * 32);
+        __m512i p[4];
+        for (int r = 0; r < 4; r++) p[r] = _mm512_madd_epi16(w16[r], x);
+        const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
+        const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
+        const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
+        const __m256i u_lo = _mm512_castsi512_si256(u), u_hi = _mm512_extracti64x4_epi64(u, 1);
+        const __m128i lo = _mm_add_epi32(_mm256_castsi256_si128(u_lo), _mm256_extracti128_si256(u_lo, 1));
+        const __m128i hi = _mm_add_epi32(_mm256_castsi256_si128(u_hi), _mm256_extracti128_si256(u_hi, 1));
+        const __m128 dx = _mm_set1_ps(s[b].d);
+        if (halves) {
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(_mm_loadu_ps(a_lo), dx), acc);
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hi), _mm_mul_ps(_mm_loadu_ps(a_hi), dx), acc);
+        } else {
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_add_epi32(lo, hi)), _mm_mul_ps(_mm_loadu_ps(a_lo), dx), acc);
         }
-#undef HONE_GROUP
+        tail = _mm_add_ps(tail, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(c), dx), _mm_set1_ps((float)s[b].sum)));
+    }
+    _mm_storeu_ps(out, _mm_add_ps(acc, tail));
+}
+
+// Up to sixteen activation vectors laid out for rows16_many: block b's pair p (values 2p,
+// 2p+1 as two int16 in one int32) of vector j at pairs[(16b + p)·16 + j], the block's scale
+// d and Σq at d[16b + j] and sum[16b + j]; lanes past the group's vectors hold zeros.
+typedef struct {
+    int32_t *pairs;
+    float *d, *sum;
+} vectors16;
+
+// Per-thread room for vectors16 (the group is laid out once per call, for all its rows).
+static __thread void *vectors16_room;
+static __thread size_t vectors16_capacity;
+
+// Transposes a 16 × 16 matrix of int32 (row i in r[i]): unpacks pair rows, then 64-bit
+// halves, then 128-bit lanes.
+__attribute__((target("avx512f")))
+static inline __attribute__((always_inline)) void transpose16_epi32(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    // u[4i + c], 128-bit lane L: column 4L + c of rows 4i…4i+3.
+    for (int i = 0; i < 16; i += 4) {
+        u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88), v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
+        const __m512i w0 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88), w1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
+        r[c] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+        r[4 + c] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+        r[8 + c] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
+        r[12 + c] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
     }
 }
 
+__attribute__((target("avx512f")))
+static vectors16 lay_out_vectors16(const int16_t *q, size_t q_stride, const hone_act_scale *s, size_t s_stride, int m, size_t n) {
+    const size_t blocks = n / 32, bytes = blocks * (16 * 16 * sizeof(int32_t) + 2 * 16 * sizeof(float));
+    if (vectors16_capacity < bytes) {
+        free(vectors16_room);
+        vectors16_room = malloc(bytes);
+        if (!vectors16_room) abort();
+        vectors16_capacity = bytes;
+    }
+    vectors16 v = {(int32_t *)vectors16_room, NULL, NULL};
+    v.d = (float *)(v.pairs + blocks * 256);
+    v.sum = v.d + blocks * 16;
+    for (size_t b = 0; b < blocks; b++) {
+        __m512i r[16];
+        for (int j = 0; j < 16; j++) r[j] = j < m ? _mm512_loadu_si512(q + j * q_stride + b * 32) : _mm512_setzero_si512();
+        transpose16_epi32(r);
+        for (int p = 0; p < 16; p++) _mm512_storeu_si512(v.pairs + (16 * b + p) * 16, r[p]);
+        for (int j = 0; j < 16; j++) {
+            v.d[16 * b + j] = j < m ? s[j * s_stride + b].d : 0;
+            v.sum[16 * b + j] = j < m ? (float)s[j * s_stride + b].sum : 0;
+        }
+    }
+    return v;
+}
+
+// acc + the int16 pair products of x and the pair at `pair` broadcast to every lane, in one
+// instruction (vpdpwssd with an embedded broadcast). Written out because clang, tuning for
+// no CPU in particular, splits _mm512_dpwssd_epi32 into vpmaddwd + vpaddd and broadcasts
+// into a register first: three instructions where one does.
+__attribute__((target("avx512f,avx512vnni")))
+static inline __attribute__((always_inline)) __m512i dpwssd_broadcast(__m512i acc, __m512i x, const int32_t *pair) {
+    __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*pair));
+    return acc;
+}
+
+// Four rows against up to sixteen vectors, one vector per lane: per block, vpdpwssd with
+// the row's pair p broadcast (a load, not an ALU op) against the vectors' pair p adds the
+// block's products into each vector's lane, in two chains (values 0-15, 16-31) per row
+// for eight independent chains; then one convert and FMA for all vectors.
+__attribute__((target(HONE_AVX512), always_inline))
+static inline void rows4_many_avx512_body(int type, const uint8_t *w, size_t row_bytes, const vectors16 *v, int m, size_t n,
+                                          float *out, size_t out_stride) {
+    const int halves = type == HONE_TYPE_Q6_K;
+    const size_t step16 = ahead_step(row_bytes, n);
+    float kept[3][4][8];
+    __m512 acc[4], tail[4];
+    for (int r = 0; r < 4; r++) acc[r] = tail[r] = _mm512_setzero_ps();
+    for (size_t b = 0; b < n / 32; b++) {
+        __m512i w16[4];
+        float a_lo[4], a_hi[4], c[4];
+        decode_rows4_avx512(type, w, row_bytes, b, step16, kept, w16, a_lo, a_hi, c);
+        int32_t pairs[4][16];
+        for (int r = 0; r < 4; r++) _mm512_storeu_si512(pairs[r], w16[r]);
+        __m512i sums[4][2];
+        for (int r = 0; r < 4; r++) sums[r][0] = sums[r][1] = _mm512_setzero_si512();
+        const int32_t *x = v->pairs + b * 256;
+#pragma clang loop unroll(full)
+        for (int p = 0; p < 8; p++) {
+            const __m512i lo = _mm512_loadu_si512(x + 16 * p), hi = _mm512_loadu_si512(x + 16 * (p + 8));
+            for (int r = 0; r < 4; r++) {
+                sums[r][0] = dpwssd_broadcast(sums[r][0], lo, &pairs[r][p]);
+                sums[r][1] = dpwssd_broadcast(sums[r][1], hi, &pairs[r][p + 8]);
+            }
+        }
+        const __m512 d = _mm512_loadu_ps(v->d + 16 * b), sum = _mm512_loadu_ps(v->sum + 16 * b);
+        for (int r = 0; r < 4; r++) {
+            if (halves) {
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][0]), _mm512_mul_ps(_mm512_set1_ps(a_lo[r]), d), acc[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][1]), _mm512_mul_ps(_mm512_set1_ps(a_hi[r]), d), acc[r]);
+            } else {
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(sums[r][0], sums[r][1])),
+                                         _mm512_mul_ps(_mm512_set1_ps(a_lo[r]), d), acc[r]);
+            }
+            tail[r] = _mm512_add_ps(tail[r], _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c[r]), d), sum));
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        float result[16];
+        _mm512_storeu_ps(result, _mm512_add_ps(acc[r], tail[r]));
+        for (int j = 0; j < m; j++) out[j * out_stride + r] = result[j];
+    }
+}
+
+// One copy of each kernel per type, compiled without the switches on `type`.
+typedef float (*row_fn)(const uint8_t *, const int16_t *, const hone_act_scale *, size_t);
+typedef void (*rows4_one_fn)(const uint8_t *, size_t, const int16_t *, const hone_act_scale *, size_t, float *);
+typedef void (*rows4_many_fn)(const uint8_t *, size_t, const vectors16 *, int, size_t, float *, size_t);
+typedef struct {
+    row_fn row;
+    rows4_one_fn rows4_one;
+    rows4_many_fn rows4_many;
+} avx512_kernels;
+
+#define HONE_AVX512_FOR(TYPE, NAME)                                                                                           \
+    __attribute__((target(HONE_AVX512))) static float NAME##_row(const uint8_t *w, const int16_t *q, const hone_act_scale *s, \
+                                                                 size_t n) {                                                  \
+        return dot_row_avx512_body(TYPE, w, q, s, n);                                                                         \
+    }                                                                                                                         \
+    __attribute__((target(HONE_AVX512))) static void NAME##_rows4_one(const uint8_t *w, size_t row_bytes, const int16_t *q,   \
+                                                                      const hone_act_scale *s, size_t n, float *out) {        \
+        rows4_one_avx512_body(TYPE, w, row_bytes, q, s, n, out);                                                              \
+    }                                                                                                                         \
+    __attribute__((target(HONE_AVX512))) static void NAME##_rows4_many(const uint8_t *w, size_t row_bytes, const vectors16 *v, \
+                                                                       int m, size_t n, float *out, size_t out_stride) {      \
+        rows4_many_avx512_body(TYPE, w, row_bytes, v, m, n, out, out_stride);                                                 \
+    }
+HONE_AVX512_FOR(HONE_TYPE_Q8_0, q8_0_avx512)
+HONE_AVX512_FOR(HONE_TYPE_Q4_0, q4_0_avx512)
+HONE_AVX512_FOR(HONE_TYPE_Q4_1, q4_1_avx512)
+HONE_AVX512_FOR(HONE_TYPE_Q5_0, q5_0_avx512)
+HONE_AVX512_FOR(HONE_TYPE_Q5_1, q5_1_avx512)
+HONE_AVX512_FOR(HONE_TYPE_Q4_K, q4_k_avx512)
+HONE_AVX512_FOR(HONE_TYPE_Q5_K, q5_k_avx512)
+HONE_AVX512_FOR(HONE_TYPE_Q6_K, q6_k_avx512)
+
+// The AVX-512 kernels of a type; all NULL for a type without them.
+static avx512_kernels kernels_avx512(int type) {
+#define HONE_KERNELS_OF(NAME) return (avx512_kernels){NAME##_row, NAME##_rows4_one, NAME##_rows4_many}
+    switch (type) {
+    case HONE_TYPE_Q8_0: HONE_KERNELS_OF(q8_0_avx512);
+    case HONE_TYPE_Q4_0: HONE_KERNELS_OF(q4_0_avx512);
+    case HONE_TYPE_Q4_1: HONE_KERNELS_OF(q4_1_avx512);
+    case HONE_TYPE_Q5_0: HONE_KERNELS_OF(q5_0_avx512);
+    case HONE_TYPE_Q5_1: HONE_KERNELS_OF(q5_1_avx512);
+    case HONE_TYPE_Q4_K: HONE_KERNELS_OF(q4_k_avx512);
+    case HONE_TYPE_Q5_K: HONE_KERNELS_OF(q5_k_avx512);
+    case HONE_TYPE_Q6_K: HONE_KERNELS_OF(q6_k_avx512);
+    default: return (avx512_kernels){NULL, NULL, NULL};
+    }
+#undef HONE_KERNELS_OF
+}
+
+static float dot_q_avx512(int type, const void *w, const int16_t *q, const hone_act_scale *s, size_t n) {
+    avx512_kernels k = kernels_avx512(type);
+    return k.row ? k.row((const uint8_t *)w, q, s, n) : dot_q_ref(type, w, q, s, n);
+}
+
+// The rows of hone_dot_q_rows_multi at this level. From three vectors on, groups of up to
+// sixteen vectors go through rows4_many (its cost per row is that of sixteen vectors
+// whatever the count; below three, rows4_one per vector costs less).
+static void rows_multi_avx512(int type, const uint8_t *p, size_t row_bytes, int rows, const int16_t *q, size_t q_stride,
+                              const hone_act_scale *scales, size_t scales_stride, int m, size_t n, float *out, size_t out_stride) {
+    avx512_kernels k = kernels_avx512(type);
+    const int whole = k.rows4_one ? rows / 4 * 4 : 0;
+    if (m >= 3) {
+        for (int j = 0; j < m; j += 16) {
+            const int group = m - j < 16 ? m - j : 16;
+            const vectors16 v = lay_out_vectors16(q + j * q_stride, q_stride, scales + j * scales_stride, scales_stride, group, n);
+            for (int r = 0; r < whole; r += 4)
+                k.rows4_many(p + (size_t)r * row_bytes, row_bytes, &v, group, n, out + j * out_stride + r, out_stride);
+        }
+    } else {
+        float four[4];
+        for (int r = 0; r < whole; r += 4)
+            for (int j = 0; j < m; j++) {
+                k.rows4_one(p + (size_t)r * row_bytes, row_bytes, q + j * q_stride, scales + j * scales_stride, n, four);
+                for (int i = 0; i < 4; i++) out[j * out_stride + r + i] = four[i];
+            }
+    }
+    for (int r = whole; r < rows; r++)
+        for (int j = 0; j < m; j++)
+            out[j * out_stride + r] = dot_q_avx512(type, p + (size_t)r * row_bytes, q + j * q_stride, scales + j * scales_stride, n);
+}
+#endif
+
+#ifdef HONE_X86
 // One copy of a four-row kernel per type (`BODY`, compiled for `TARGET`), so each type's
 // decode is compiled without the switches on `type` (measured: the generic copy ran Q5_0
 // at half Q4_1's speed).
+typedef void (*rows4_fn)(const uint8_t *, size_t, const int16_t *, size_t, const hone_act_scale *, size_t, int, size_t, float *, size_t);
 #define HONE_ROWS4_FOR(TARGET, BODY, TYPE, NAME)                                                                      \
     __attribute__((target(TARGET)))                                                                                   \
     static void NAME(const uint8_t *w, size_t row_bytes, const int16_t *q, size_t q_stride, const hone_act_scale *s, \
                      size_t s_stride, int m, size_t n, float *out, size_t out_stride) {                              \
         BODY(TYPE, w, row_bytes, q, q_stride, s, s_stride, m, n, out, out_stride);                                   \
     }
-#define HONE_AVX512 "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
-HONE_ROWS4_FOR(HONE_AVX512, dot_rows4_avx512_body, HONE_TYPE_Q8_0, rows4_q8_0_avx512)
-HONE_ROWS4_FOR(HONE_AVX512, dot_rows4_avx512_body, HONE_TYPE_Q4_0, rows4_q4_0_avx512)
-HONE_ROWS4_FOR(HONE_AVX512, dot_rows4_avx512_body, HONE_TYPE_Q4_1, rows4_q4_1_avx512)
-HONE_ROWS4_FOR(HONE_AVX512, dot_rows4_avx512_body, HONE_TYPE_Q5_0, rows4_q5_0_avx512)
-HONE_ROWS4_FOR(HONE_AVX512, dot_rows4_avx512_body, HONE_TYPE_Q5_1, rows4_q5_1_avx512)
-HONE_ROWS4_FOR(HONE_AVX512, dot_rows4_avx512_body, HONE_TYPE_Q4_K, rows4_q4_k_avx512)
-HONE_ROWS4_FOR(HONE_AVX512, dot_rows4_avx512_body, HONE_TYPE_Q5_K, rows4_q5_k_avx512)
-HONE_ROWS4_FOR(HONE_AVX512, dot_rows4_avx512_body, HONE_TYPE_Q6_K, rows4_q6_k_avx512)
 
-typedef void (*rows4_fn)(const uint8_t *, size_t, const int16_t *, size_t, const hone_act_scale *, size_t, int, size_t, float *, size_t);
-static rows4_fn rows4_avx512(int type) {
-    switch (type) {
-    case HONE_TYPE_Q8_0: return rows4_q8_0_avx512;
-    case HONE_TYPE_Q4_0: return rows4_q4_0_avx512;
-    case HONE_TYPE_Q4_1: return rows4_q4_1_avx512;
-    case HONE_TYPE_Q5_0: return rows4_q5_0_avx512;
-    case HONE_TYPE_Q5_1: return rows4_q5_1_avx512;
-    case HONE_TYPE_Q4_K: return rows4_q4_k_avx512;
-    case HONE_TYPE_Q5_K: return rows4_q5_k_avx512;
-    case HONE_TYPE_Q6_K: return rows4_q6_k_avx512;
-    default: return NULL;
-    }
-}
-#endif
-
-#ifdef HONE_X86
 // Any type's block b as the AVX2 kernels read it: int16 halves (values 0-15, 16-31), the
 // halves' scales and the block's constant term (Q4_0's -8·d, Q4_1's m, the K-quants' mins).
 __attribute__((target("avx2,fma,f16c")))
@@ -978,10 +1059,9 @@ void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, 
     // bit-identical results, so the choice changes only the speed.
     const int streamed = m == 1 && (size_t)rows * row_bytes >= ((size_t)256 << 10);
     const int level = streamed ? 0 : hone_kernels_level();
-    if (level == 2 && rows4_avx512(type)) {
-        rows4_fn rows4 = rows4_avx512(type);
-        for (; r + 4 <= rows; r += 4)
-            rows4(p + (size_t)r * row_bytes, row_bytes, q, q_stride, scales, scales_stride, m, n, out + r, out_stride);
+    if (level == 2 && kernels_avx512(type).row) {
+        rows_multi_avx512(type, p, row_bytes, rows, q, q_stride, scales, scales_stride, m, n, out, out_stride);
+        return;
     } else if (level == 1 && rows4_avx2(type)) {
         rows4_fn rows4 = rows4_avx2(type);
         for (; r + 4 <= rows; r += 4)
