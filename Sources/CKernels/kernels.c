@@ -492,14 +492,44 @@ static inline __attribute__((always_inline)) __m512i decode32_avx512(int type, c
     return ints32_avx512(type, p, (int)(b % 8));
 }
 
-// dequantize_block32_avx512 for AVX2 machines: the same operations on eight values at a time.
+// Whether the SIMD kernels read a type (all quantized types Hone reads).
+static inline int has_kernels(int type) {
+    return is_block32_type(type) || type == HONE_TYPE_Q8_0 || type == HONE_TYPE_Q4_0 || type == HONE_TYPE_Q4_1;
+}
+
+// Whether a type's values carry an additive constant c (x = a·q + c) when dequantized.
+static inline int has_offset(int type) {
+    return type == HONE_TYPE_Q4_1 || type == HONE_TYPE_Q5_1 || type == HONE_TYPE_Q4_K || type == HONE_TYPE_Q5_K;
+}
+
+// Block b of a Q8_0, Q4_0 or Q4_1 row as the portable dequantization reads it: int16
+// halves (Q4_0's already less 8, so d·(q − 8) rounds as there), the scale d, Q4_1's m.
+__attribute__((target("avx2,f16c")))
+static inline __attribute__((always_inline)) void legacy_block_avx2(int type, const uint8_t *src, size_t b, __m256i *lo, __m256i *hi,
+                                                                    float *d, float *c) {
+    const uint8_t *p = src + b * (size_t)block_bytes(type);
+    load_block16(type, p, lo, hi);
+    if (type == HONE_TYPE_Q4_0) {
+        *lo = _mm256_sub_epi16(*lo, _mm256_set1_epi16(8));
+        *hi = _mm256_sub_epi16(*hi, _mm256_set1_epi16(8));
+    }
+    *d = _cvtsh_ss(rd16(p));
+    *c = type == HONE_TYPE_Q4_1 ? _cvtsh_ss(rd16(p + offsetof(hone_block_q4_1, m))) : 0;
+}
+
+// dequantize_avx512 for AVX2 machines: the same operations on eight values at a time.
 __attribute__((target("avx2,fma,f16c")))
-static void dequantize_block32_avx2(int type, const uint8_t *src, float *dst, size_t n) {
-    const int offset = type != HONE_TYPE_Q5_0 && type != HONE_TYPE_Q6_K;
+static void dequantize_avx2(int type, const uint8_t *src, float *dst, size_t n) {
+    const int offset = has_offset(type);
     for (size_t b = 0; b < n / 32; b++) {
         __m256i lo, hi;
         float a_lo, a_hi, c;
-        decode32_avx2(type, src, b, &lo, &hi, &a_lo, &a_hi, &c);
+        if (is_block32_type(type)) {
+            decode32_avx2(type, src, b, &lo, &hi, &a_lo, &a_hi, &c);
+        } else {
+            legacy_block_avx2(type, src, b, &lo, &hi, &a_lo, &c);
+            a_hi = a_lo;
+        }
         const __m128i parts[4] = {_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1), _mm256_castsi256_si128(hi),
                                   _mm256_extracti128_si256(hi, 1)};
         for (int i = 0; i < 4; i++) {
@@ -514,11 +544,19 @@ static void dequantize_block32_avx2(int type, const uint8_t *src, float *dst, si
 // in the portable loops (no FMA), so the floats are the same. c is skipped where the type
 // has none (Q5_0, Q6_K): adding +0 would turn a -0 product into +0.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-static void dequantize_block32_avx512(int type, const uint8_t *src, float *dst, size_t n) {
-    const int offset = type != HONE_TYPE_Q5_0 && type != HONE_TYPE_Q6_K;
+static void dequantize_avx512(int type, const uint8_t *src, float *dst, size_t n) {
+    const int offset = has_offset(type);
     for (size_t b = 0; b < n / 32; b++) {
         float a_lo, a_hi, c;
-        const __m512i q = decode32_avx512(type, src, b, &a_lo, &a_hi, &c);
+        __m512i q;
+        if (is_block32_type(type)) {
+            q = decode32_avx512(type, src, b, &a_lo, &a_hi, &c);
+        } else {
+            __m256i lo, hi;
+            legacy_block_avx2(type, src, b, &lo, &hi, &a_lo, &c);
+            a_hi = a_lo;
+            q = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        }
         __m512 lo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_castsi512_si256(q))), _mm512_set1_ps(a_lo));
         __m512 hi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(q, 1))), _mm512_set1_ps(a_hi));
         if (offset) {
@@ -737,17 +775,18 @@ static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_
     _mm_storeu_ps(out, _mm_add_ps(acc, tail));
 }
 
-// Up to sixteen activation vectors laid out for rows16_many: block b's pair p (values 2p,
-// 2p+1 as two int16 in one int32) of vector j at pairs[(16b + p)·16 + j], the block's scale
-// d and Σq at d[16b + j] and sum[16b + j]; lanes past the group's vectors hold zeros.
+// Up to `lanes` (8 or 16) activation vectors laid out for the rows4_many kernels: block b's
+// pair p (values 2p, 2p+1 as two int16 in one int32) of vector j at
+// pairs[(16b + p)·lanes + j], the block's scale d and Σq at d[lanes·b + j] and
+// sum[lanes·b + j]; lanes past the group's vectors hold zeros.
 typedef struct {
     int32_t *pairs;
     float *d, *sum;
-} vectors16;
+} vector_lanes;
 
-// Per-thread room for vectors16 (the group is laid out once per call, for all its rows).
-static __thread void *vectors16_room;
-static __thread size_t vectors16_capacity;
+// Per-thread room for vector_lanes (a group is laid out once per call, for all its rows).
+static __thread void *vector_lanes_room;
+static __thread size_t vector_lanes_capacity;
 
 // Transposes a 16 × 16 matrix of int32 (row i in r[i]): unpacks pair rows, then 64-bit
 // halves, then 128-bit lanes.
@@ -776,25 +815,29 @@ static inline __attribute__((always_inline)) void transpose16_epi32(__m512i r[16
 }
 
 __attribute__((target("avx512f")))
-static vectors16 lay_out_vectors16(const int16_t *q, size_t q_stride, const hone_act_scale *s, size_t s_stride, int m, size_t n) {
-    const size_t blocks = n / 32, bytes = blocks * (16 * 16 * sizeof(int32_t) + 2 * 16 * sizeof(float));
-    if (vectors16_capacity < bytes) {
-        free(vectors16_room);
-        vectors16_room = malloc(bytes);
-        if (!vectors16_room) abort();
-        vectors16_capacity = bytes;
+static vector_lanes lay_out_vectors(const int16_t *q, size_t q_stride, const hone_act_scale *s, size_t s_stride, int m, int lanes, size_t n) {
+    const size_t blocks = n / 32, bytes = blocks * (size_t)lanes * (16 * sizeof(int32_t) + 2 * sizeof(float));
+    if (vector_lanes_capacity < bytes) {
+        free(vector_lanes_room);
+        vector_lanes_room = malloc(bytes);
+        if (!vector_lanes_room) abort();
+        vector_lanes_capacity = bytes;
     }
-    vectors16 v = {(int32_t *)vectors16_room, NULL, NULL};
-    v.d = (float *)(v.pairs + blocks * 256);
-    v.sum = v.d + blocks * 16;
+    vector_lanes v = {(int32_t *)vector_lanes_room, NULL, NULL};
+    v.d = (float *)(v.pairs + blocks * 16 * (size_t)lanes);
+    v.sum = v.d + blocks * (size_t)lanes;
     for (size_t b = 0; b < blocks; b++) {
         __m512i r[16];
         for (int j = 0; j < 16; j++) r[j] = j < m ? _mm512_loadu_si512(q + j * q_stride + b * 32) : _mm512_setzero_si512();
         transpose16_epi32(r);
-        for (int p = 0; p < 16; p++) _mm512_storeu_si512(v.pairs + (16 * b + p) * 16, r[p]);
-        for (int j = 0; j < 16; j++) {
-            v.d[16 * b + j] = j < m ? s[j * s_stride + b].d : 0;
-            v.sum[16 * b + j] = j < m ? (float)s[j * s_stride + b].sum : 0;
+        int32_t *out = v.pairs + 16 * b * (size_t)lanes;
+        for (int p = 0; p < 16; p++) {
+            if (lanes == 16) _mm512_storeu_si512(out + 16 * p, r[p]);
+            else _mm256_storeu_si256((__m256i *)(out + 8 * p), _mm512_castsi512_si256(r[p]));
+        }
+        for (int j = 0; j < lanes; j++) {
+            v.d[lanes * b + j] = j < m ? s[j * s_stride + b].d : 0;
+            v.sum[lanes * b + j] = j < m ? (float)s[j * s_stride + b].sum : 0;
         }
     }
     return v;
@@ -805,67 +848,81 @@ static vectors16 lay_out_vectors16(const int16_t *q, size_t q_stride, const hone
 // no CPU in particular, splits _mm512_dpwssd_epi32 into vpmaddwd + vpaddd and broadcasts
 // into a register first: three instructions where one does.
 __attribute__((target("avx512f,avx512vnni")))
-static inline __attribute__((always_inline)) __m512i dpwssd_broadcast(__m512i acc, __m512i x, const int32_t *pair) {
+static inline __attribute__((always_inline)) __m512i dpwssd_broadcast16(__m512i acc, __m512i x, const int32_t *pair) {
     __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*pair));
     return acc;
 }
-
-// Four rows against up to sixteen vectors, one vector per lane: per block, vpdpwssd with
-// the row's pair p broadcast (a load, not an ALU op) against the vectors' pair p adds the
-// block's products into each vector's lane, in two chains (values 0-15, 16-31) per row
-// for eight independent chains; then one convert and FMA for all vectors.
-__attribute__((target(HONE_AVX512), always_inline))
-static inline void rows4_many_avx512_body(int type, const uint8_t *w, size_t row_bytes, const vectors16 *v, int m, size_t n,
-                                          float *out, size_t out_stride) {
-    const int halves = type == HONE_TYPE_Q6_K;
-    const size_t step16 = ahead_step(row_bytes, n);
-    float kept[3][4][8];
-    __m512 acc[4], tail[4];
-    for (int r = 0; r < 4; r++) acc[r] = tail[r] = _mm512_setzero_ps();
-    for (size_t b = 0; b < n / 32; b++) {
-        __m512i w16[4];
-        float a_lo[4], a_hi[4], c[4];
-        decode_rows4_avx512(type, w, row_bytes, b, step16, kept, w16, a_lo, a_hi, c);
-        int32_t pairs[4][16];
-        for (int r = 0; r < 4; r++) _mm512_storeu_si512(pairs[r], w16[r]);
-        __m512i sums[4][2];
-        for (int r = 0; r < 4; r++) sums[r][0] = sums[r][1] = _mm512_setzero_si512();
-        const int32_t *x = v->pairs + b * 256;
-#pragma clang loop unroll(full)
-        for (int p = 0; p < 8; p++) {
-            const __m512i lo = _mm512_loadu_si512(x + 16 * p), hi = _mm512_loadu_si512(x + 16 * (p + 8));
-            for (int r = 0; r < 4; r++) {
-                sums[r][0] = dpwssd_broadcast(sums[r][0], lo, &pairs[r][p]);
-                sums[r][1] = dpwssd_broadcast(sums[r][1], hi, &pairs[r][p + 8]);
-            }
-        }
-        const __m512 d = _mm512_loadu_ps(v->d + 16 * b), sum = _mm512_loadu_ps(v->sum + 16 * b);
-        for (int r = 0; r < 4; r++) {
-            if (halves) {
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][0]), _mm512_mul_ps(_mm512_set1_ps(a_lo[r]), d), acc[r]);
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums[r][1]), _mm512_mul_ps(_mm512_set1_ps(a_hi[r]), d), acc[r]);
-            } else {
-                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(sums[r][0], sums[r][1])),
-                                         _mm512_mul_ps(_mm512_set1_ps(a_lo[r]), d), acc[r]);
-            }
-            tail[r] = _mm512_add_ps(tail[r], _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(c[r]), d), sum));
-        }
-    }
-    for (int r = 0; r < 4; r++) {
-        float result[16];
-        _mm512_storeu_ps(result, _mm512_add_ps(acc[r], tail[r]));
-        for (int j = 0; j < m; j++) out[j * out_stride + r] = result[j];
-    }
+__attribute__((target("avx512f,avx512vl,avx512vnni")))
+static inline __attribute__((always_inline)) __m256i dpwssd_broadcast8(__m256i acc, __m256i x, const int32_t *pair) {
+    __asm__("vpdpwssd %2%{1to8%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*pair));
+    return acc;
 }
+
+// Four rows against up to LANES vectors, one vector per lane: per block, vpdpwssd with the
+// row's pair p broadcast (a load, not an ALU op) against the vectors' pair p adds the
+// block's products into each vector's lane, in two chains (values 0-15, 16-31) per row
+// for eight independent chains; then one convert and FMA for all vectors. Written once
+// for 16 lanes (zmm) and 8 (ymm: half the work per row where at most eight vectors run).
+// VI/VF: the integer and float vector types; P: the intrinsics' prefix; LOAD_I, ZERO_I,
+// DPW: the integer load, zero and dpwssd_broadcast of that width.
+#define HONE_ROWS4_MANY(NAME, LANES, VI, VF, P, LOAD_I, ZERO_I, DPW)                                                         \
+    __attribute__((target(HONE_AVX512), always_inline))                                                                      \
+    static inline void NAME(int type, const uint8_t *w, size_t row_bytes, const vector_lanes *v, int m, size_t n, float *out, \
+                            size_t out_stride) {                                                                             \
+        const int halves = type == HONE_TYPE_Q6_K;                                                                           \
+        const size_t step16 = ahead_step(row_bytes, n);                                                                      \
+        float kept[3][4][8];                                                                                                 \
+        VF acc[4], tail[4];                                                                                                  \
+        for (int r = 0; r < 4; r++) acc[r] = tail[r] = P##_setzero_ps();                                                     \
+        for (size_t b = 0; b < n / 32; b++) {                                                                                \
+            __m512i w16[4];                                                                                                  \
+            float a_lo[4], a_hi[4], c[4];                                                                                    \
+            decode_rows4_avx512(type, w, row_bytes, b, step16, kept, w16, a_lo, a_hi, c);                                    \
+            int32_t pairs[4][16];                                                                                            \
+            for (int r = 0; r < 4; r++) _mm512_storeu_si512(pairs[r], w16[r]);                                               \
+            VI sums[4][2];                                                                                                   \
+            for (int r = 0; r < 4; r++) sums[r][0] = sums[r][1] = ZERO_I();                                                  \
+            const int32_t *x = v->pairs + b * 16 * LANES;                                                                    \
+            _Pragma("clang loop unroll(full)") for (int p = 0; p < 8; p++) {                                                 \
+                const VI lo = LOAD_I((const void *)(x + LANES * p)), hi = LOAD_I((const void *)(x + LANES * (p + 8)));       \
+                for (int r = 0; r < 4; r++) {                                                                                \
+                    sums[r][0] = DPW(sums[r][0], lo, &pairs[r][p]);                                                          \
+                    sums[r][1] = DPW(sums[r][1], hi, &pairs[r][p + 8]);                                                      \
+                }                                                                                                            \
+            }                                                                                                                \
+            const VF d = P##_loadu_ps(v->d + LANES * b), sum = P##_loadu_ps(v->sum + LANES * b);                             \
+            for (int r = 0; r < 4; r++) {                                                                                    \
+                if (halves) {                                                                                                \
+                    acc[r] = P##_fmadd_ps(P##_cvtepi32_ps(sums[r][0]), P##_mul_ps(P##_set1_ps(a_lo[r]), d), acc[r]);         \
+                    acc[r] = P##_fmadd_ps(P##_cvtepi32_ps(sums[r][1]), P##_mul_ps(P##_set1_ps(a_hi[r]), d), acc[r]);         \
+                } else {                                                                                                     \
+                    acc[r] = P##_fmadd_ps(P##_cvtepi32_ps(P##_add_epi32(sums[r][0], sums[r][1])),                            \
+                                          P##_mul_ps(P##_set1_ps(a_lo[r]), d), acc[r]);                                      \
+                }                                                                                                            \
+                tail[r] = P##_add_ps(tail[r], P##_mul_ps(P##_mul_ps(P##_set1_ps(c[r]), d), sum));                            \
+            }                                                                                                                \
+        }                                                                                                                    \
+        for (int r = 0; r < 4; r++) {                                                                                        \
+            float result[LANES];                                                                                             \
+            P##_storeu_ps(result, P##_add_ps(acc[r], tail[r]));                                                              \
+            for (int j = 0; j < m; j++) out[j * out_stride + r] = result[j];                                                 \
+        }                                                                                                                    \
+    }
+__attribute__((target("avx2"), always_inline)) static inline __m256i load_i256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+__attribute__((target("avx512f"), always_inline)) static inline __m512i load_i512(const void *p) { return _mm512_loadu_si512(p); }
+__attribute__((target("avx2"), always_inline)) static inline __m256i zero_i256(void) { return _mm256_setzero_si256(); }
+__attribute__((target("avx512f"), always_inline)) static inline __m512i zero_i512(void) { return _mm512_setzero_si512(); }
+HONE_ROWS4_MANY(rows4_many16_body, 16, __m512i, __m512, _mm512, load_i512, zero_i512, dpwssd_broadcast16)
+HONE_ROWS4_MANY(rows4_many8_body, 8, __m256i, __m256, _mm256, load_i256, zero_i256, dpwssd_broadcast8)
 
 // One copy of each kernel per type, compiled without the switches on `type`.
 typedef float (*row_fn)(const uint8_t *, const int16_t *, const hone_act_scale *, size_t);
 typedef void (*rows4_one_fn)(const uint8_t *, size_t, const int16_t *, const hone_act_scale *, size_t, float *);
-typedef void (*rows4_many_fn)(const uint8_t *, size_t, const vectors16 *, int, size_t, float *, size_t);
+typedef void (*rows4_many_fn)(const uint8_t *, size_t, const vector_lanes *, int, size_t, float *, size_t);
 typedef struct {
     row_fn row;
     rows4_one_fn rows4_one;
-    rows4_many_fn rows4_many;
+    rows4_many_fn rows4_many16, rows4_many8;
 } avx512_kernels;
 
 #define HONE_AVX512_FOR(TYPE, NAME)                                                                                           \
@@ -877,9 +934,15 @@ typedef struct {
                                                                       const hone_act_scale *s, size_t n, float *out) {        \
         rows4_one_avx512_body(TYPE, w, row_bytes, q, s, n, out);                                                              \
     }                                                                                                                         \
-    __attribute__((target(HONE_AVX512))) static void NAME##_rows4_many(const uint8_t *w, size_t row_bytes, const vectors16 *v, \
-                                                                       int m, size_t n, float *out, size_t out_stride) {      \
-        rows4_many_avx512_body(TYPE, w, row_bytes, v, m, n, out, out_stride);                                                 \
+    __attribute__((target(HONE_AVX512))) static void NAME##_rows4_many16(const uint8_t *w, size_t row_bytes,                 \
+                                                                         const vector_lanes *v, int m, size_t n, float *out,      \
+                                                                         size_t out_stride) {                                     \
+        rows4_many16_body(TYPE, w, row_bytes, v, m, n, out, out_stride);                                                      \
+    }                                                                                                                         \
+    __attribute__((target(HONE_AVX512))) static void NAME##_rows4_many8(const uint8_t *w, size_t row_bytes,                  \
+                                                                        const vector_lanes *v, int m, size_t n, float *out,       \
+                                                                        size_t out_stride) {                                      \
+        rows4_many8_body(TYPE, w, row_bytes, v, m, n, out, out_stride);                                                       \
     }
 HONE_AVX512_FOR(HONE_TYPE_Q8_0, q8_0_avx512)
 HONE_AVX512_FOR(HONE_TYPE_Q4_0, q4_0_avx512)
@@ -892,7 +955,7 @@ HONE_AVX512_FOR(HONE_TYPE_Q6_K, q6_k_avx512)
 
 // The AVX-512 kernels of a type; all NULL for a type without them.
 static avx512_kernels kernels_avx512(int type) {
-#define HONE_KERNELS_OF(NAME) return (avx512_kernels){NAME##_row, NAME##_rows4_one, NAME##_rows4_many}
+#define HONE_KERNELS_OF(NAME) return (avx512_kernels){NAME##_row, NAME##_rows4_one, NAME##_rows4_many16, NAME##_rows4_many8}
     switch (type) {
     case HONE_TYPE_Q8_0: HONE_KERNELS_OF(q8_0_avx512);
     case HONE_TYPE_Q4_0: HONE_KERNELS_OF(q4_0_avx512);
@@ -902,7 +965,7 @@ static avx512_kernels kernels_avx512(int type) {
     case HONE_TYPE_Q4_K: HONE_KERNELS_OF(q4_k_avx512);
     case HONE_TYPE_Q5_K: HONE_KERNELS_OF(q5_k_avx512);
     case HONE_TYPE_Q6_K: HONE_KERNELS_OF(q6_k_avx512);
-    default: return (avx512_kernels){NULL, NULL, NULL};
+    default: return (avx512_kernels){NULL, NULL, NULL, NULL};
     }
 #undef HONE_KERNELS_OF
 }
@@ -912,27 +975,31 @@ static float dot_q_avx512(int type, const void *w, const int16_t *q, const hone_
     return k.row ? k.row((const uint8_t *)w, q, s, n) : dot_q_ref(type, w, q, s, n);
 }
 
-// The rows of hone_dot_q_rows_multi at this level. From three vectors on, groups of up to
-// sixteen vectors go through rows4_many (its cost per row is that of sixteen vectors
-// whatever the count; below three, rows4_one per vector costs less).
+// The rows of hone_dot_q_rows_multi at this level. Vectors go in groups of up to sixteen:
+// nine or more through rows4_many16, three to eight through rows4_many8 (each costs the
+// same per row whatever its group's count), one or two through rows4_one each.
 static void rows_multi_avx512(int type, const uint8_t *p, size_t row_bytes, int rows, const int16_t *q, size_t q_stride,
                               const hone_act_scale *scales, size_t scales_stride, int m, size_t n, float *out, size_t out_stride) {
     avx512_kernels k = kernels_avx512(type);
     const int whole = k.rows4_one ? rows / 4 * 4 : 0;
-    if (m >= 3) {
-        for (int j = 0; j < m; j += 16) {
-            const int group = m - j < 16 ? m - j : 16;
-            const vectors16 v = lay_out_vectors16(q + j * q_stride, q_stride, scales + j * scales_stride, scales_stride, group, n);
+    for (int j = 0; j < m; j += 16) {
+        const int group = m - j < 16 ? m - j : 16;
+        const int16_t *qj = q + j * q_stride;
+        const hone_act_scale *sj = scales + j * scales_stride;
+        float *oj = out + j * out_stride;
+        if (group >= 3) {
+            const int lanes = group > 8 ? 16 : 8;
+            const rows4_many_fn many = lanes == 16 ? k.rows4_many16 : k.rows4_many8;
+            const vector_lanes v = lay_out_vectors(qj, q_stride, sj, scales_stride, group, lanes, n);
+            for (int r = 0; r < whole; r += 4) many(p + (size_t)r * row_bytes, row_bytes, &v, group, n, oj + r, out_stride);
+        } else {
+            float four[4];
             for (int r = 0; r < whole; r += 4)
-                k.rows4_many(p + (size_t)r * row_bytes, row_bytes, &v, group, n, out + j * out_stride + r, out_stride);
+                for (int i = 0; i < group; i++) {
+                    k.rows4_one(p + (size_t)r * row_bytes, row_bytes, qj + i * q_stride, sj + i * scales_stride, n, four);
+                    for (int e = 0; e < 4; e++) oj[i * out_stride + r + e] = four[e];
+                }
         }
-    } else {
-        float four[4];
-        for (int r = 0; r < whole; r += 4)
-            for (int j = 0; j < m; j++) {
-                k.rows4_one(p + (size_t)r * row_bytes, row_bytes, q + j * q_stride, scales + j * scales_stride, n, four);
-                for (int i = 0; i < 4; i++) out[j * out_stride + r + i] = four[i];
-            }
     }
     for (int r = whole; r < rows; r++)
         for (int j = 0; j < m; j++)
@@ -1082,9 +1149,9 @@ void hone_dot_q_rows(int type, const void *w, size_t row_bytes, int rows, const 
 
 int hone_dequantize(int type, const void *src, float *dst, size_t n) {
 #ifdef HONE_X86
-    if (is_block32_type(type) && hone_kernels_level() >= 1) {
-        if (hone_kernels_level() == 2) dequantize_block32_avx512(type, (const uint8_t *)src, dst, n);
-        else dequantize_block32_avx2(type, (const uint8_t *)src, dst, n);
+    if (has_kernels(type) && hone_kernels_level() >= 1) {
+        if (hone_kernels_level() == 2) dequantize_avx512(type, (const uint8_t *)src, dst, n);
+        else dequantize_avx2(type, (const uint8_t *)src, dst, n);
         return 0;
     }
 #endif

@@ -15,8 +15,10 @@ public enum GenerationEvent: Sendable {
 /// active sequences of a model in one forward pass. Runs on a dedicated thread (the
 /// forward pass is long blocking CPU work that must not occupy Swift's cooperative pool).
 ///
-/// Each new prompt is prefilled on its own and decode rows use per-row kernels, so what a
-/// request produces never depends on which other requests share its batch.
+/// Every row of a pass gets its own result whatever else shares the pass: decode rows (and,
+/// where the row kernels batch, new prompts' last chunks) use per-row kernels, and prompt
+/// chunks that take a GEMM are prefilled on their own. So what a request produces never
+/// depends on which other requests share its batch.
 public final class BatchScheduler: @unchecked Sendable {
     // Safe to share: `pending` and `stopped` are guarded by `condition`; entries in the
     // active set are touched only by the scheduler thread (their `cancelled` is atomic).
@@ -150,38 +152,50 @@ public final class BatchScheduler: @unchecked Sendable {
             pending.removeFirst(admitted.count)
             condition.unlock()
 
-            // Running sequences first take their token, then each new prompt is prefilled
-            // and its first token sent at once, not after every other new prompt's prefill.
+            // Running sequences first take their token. A new prompt's last chunk joins this
+            // step's pass when the row kernels batch (every row's result is its own then, and
+            // the weights are read once for all: chunked prefill mixed into decode); its
+            // first token goes out at the next step. Otherwise each new prompt is prefilled
+            // on its own and its first token sent at once.
+            let joinPass = KernelLevel.active.batchesRows
             var decoding: [Entry] = []
             for entry in active where advance(entry) { decoding.append(entry) }
+            var joining: [(entry: Entry, tokens: [Int])] = []
             for entry in admitted where !entry.cancelled.load(ordering: .relaxed) {
                 do {
                     let cache = entry.snapshot.model.makeCache(capacity: entry.state.cacheCapacity)
                     entry.cache = cache
                     let request = entry.state.request
-                    entry.logits = try entry.snapshot.model.prefill(request.promptTokens, turnStarts: request.turnStarts, cache: cache,
-                                                                    adapter: entry.adapter, reuse: prefixes)
-                    if advance(entry) { decoding.append(entry) }
+                    if joinPass {
+                        let last = try entry.snapshot.model.prefillAllButLast(
+                            request.promptTokens, turnStarts: request.turnStarts, cache: cache, adapter: entry.adapter, reuse: prefixes)
+                        joining.append((entry, last))
+                    } else {
+                        entry.logits = try entry.snapshot.model.prefill(request.promptTokens, turnStarts: request.turnStarts, cache: cache,
+                                                                        adapter: entry.adapter, reuse: prefixes)
+                        if advance(entry) { decoding.append(entry) }
+                    }
                 } catch {
                     entry.continuation.finish(throwing: error)
                 }
             }
-            active = decoding
-            activeCount.store(active.count, ordering: .relaxed)
 
             // One forward pass per model for all of its sequences.
-            var byModel: [ObjectIdentifier: [Entry]] = [:]
-            for entry in active { byModel[ObjectIdentifier(entry.snapshot.model), default: []].append(entry) }
+            let rows = decoding.map { ($0, [$0.lastToken]) } + joining
+            var byModel: [ObjectIdentifier: [(entry: Entry, tokens: [Int])]] = [:]
+            for row in rows { byModel[ObjectIdentifier(row.0.snapshot.model), default: []].append(row) }
+            active = rows.map(\.0)
             for group in byModel.values {
                 do {
-                    let logits = try group[0].snapshot.model.forward(
-                        group.map { SequenceInput(tokens: [$0.lastToken], cache: $0.cache!, adapter: $0.adapter) })
-                    for (entry, l) in zip(group, logits) { entry.logits = l[0] }
+                    let logits = try group[0].entry.snapshot.model.forward(
+                        group.map { SequenceInput(tokens: $0.tokens, cache: $0.entry.cache!, adapter: $0.entry.adapter) })
+                    for (row, l) in zip(group, logits) { row.entry.logits = l[0] }
                 } catch {
-                    for entry in group { entry.continuation.finish(throwing: error) }
-                    active.removeAll { e in group.contains { $0 === e } }
+                    for row in group { row.entry.continuation.finish(throwing: error) }
+                    active.removeAll { e in group.contains { $0.entry === e } }
                 }
             }
+            activeCount.store(active.count, ordering: .relaxed)
         }
     }
 }

@@ -93,20 +93,27 @@ extension LlamaModel {
     /// loaded instead of run, and every prefix run is offered to it.
     public func prefill(_ tokens: [Int], turnStarts: [Int] = [], cache: KVCache, adapter: LoRAAdapter? = nil,
                         mode: MatmulMode = .fast, reuse: PrefixCache? = nil) throws -> [Float] {
-        let ends = turnStarts.filter { $0 >= 2 && $0 <= tokens.count - 2 }.sorted() + [tokens.count]
+        let last = try prefillAllButLast(tokens, turnStarts: turnStarts, cache: cache, adapter: adapter, mode: mode, reuse: reuse)
+        return try forward([SequenceInput(tokens: last, cache: cache, adapter: adapter)], mode: mode)[0][0]
+    }
+
+    /// `prefill` up to its last chunk, which it returns (never empty) for the caller to run,
+    /// e.g. in the same pass as other sequences' decode rows.
+    public func prefillAllButLast(_ tokens: [Int], turnStarts: [Int] = [], cache: KVCache, adapter: LoRAAdapter? = nil,
+                                  mode: MatmulMode = .fast, reuse: PrefixCache? = nil) throws -> [Int] {
+        let ends = turnStarts.filter { $0 >= 2 && $0 <= tokens.count - 2 }.sorted()
         let reuse = adapter == nil && mode == .fast ? reuse : nil
         var start = 0
-        if let prefix = reuse?.longest(model: self, tokens: tokens, ends: Array(ends.dropLast())) {
+        if let prefix = reuse?.longest(model: self, tokens: tokens, ends: ends) {
             cache.load(prefix)
             start = prefix.length
         }
         reuse?.count(reused: start, computed: tokens.count - start)
-        var logits: [Float] = []
         for end in ends where end > start {
-            logits = try forward([SequenceInput(tokens: Array(tokens[start..<end]), cache: cache, adapter: adapter)], mode: mode)[0][0]
-            if end < tokens.count { reuse?.store(model: self, tokens: Array(tokens[0..<end]), prefix: cache.prefix(end)) }
+            _ = try forward([SequenceInput(tokens: Array(tokens[start..<end]), cache: cache, adapter: adapter)], mode: mode)
+            reuse?.store(model: self, tokens: Array(tokens[0..<end]), prefix: cache.prefix(end))
             start = end
         }
-        return logits
+        return Array(tokens[start...])
     }
 }

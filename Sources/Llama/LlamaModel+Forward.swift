@@ -287,6 +287,8 @@ struct MatmulPlan {
         switch mode {
         case .exact:
             groups = [(Array(0..<total), .float)]
+        case .fast where KernelLevel.active.batchesRows:
+            groups = [(Array(0..<total), .int16)]
         case .fast:
             groups = [(chunkRows, .dequantizedGEMM), (singleRows, .int16)].filter { !$0.0.isEmpty }
         }

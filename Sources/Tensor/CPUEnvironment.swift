@@ -17,6 +17,11 @@ public enum KernelLevel: Int32, CaseIterable, Comparable, Sendable, CustomString
     /// the process with the reason).
     public static var active: KernelLevel { KernelLevel(rawValue: hone_kernels_level()) ?? .reference }
 
+    /// Whether this level's int16 row kernels take many vectors at once (AVX-512: sixteen
+    /// per lane group), so that prompt rows go through them, per row and batch-invariant,
+    /// instead of a GEMM over dequantized weights.
+    public var batchesRows: Bool { self == .avx512 }
+
     /// The name `HONE_KERNELS` uses.
     public var description: String { String(cString: hone_kernels_level_name(rawValue)) }
 

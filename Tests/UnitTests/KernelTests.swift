@@ -208,7 +208,7 @@ struct KernelTests {
         let w = Self.quantized(type, Self.values(n * rows, seed: 7, scale: 0.05))
         for level in KernelLevel.allCases where level <= .active {
             level.use {
-                for m in [1, 2, 3, 4, 5, 7, 9, 16] {
+                for m in [1, 2, 3, 4, 5, 7, 8, 9, 16, 19] {
                     var q = [Int16](repeating: 0, count: m * n)
                     var scales = [hone_act_scale](repeating: hone_act_scale(), count: m * n / 32)
                     for j in 0..<m {

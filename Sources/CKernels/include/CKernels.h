@@ -98,9 +98,10 @@ float hone_f16_to_f32(uint16_t h);
 uint16_t hone_f32_to_f16(float f);
 
 /// Dequantizes `n` elements (a multiple of the type's block size) of `type` at `src` into
-/// `dst`, as gguf-py does. Returns 0, or -1 for an unsupported type. The 5-bit and K-quant
-/// types take the SIMD block decoders of the kernel level in use (AVX2 or AVX-512) (prompt chunks dequantize
-/// every weight once per chunk), with results bit-identical to the portable twin below.
+/// `dst`, as gguf-py does. Returns 0, or -1 for an unsupported type. The quantized types
+/// take the SIMD block decoders of the kernel level in use (AVX2 or AVX-512) (prompt chunks
+/// dequantize every weight once per chunk), with results bit-identical to the portable twin
+/// below.
 int hone_dequantize(int type, const void *src, float *dst, size_t n);
 /// The portable dequantization (quants.c).
 int hone_dequantize_reference(int type, const void *src, float *dst, size_t n);
