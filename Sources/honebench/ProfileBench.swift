@@ -5,7 +5,7 @@ import Tokenizer
 import Training
 
 /// `honebench profile`: where a prompt chunk (128 tokens), a decode step (one sequence, and
-/// 16 decoded together as at 16 clients) and a LoRA training
+/// 4 and 16 decoded together as at 4 and 16 clients) and a LoRA training
 /// step (the train benchmark's 8 × 256 tokens, rank 16, all seven targets) spend their time,
 /// per op kind and per layer, with GFLOP/s and (decode) GB/s of weights read. One line per
 /// phase and op, largest first, then one line per phase with the seconds of each layer;
@@ -31,13 +31,15 @@ enum ProfileBench {
             _ = try model.forward([SequenceInput(tokens: [ids[16 + step % 100]], cache: cache)])
             step += 1
         }
-        // A serving step at 16 clients: 16 sequences decoded together (the batched kernels).
-        let caches = (0..<16).map { _ in model.makeCache(capacity: 16 + decodeSteps) }
-        for (i, c) in caches.enumerated() { _ = try model.forward([SequenceInput(tokens: Array(ids[i..<(i + 16)]), cache: c)]) }
-        step = 0
-        try phase("decode16", passes: decodeSteps / 4) {
-            _ = try model.forward(caches.enumerated().map { SequenceInput(tokens: [ids[16 + ($0.offset + step) % 100]], cache: $0.element) })
-            step += 1
+        // Serving steps at 4 and 16 clients: sequences decoded together (the batched kernels).
+        for clients in [4, 16] {
+            let caches = (0..<clients).map { _ in model.makeCache(capacity: 16 + decodeSteps) }
+            for (i, c) in caches.enumerated() { _ = try model.forward([SequenceInput(tokens: Array(ids[i..<(i + 16)]), cache: c)]) }
+            step = 0
+            try phase("decode\(clients)", passes: decodeSteps / 4) {
+                _ = try model.forward(caches.enumerated().map { SequenceInput(tokens: [ids[16 + ($0.offset + step) % 100]], cache: $0.element) })
+                step += 1
+            }
         }
         guard wanted?.contains("train") ?? true else { return }
         let batch = trainBenchTokens(tokenizer).map { TrainingSequence(tokens: $0, lossMask: Array(repeating: true, count: $0.count)) }
