@@ -189,8 +189,10 @@ void hone_dot_q_rows(int type, const void *w, size_t row_bytes, int rows, const 
 
 /// The same for `m` activation vectors (vector j at q + j·q_stride, its scales at
 /// scales + j·scales_stride), out[j·out_stride + r]. Each weight block is decoded once for
-/// up to four vectors; every result is bit-identical to `hone_dot_q_rows` on its vector
-/// alone, so batching decode rows never changes what a sequence produces.
+/// several vectors (AVX2: two; AVX-512: up to sixteen, one per lane, each block summed
+/// exactly in int32 before its one FMA); every result is bit-identical to
+/// `hone_dot_q_rows` on its vector alone, so batching rows never changes what a sequence
+/// produces.
 void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, const int16_t *q, size_t q_stride,
                            const hone_act_scale *scales, size_t scales_stride, int m, size_t n, float *out, size_t out_stride);
 
