@@ -120,12 +120,12 @@ extension LlamaModel {
                 }
             }
             // Store this pass's keys and values, then attend.
-            for (i, row) in rows.enumerated() {
-                let cache = batch[row.seq].cache
-                let dst = row.pos * cache.kvWidth
-                for j in 0..<(kv * d) {
-                    cache.keys[layer][dst + j] = k[i * kv * d + j]
-                    cache.values[layer][dst + j] = vv[i * kv * d + j]
+            k.withUnsafeBufferPointer { kp in
+                vv.withUnsafeBufferPointer { vp in
+                    for (i, row) in rows.enumerated() {
+                        batch[row.seq].cache.store(layer: layer, position: row.pos, keys: kp.baseAddress! + i * kv * d,
+                                                   values: vp.baseAddress! + i * kv * d)
+                    }
                 }
             }
             OpProfile.measure("attention", layer: layer) { attentionForward(rows: rows, batch: batch, layer: layer, q: q, into: &att) }
@@ -239,33 +239,43 @@ extension LlamaModel {
     /// Causal grouped-query attention of each row over its sequence's cache up to its own
     /// position.   q, out: (N, H·D)
     func attentionForward(rows: [(seq: Int, pos: Int)], batch: [SequenceInput], layer: Int, q: [Float], into out: inout [Float]) {
-        let d = config.headDim, h = config.heads, group = config.heads / config.kvHeads
+        let d = config.headDim, h = config.heads, kvHeads = config.kvHeads, group = config.heads / config.kvHeads
         let scale = 1 / sqrtf(Float(d))
         out.withUnsafeMutableBufferPointer { op in
             q.withUnsafeBufferPointer { qp in
-                Parallel.for(rows.count * h) { job in
-                    let i = job / h, head = job % h
+                // One job per (row, KV head): its query heads share one read of the keys and
+                // values, and the scores live on the stack (a job per query head with an
+                // array of its own cost more than the arithmetic at decode lengths).
+                Parallel.for(rows.count * kvHeads) { job in
+                    let i = job / kvHeads, kvHead = job % kvHeads
                     let row = rows[i]
                     let cache = batch[row.seq].cache
-                    let kvHead = head / group
-                    let length = row.pos + 1
-                    var scores = [Float](repeating: 0, count: length)
-                    cache.keys[layer].withUnsafeBufferPointer { kp in
-                        let qrow = qp.baseAddress! + i * h * d + head * d
-                        for t in 0..<length {
-                            scores[t] = hone_dot_f32(qrow, kp.baseAddress! + t * cache.kvWidth + kvHead * d, d) * scale
+                    let length = row.pos + 1, width = cache.kvWidth
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: group * length) { scores in
+                        cache.keys[layer].withUnsafeBufferPointer { kp in
+                            for t in 0..<length {
+                                let key = kp.baseAddress! + t * width + kvHead * d
+                                for g in 0..<group {
+                                    let qrow = qp.baseAddress! + i * h * d + (kvHead * group + g) * d
+                                    scores[g * length + t] = hone_dot_f32(qrow, key, d) * scale
+                                }
+                            }
                         }
-                    }
-                    let maxScore = scores.max()!
-                    var sum: Float = 0
-                    for t in 0..<length { scores[t] = expf(scores[t] - maxScore); sum += scores[t] }
-                    let o = op.baseAddress! + i * h * d + head * d
-                    for e in 0..<d { o[e] = 0 }
-                    cache.values[layer].withUnsafeBufferPointer { vp in
-                        for t in 0..<length {
-                            let p = scores[t] / sum
-                            let vrow = vp.baseAddress! + t * cache.kvWidth + kvHead * d
-                            for e in 0..<d { o[e] += p * vrow[e] }
+                        cache.values[layer].withUnsafeBufferPointer { vp in
+                            for g in 0..<group {
+                                let s = scores.baseAddress! + g * length
+                                var maxScore = s[0]
+                                for t in 1..<length { maxScore = max(maxScore, s[t]) }
+                                var sum: Float = 0
+                                for t in 0..<length { s[t] = expf(s[t] - maxScore); sum += s[t] }
+                                let o = op.baseAddress! + i * h * d + (kvHead * group + g) * d
+                                for e in 0..<d { o[e] = 0 }
+                                for t in 0..<length {
+                                    let p = s[t] / sum
+                                    let vrow = vp.baseAddress! + t * width + kvHead * d
+                                    for e in 0..<d { o[e] += p * vrow[e] }
+                                }
+                            }
                         }
                     }
                 }

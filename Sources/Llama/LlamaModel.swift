@@ -111,6 +111,15 @@ public final class KVCache: @unchecked Sendable {
 
     func advance(by n: Int) { count += n }
 
+    /// Stores one token's keys and values (`kvWidth` floats each) of `layer` at `position`:
+    /// two copies, where element-wise stores into the nested arrays paid an exclusivity
+    /// check and a uniqueness check each (~2% of a 16-sequence decode step).
+    func store(layer: Int, position: Int, keys k: UnsafePointer<Float>, values v: UnsafePointer<Float>) {
+        let start = position * kvWidth
+        keys[layer].withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: start).update(from: k, count: kvWidth) }
+        values[layer].withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: start).update(from: v, count: kvWidth) }
+    }
+
     /// A copy of the keys and values of the first `length` tokens.
     public func prefix(_ length: Int) -> KVPrefix {
         precondition(length >= 0 && length <= count)
