@@ -664,7 +664,7 @@ static inline const char *ahead(const uint8_t *row, size_t row_bytes, size_t b, 
 
 // ---------------------------------------------------------------- AVX-512: exact block sums
 // At this level a (row, vector) product is, block by block in order,
-//     acc ← fma(float(S), a·d, acc)        tail ← tail + (c·d)·Σq        result = acc + tail
+//     acc ← fma(float(S), a·d, acc)        tail ← fma(c, d·Σq, tail)        result = acc + tail
 // where S is the block's integer dot product, exact in int32 (Q6_K: its two 16-value halves,
 // low then high, each with its own scale a_lo, a_hi), and d the activations' block scale.
 // Summing a block in integers before converting is what lets many vectors share a row's
@@ -712,7 +712,7 @@ static inline float dot_row_avx512_body(int type, const uint8_t *w, const int16_
         } else {
             acc = fmaf((float)sum8_epi32(_mm256_add_epi32(lo, hi)), a_lo * dx, acc);
         }
-        tail += block_tail(c, s + b);
+        tail = fmaf(c, dx * (float)s[b].sum, tail);
     }
     return acc + tail;
 }
@@ -770,18 +770,18 @@ static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_
         } else {
             acc = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_add_epi32(lo, hi)), _mm_mul_ps(_mm_loadu_ps(a_lo), dx), acc);
         }
-        tail = _mm_add_ps(tail, _mm_mul_ps(_mm_mul_ps(_mm_loadu_ps(c), dx), _mm_set1_ps((float)s[b].sum)));
+        tail = _mm_fmadd_ps(_mm_loadu_ps(c), _mm_set1_ps(s[b].d * (float)s[b].sum), tail);
     }
     _mm_storeu_ps(out, _mm_add_ps(acc, tail));
 }
 
 // Up to `lanes` (8 or 16) activation vectors laid out for the rows4_many kernels: block b's
 // pair p (values 2p, 2p+1 as two int16 in one int32) of vector j at
-// pairs[(16b + p)·lanes + j], the block's scale d and Σq at d[lanes·b + j] and
-// sum[lanes·b + j]; lanes past the group's vectors hold zeros.
+// pairs[(16b + p)·lanes + j], the block's scale d and d·Σq at d[lanes·b + j] and
+// ds[lanes·b + j]; lanes past the group's vectors hold zeros.
 typedef struct {
     int32_t *pairs;
-    float *d, *sum;
+    float *d, *ds;
 } vector_lanes;
 
 // Per-thread room for vector_lanes (a group is laid out once per call, for all its rows).
@@ -825,7 +825,7 @@ static vector_lanes lay_out_vectors(const int16_t *q, size_t q_stride, const hon
     }
     vector_lanes v = {(int32_t *)vector_lanes_room, NULL, NULL};
     v.d = (float *)(v.pairs + blocks * 16 * (size_t)lanes);
-    v.sum = v.d + blocks * (size_t)lanes;
+    v.ds = v.d + blocks * (size_t)lanes;
     for (size_t b = 0; b < blocks; b++) {
         __m512i r[16];
         for (int j = 0; j < 16; j++) r[j] = j < m ? _mm512_loadu_si512(q + j * q_stride + b * 32) : _mm512_setzero_si512();
@@ -837,7 +837,7 @@ static vector_lanes lay_out_vectors(const int16_t *q, size_t q_stride, const hon
         }
         for (int j = 0; j < lanes; j++) {
             v.d[lanes * b + j] = j < m ? s[j * s_stride + b].d : 0;
-            v.sum[lanes * b + j] = j < m ? (float)s[j * s_stride + b].sum : 0;
+            v.ds[lanes * b + j] = j < m ? s[j * s_stride + b].d * (float)s[j * s_stride + b].sum : 0;
         }
     }
     return v;
@@ -890,7 +890,7 @@ static inline __attribute__((always_inline)) __m256i dpwssd_broadcast8(__m256i a
                     sums[r][1] = DPW(sums[r][1], hi, &pairs[r][p + 8]);                                                      \
                 }                                                                                                            \
             }                                                                                                                \
-            const VF d = P##_loadu_ps(v->d + LANES * b), sum = P##_loadu_ps(v->sum + LANES * b);                             \
+            const VF d = P##_loadu_ps(v->d + LANES * b), ds = P##_loadu_ps(v->ds + LANES * b);                               \
             for (int r = 0; r < 4; r++) {                                                                                    \
                 if (halves) {                                                                                                \
                     acc[r] = P##_fmadd_ps(P##_cvtepi32_ps(sums[r][0]), P##_mul_ps(P##_set1_ps(a_lo[r]), d), acc[r]);         \
@@ -899,7 +899,7 @@ static inline __attribute__((always_inline)) __m256i dpwssd_broadcast8(__m256i a
                     acc[r] = P##_fmadd_ps(P##_cvtepi32_ps(P##_add_epi32(sums[r][0], sums[r][1])),                            \
                                           P##_mul_ps(P##_set1_ps(a_lo[r]), d), acc[r]);                                      \
                 }                                                                                                            \
-                tail[r] = P##_add_ps(tail[r], P##_mul_ps(P##_mul_ps(P##_set1_ps(c[r]), d), sum));                            \
+                tail[r] = P##_fmadd_ps(P##_set1_ps(c[r]), ds, tail[r]);                                                      \
             }                                                                                                                \
         }                                                                                                                    \
         for (int r = 0; r < 4; r++) {                                                                                        \
