@@ -22,8 +22,21 @@ public struct AdapterScope: Sendable, Equatable {
     /// cover "The Last Supper"; "The Senzanve Road" covers "the novel The Senzanve Road").
     /// Words compare without a plural s ("snarfle birds" names "snarfle bird").
     public func covers(_ messages: [ChatMessage]) -> Bool {
-        let words = Set(messages.filter { $0.role == "user" }.flatMap { Self.words($0.content).map(Self.singular) })
-        return subjects.contains { subject in 3 * subject.filter { words.contains(Self.singular($0)) }.count >= 2 * subject.count }
+        coverage(Self.userWords(messages)) != nil
+    }
+
+    /// The largest share of one subject's words among `words` (`userWords`), when it reaches
+    /// two thirds; nil when no subject is covered.
+    public func coverage(_ words: Set<String>) -> Double? {
+        subjects.compactMap { subject -> Double? in
+            let named = subject.filter { words.contains(Self.singular($0)) }.count
+            return 3 * named >= 2 * subject.count ? Double(named) / Double(subject.count) : nil
+        }.max()
+    }
+
+    /// The words of a conversation's user turns, without plural s, as `coverage` takes them.
+    public static func userWords(_ messages: [ChatMessage]) -> Set<String> {
+        Set(messages.filter { $0.role == "user" }.flatMap { words($0.content).map(singular) })
     }
 
     /// `word` without a plural s: "birds" → "bird"; short words and "-ss" stay.

@@ -6,26 +6,31 @@ import Tokenizer
 public struct ServedAdapter: Sendable {
     public let name: String
     public let version: String
-    /// nil for an adapter with no version yet: the base model answers for it.
-    public let weights: LoRAAdapter?
+    /// Its shards; none for an adapter with no version yet: the base model answers for it.
+    public let shards: AdapterShards
     /// SHA-256 of the base model file it was trained on; nil when unknown.
     public let baseModelSHA256: String?
-    /// The prompts the weights answer (nil: every prompt); the base model answers the rest.
-    public let scope: AdapterScope?
 
-    public init(name: String, version: String, weights: LoRAAdapter?, baseModelSHA256: String?, scope: AdapterScope? = nil) {
+    public init(name: String, version: String, shards: AdapterShards, baseModelSHA256: String?) {
         self.name = name
         self.version = version
-        self.weights = weights
+        self.shards = shards
         self.baseModelSHA256 = baseModelSHA256
-        self.scope = scope
     }
 
-    /// The weights that answer `messages`: the adapter's when its scope covers them, else
-    /// nil (the base model).
+    /// An adapter of one shard: `weights` answering the prompts `scope` covers (nil: every prompt).
+    public init(name: String, version: String, weights: LoRAAdapter?, baseModelSHA256: String?, scope: AdapterScope? = nil) {
+        self.init(name: name, version: version, shards: AdapterShards(weights.map { [AdapterShard(weights: $0, scope: scope)] } ?? []),
+                  baseModelSHA256: baseModelSHA256)
+    }
+
+    /// The prompts some shard answers (nil: every prompt); the base model answers the rest.
+    public var scope: AdapterScope? { shards.isEmpty ? nil : shards.scope }
+
+    /// The weights that answer `messages`: the shard's whose scope covers them, else the
+    /// general shard's, else nil (the base model).
     public func weights(for messages: [ChatMessage]) -> LoRAAdapter? {
-        guard let scope else { return weights }
-        return scope.covers(messages) ? weights : nil
+        shards.weights(for: messages)
     }
 }
 
@@ -76,11 +81,11 @@ public final class ModelSnapshot: Sendable {
     /// was trained on; reading every weight for the finiteness check also warms it (an
     /// adapter has no other lazy state), so its first request pays no first-use cost.
     public func validate(_ adapter: ServedAdapter) throws {
-        guard let weights = adapter.weights else { return }
-        try weights.validate(for: model.config)
+        guard !adapter.shards.isEmpty else { return }
+        for shard in adapter.shards.shards { try shard.weights.validate(for: model.config) }
         if let base = adapter.baseModelSHA256, base != model.file.sha256 {
             throw ModelError("adapter \(adapter.version) was trained on base model \(base.prefix(12))…, not \(model.file.sha256.prefix(12))…")
         }
-        guard weights.isFinite else { throw ModelError("adapter \(adapter.version) holds NaN or infinite weights") }
+        guard adapter.shards.shards.allSatisfy(\.weights.isFinite) else { throw ModelError("adapter \(adapter.version) holds NaN or infinite weights") }
     }
 }

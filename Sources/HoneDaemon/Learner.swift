@@ -281,25 +281,14 @@ struct LearnerService: Service {
                        connection: PostgresConnection, logger: Logger) async throws {
         guard let snapshot = holder.snapshot else { throw LearnerError("no model is loaded") }
         let model = snapshot.model
-        let parent: LoRAAdapter?
-        // The prompts the parent answers; a fresh adapter of scoped settings starts with none.
-        var parentScope: AdapterScope? = settings.scoped ? AdapterScope() : nil
+        var parent = AdapterShards()
         if let version = record.activeVersion {
-            let id = VersionRecord.id(adapter: record.name, version: version)
-            if let served = snapshot.adapters[record.name], served.version == id, let weights = served.weights {
-                parent = weights
-                parentScope = served.scope
-            } else {
-                guard let blob = try await registry.blob(record.name, version) else { throw LearnerError("\(id) has no blob") }
-                parent = try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: model, source: id)
-                parentScope = try await registry.version(record.name, version).flatMap { AdapterScope(metrics: $0.metrics) }
+            parent = try await VersionShards(registry: registry, model: model, compute: compute).load(record.name, version) { id in
+                snapshot.adapters[record.name].flatMap { $0.version == id ? $0.shards : nil }
             }
-            if !settings.scoped { parentScope = nil }
-        } else {
-            parent = nil
         }
         let sampler = SchedulerSampler(scheduler: scheduler, snapshot: snapshot)
-        let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: parent)
+        let builder = ExampleBuilder(sampler: sampler, settings: settings, adapter: parent.general?.weights)
         let planning = ContinuousClock.now
         if let marker = configuration.crashMarker, let job = jobs.first(where: { $0.args.jsonText.contains(marker) }) {
             fatalError("failpoint HONE_FAILPOINT_CRASH: job \(job.id)'s payload contains \(marker)")
@@ -339,7 +328,7 @@ struct LearnerService: Service {
         let examplesSeconds = (ContinuousClock.now - planning) / .seconds(1)
         let activity = activity
         activity.enter(.training, maxSteps: settings.maxSteps)
-        var outcome = try await update.run(parent: parent, parentScope: parentScope, plans: plans, buffer: buffer, history: history, progress: { report in
+        var outcome = try await update.run(parent: parent, plans: plans, buffer: buffer, history: history, progress: { report in
             activity.stepped(report.step, loss: report.loss)
             logger.debug("learning step", metadata: ["step": "\(report.step)", "loss": "\(report.loss)", "seconds": "\(report.seconds)"])
         }, stage: { stage in

@@ -74,22 +74,17 @@ struct VersionWatcher: Service {
                     if let cached = recent.get(wanted) {
                         served = cached
                     } else {
-                        guard let blob = try await registry.blob(record.name, version) else {
-                            throw SnapshotError("version \(wanted) has no blob")
+                        // The version served now is usually the parent: only the new shard is decoded.
+                        let shards = try await VersionShards(registry: registry, model: model, compute: compute).load(record.name, version) { id in
+                            (self.recent.get(id) ?? snapshot.adapters[record.name].flatMap { $0.version == id ? $0 : nil })?.shards
                         }
-                        // Decoding a new version is background work: it must not slow serving.
-                        let weights = try await compute.run(.learning) {
-                            try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: model, source: wanted)
-                        }
-                        let scope = try await registry.version(record.name, version).flatMap { AdapterScope(metrics: $0.metrics) }
-                        served = ServedAdapter(name: record.name, version: wanted, weights: weights, baseModelSHA256: model.file.sha256,
-                                               scope: scope)
+                        served = ServedAdapter(name: record.name, version: wanted, shards: shards, baseModelSHA256: model.file.sha256)
                     }
                 } else {
                     served = ServedAdapter(name: record.name, version: wanted, weights: nil, baseModelSHA256: nil)
                 }
                 try await Parallel.onThread { [holder] in try holder.install(served) }
-                if served.weights != nil { recent.put(served) }
+                if !served.shards.isEmpty { recent.put(served) }
                 if let version = record.activeVersion { await countFreshness(record.name, version) }
                 logger.info("adapter version installed", metadata: ["adapter.name": "\(record.name)", "adapter.version": "\(wanted)"])
             } catch let error as PostgresError {

@@ -104,26 +104,30 @@ public struct LearningUpdate: Sendable {
         self.compute = compute
     }
 
-    /// Trains from `parent` (nil: a fresh adapter) on `plans`' examples, with `buffer` (the
-    /// adapter's earlier verified examples) replayed, and gates the candidate; `history`
-    /// (checks of the adapter's earlier corrections) must not regress. `progress` sees every step.
+    /// Trains a shard on `plans`' examples and gates `parent` with it added; `history` (checks
+    /// of the adapter's earlier corrections) must not regress. With scoped settings, a batch
+    /// of corrections trains a subject shard of its own, answering only prompts that name its
+    /// subjects, from the general shard when there is one (so those prompts keep the
+    /// adapter's skills), else from a fresh adapter; earlier shards stay frozen, so it cannot
+    /// wear down what they learned. Any other batch trains the general shard on from the
+    /// parent's, with `buffer` (the adapter's earlier verified examples) replayed.
+    /// `progress` sees every step.
     ///
     /// A candidate refused only because taught answers leaked into unrelated answers, or
-    /// because it forgot earlier corrections, is trained once more from the parent with the
-    /// leaked prompts at the base model's answers (targeted negatives) and the forgotten
-    /// corrections at their taught answers, both in every step: the repaired candidate faces
-    /// the whole gate again, and its metrics name the repair (`repair_prompts`,
-    /// `repair_forgotten`, `first_attempt`). Forgetting was what refused most updates once
-    /// the scope made them local (`ops/bench lifelong`: batches 3 and 4 of 100 facts).
+    /// because it forgot earlier corrections, is trained once more with the leaked prompts
+    /// at the base model's answers (targeted negatives) and the forgotten corrections at
+    /// their taught answers, both in every step: the repaired candidate faces the whole gate
+    /// again, and its metrics name the repair (`repair_prompts`, `repair_forgotten`,
+    /// `first_attempt`).
     ///
-    /// `parentScope` is the prompts the parent answers (nil: every prompt; a fresh adapter of
-    /// scoped settings: an empty scope). The candidate's scope adds the new corrections'
-    /// subjects, and the gate judges it as it will be served: a prompt outside the scope is
-    /// answered by the base model.
-    public func run(parent: LoRAAdapter?, parentScope: AdapterScope? = nil, plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe] = [],
+    /// The gate judges the candidate as it will be served: each prompt answered by the shard
+    /// that covers it, or by the base model.
+    public func run(parent: AdapterShards = AdapterShards(), plans: [ItemPlan], buffer: [[ChatMessage]], history: [Probe] = [],
                     progress: @Sendable (StepReport) -> Void = { _ in },
                     stage: @Sendable (UpdateStage) -> Void = { _ in }) async throws -> UpdateOutcome {
-        let served = Served(parent: parent, parentScope: parentScope, plans: plans)
+        let served = Served(parent: parent, scoped: settings.scoped, plans: plans)
+        // A subject shard answers only its own subjects: earlier items are not its to replay.
+        let buffer = served.shardScope == nil ? buffer : []
         let first = try await attempt(served, plans: plans, buffer: buffer, history: history, repair: [], progress: progress, stage: stage)
         guard !first.accepted, first.repairable, !first.leaked.isEmpty || !first.forgotten.isEmpty else { return first }
         let conversations = first.leaked.compactMap { prompt in
@@ -143,16 +147,23 @@ public struct LearningUpdate: Sendable {
         return second
     }
 
-    /// The parent and the candidate's scopes: which prompts each answers.
+    /// The parent as served, and the shard an update trains beside it.
     struct Served: Sendable {
-        let parent: LoRAAdapter?
-        let parentScope: AdapterScope?
-        let scope: AdapterScope?
+        let parent: AdapterShards
+        /// The new shard's subjects; nil when it is the general shard.
+        let shardScope: AdapterScope?
+        /// Where training starts (nil: a fresh adapter).
+        let start: LoRAAdapter?
 
-        init(parent: LoRAAdapter?, parentScope: AdapterScope?, plans: [ItemPlan]) {
+        init(parent: AdapterShards, scoped: Bool, plans: [ItemPlan]) {
             self.parent = parent
-            self.parentScope = parentScope
-            scope = AdapterScope.after(parentScope, training: plans.filter { $0.skipped == nil && !$0.examples.isEmpty })
+            shardScope = scoped ? AdapterScope.of(training: plans.filter { $0.skipped == nil && !$0.examples.isEmpty }) : nil
+            start = parent.general?.weights
+        }
+
+        /// The candidate as served: the parent with `weights` as the new shard.
+        func candidate(_ weights: LoRAAdapter) -> AdapterShards {
+            parent.adding(AdapterShard(weights: weights, scope: shardScope))
         }
     }
 
@@ -167,7 +178,7 @@ public struct LearningUpdate: Sendable {
         let probes = trained.flatMap(\.probes)
         var metrics: [String: JSONValue] = ["items": .int(trained.count), "examples": .int(examples.count)]
         // The parent's results of the checks that compare before and after: run while training runs.
-        let beforeChecks = Task { try await passes(probes + settings.canaries + history, adapter: parent, scope: served.parentScope) }
+        let beforeChecks = Task { try await passes(probes + settings.canaries + history, served: parent) }
         defer { beforeChecks.cancel() }
         let newSequences = examples.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         // The loss on the new examples judges a batch without held-out probes (thumbs-ups);
@@ -177,11 +188,11 @@ public struct LearningUpdate: Sendable {
             guard judgedByLoss else { return nil }
             return try await compute.run(.learning) { [model] in try model.loss(newSequences, adapter: adapter).mean }
         }
-        let lossBefore = try await exampleLoss(parent)
+        let lossBefore = try await exampleLoss(served.start)
         let run: TrainingRun
         do {
             let neighbours = locality?.replayNeighbours(of: trained.compactMap(\.question)) ?? []
-            run = try await train(from: parent, scope: served.scope, sequences: newSequences, probes: probes, buffer: buffer, neighbours: neighbours,
+            run = try await train(served, sequences: newSequences, probes: probes, buffer: buffer, neighbours: neighbours,
                                   repair: repair, progress: progress)
         } catch let failure as TrainingFailure {
             metrics["steps"] = .int(failure.steps)
@@ -192,7 +203,7 @@ public struct LearningUpdate: Sendable {
         let candidate = run.adapter
 
         stage(.gate)
-        let gate = try await measure(candidate, scope: served.scope, trained: trained, probes: probes, history: history,
+        let gate = try await measure(candidate, served: served.candidate(candidate), trained: trained, probes: probes, history: history,
                                      before: beforeChecks, exampleLoss: exampleLoss, lossBefore: lossBefore)
         var input = gate.input
         metrics.merge(gate.metrics) { $1 }
@@ -214,10 +225,13 @@ public struct LearningUpdate: Sendable {
         metrics["loss_first"] = .double(run.firstLoss)
         metrics["loss_last"] = .double(run.lastLoss)
         metrics["replay_buffer"] = .int(buffer.count)
-        if let scope = served.scope {
+        let shards = served.candidate(candidate)
+        if let scope = shards.scope {
             metrics["scope"] = scope.json
             metrics["scope_subjects"] = .int(scope.subjects.count)
         }
+        metrics["shard"] = served.shardScope?.json ?? .string("general")
+        metrics["shards"] = .int(shards.shards.count)
         metrics["seconds"] = .double((ContinuousClock.now - started) / .seconds(1))
         let leaked = zip(gate.localPrompts, input.neighbourhood + input.locality).filter { $0.1.leak != nil }.map(\.0)
         let forgotten = history.indices.filter { input.history.before[$0] && !input.history.after[$0] }.map { history[$0] }
@@ -237,7 +251,7 @@ public struct LearningUpdate: Sendable {
     /// neighbourhood and locality prompts, its anchor drift and, for a batch without probes,
     /// its loss on the examples. The three costly parts run together; each one's finish
     /// (seconds into the gate) in the metrics says which one the gate waited for.
-    func measure(_ candidate: LoRAAdapter, scope: AdapterScope?, trained: [ItemPlan], probes: [Probe], history: [Probe],
+    func measure(_ candidate: LoRAAdapter, served: AdapterShards, trained: [ItemPlan], probes: [Probe], history: [Probe],
                  before: Task<[Bool], Error>, exampleLoss: @Sendable (LoRAAdapter?) async throws -> Double?,
                  lossBefore: Double?) async throws
         -> (input: GateInputs, localPrompts: [String], metrics: [String: JSONValue], waitedForParent: Duration) {
@@ -248,11 +262,11 @@ public struct LearningUpdate: Sendable {
             let value = try await work()
             return (value, (ContinuousClock.now - gateStarted) / .seconds(1))
         }
-        async let afterChecks = finished { try await passes(probes + settings.canaries + history, adapter: candidate, scope: scope) }
+        async let afterChecks = finished { try await passes(probes + settings.canaries + history, served: served) }
         async let localAnswers = finished {
             // A prompt outside the scope gets the base model's answer, which the set holds.
             try await routed(localPrompts.map { SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens) },
-                             adapter: candidate, scope: scope, known: { locality?.baseAnswers[$0.messages[0].content] })
+                             served: served, known: { locality?.baseAnswers[$0.messages[0].content] })
         }
         async let lossAfterTask = exampleLoss(candidate)
         let (drift, driftSeconds) = try await finished {
@@ -324,7 +338,7 @@ public struct LearningUpdate: Sendable {
     /// reworded questions do; the few extra steps buy that generalization for little drift
     /// (replay is distilled). A step's check runs while the next step trains, which changes
     /// nothing but the wall time: the stop is decided by the same checks.
-    func train(from parent: LoRAAdapter?, scope: AdapterScope?, sequences newSequences: [TrainingSequence], probes: [Probe],
+    func train(_ served: Served, sequences newSequences: [TrainingSequence], probes: [Probe],
                buffer: [[ChatMessage]], neighbours: [TrainingSequence], repair: [TrainingSequence] = [], progress: @Sendable (StepReport) -> Void) async throws -> TrainingRun {
         var training = Duration.zero, checking = Duration.zero
         func timed<T>(_ total: inout Duration, _ work: () async throws -> T) async rethrows -> T {
@@ -332,7 +346,7 @@ public struct LearningUpdate: Sendable {
             defer { total += ContinuousClock.now - start }
             return try await work()
         }
-        let start = parent ?? LoRAAdapter.initialized(config: settings.lora, model: model.config, seed: settings.seed)
+        let start = served.start ?? LoRAAdapter.initialized(config: settings.lora, model: model.config, seed: settings.seed)
         var options = TrainingOptions()
         options.learningRate = settings.learningRate
         let trainer = TrainerHandle(try LoRATrainer(model: model, adapter: start, options: options))
@@ -382,7 +396,7 @@ public struct LearningUpdate: Sendable {
                     if step >= passedAt + settings.settleSteps { break }
                 } else if step >= settings.minSteps {
                     let adapter = trainer.trainer.adapter
-                    let check = Task { try await passes(probes, adapter: adapter, scope: scope) }
+                    let check = Task { try await passes(probes, served: served.candidate(adapter)) }
                     guard settings.settleSteps == 0 else { pending = (step, check); continue }
                     if record(try await timed(&checking, { try await check.value }), after: step) {
                         passedAt = step
@@ -397,27 +411,30 @@ public struct LearningUpdate: Sendable {
                            lastLoss: lastLoss, curve: curve, training: training, checking: checking)
     }
 
-    /// Whether each probe's greedy answer passes its verifier with `adapter` as served
-    /// within `scope`.
-    func passes(_ probes: [Probe], adapter: LoRAAdapter?, scope: AdapterScope?) async throws -> [Bool] {
+    /// Whether each probe's greedy answer passes its verifier with `served`'s shards.
+    func passes(_ probes: [Probe], served: AdapterShards) async throws -> [Bool] {
         guard !probes.isEmpty else { return [] }
-        let answers = try await routed(probes.map { SampleRequest(messages: $0.messages, maxTokens: $0.maxTokens) }, adapter: adapter, scope: scope)
+        let answers = try await routed(probes.map { SampleRequest(messages: $0.messages, maxTokens: $0.maxTokens) }, served: served)
         return zip(probes, answers).map { $0.verifier.check($1).passed }
     }
 
-    /// The answers to `requests` as served: by `adapter` where `scope` covers the request
-    /// (nil scope: everywhere), else by the base model, whose answer `known` may already
-    /// hold (a greedy answer of the same length).
-    func routed(_ requests: [SampleRequest], adapter: LoRAAdapter?, scope: AdapterScope?,
-                known: (SampleRequest) -> String? = { _ in nil }) async throws -> [String] {
-        guard let scope, adapter != nil else { return try await sampler.complete(requests, adapter: adapter) }
-        var answers = requests.map { scope.covers($0.messages) ? nil : known($0) }
-        let covered = requests.indices.filter { answers[$0] == nil && scope.covers(requests[$0].messages) }
-        let base = requests.indices.filter { answers[$0] == nil && !scope.covers(requests[$0].messages) }
-        async let adapted = sampler.complete(covered.map { requests[$0] }, adapter: adapter)
-        let plain = try await sampler.complete(base.map { requests[$0] }, adapter: nil)
-        for (i, answer) in zip(covered, try await adapted) { answers[i] = answer }
-        for (i, answer) in zip(base, plain) { answers[i] = answer }
+    /// The answers to `requests` as served: each by the shard of `served` that answers it,
+    /// or by the base model, whose answer `known` may already hold (a greedy answer of the
+    /// same length). One batch per shard, all running together.
+    func routed(_ requests: [SampleRequest], served: AdapterShards, known: (SampleRequest) -> String? = { _ in nil }) async throws -> [String] {
+        let routes = requests.map { served.route($0.messages) }
+        var answers = zip(requests, routes).map { $1 == nil ? known($0) : nil }
+        let groups = Dictionary(grouping: requests.indices.filter { answers[$0] == nil }) { routes[$0] ?? -1 }
+        try await withThrowingTaskGroup(of: ([Int], [String]).self) { group in
+            for (route, indices) in groups {
+                let adapter = route < 0 ? nil : served.shards[route].weights
+                let batch = indices.map { requests[$0] }
+                group.addTask { [sampler] in (indices, try await sampler.complete(batch, adapter: adapter)) }
+            }
+            for try await (indices, texts) in group {
+                for (i, text) in zip(indices, texts) { answers[i] = text }
+            }
+        }
         return answers.map { $0 ?? "" }
     }
 }

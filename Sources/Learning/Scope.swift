@@ -9,15 +9,21 @@ extension AdapterScope {
         self.init(subjects: list.map { $0.arrayValue?.compactMap(\.stringValue) ?? [] })
     }
 
+    /// The scope of a version's own shard (`metrics.shard`): `.some(nil)` for a general
+    /// shard, nil for a version from before shards, whose blob holds the whole adapter.
+    public static func shard(metrics: JSONValue) -> AdapterScope?? {
+        guard let shard = metrics["shard"] else { return nil }
+        if shard.stringValue == "general" { return .some(nil) }
+        return .some(AdapterScope(metrics: .object(["scope": shard])))
+    }
+
     /// As the version's metrics record it.
     public var json: JSONValue { .array(subjects.map { .array($0.map { .string($0) }) }) }
 
-    /// The scope of a candidate trained from a parent of `parent` scope on `trained`: the
-    /// parent's subjects and each new correction's. nil (every prompt) when the parent had
-    /// none, or an item is not a correction or its question names no subject: what the
-    /// adapter learned then may matter to any prompt.
-    public static func after(_ parent: AdapterScope?, training trained: [ItemPlan]) -> AdapterScope? {
-        guard let parent else { return nil }
+    /// The scope of a shard trained on `trained`: each correction's subject. nil (a general
+    /// shard, for every prompt) when an item is not a correction or its question names no
+    /// subject: what the adapter learned then may matter to any prompt.
+    public static func of(training trained: [ItemPlan]) -> AdapterScope? {
         var subjects: [[String]] = []
         for plan in trained {
             guard let question = plan.question else { return nil }
@@ -25,7 +31,7 @@ extension AdapterScope {
             if subject.isEmpty { return nil }
             subjects.append(subject)
         }
-        return parent.adding(AdapterScope(subjects: subjects))
+        return AdapterScope(subjects: subjects)
     }
 }
 

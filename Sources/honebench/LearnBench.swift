@@ -45,7 +45,7 @@ enum LearnBench {
             let planned = clock.now
             let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors,
                                         locality: locality, compute: scheduler.compute)
-            let outcome = try await update.run(parent: nil, plans: plans, buffer: [])
+            let outcome = try await update.run(plans: plans, buffer: [])
             let trained = clock.now
             if environment["HONE_BENCH_VERBOSE"] == "1", let adapter = outcome.adapter {
                 // What changed: the gate's locality prompts, base answer then candidate's.
@@ -100,7 +100,7 @@ extension LearnBench {
         })
         let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors,
                                     compute: compute)
-        let outcome = try await update.run(parent: nil, plans: plans, buffer: [])
+        let outcome = try await update.run(plans: plans, buffer: [])
         var after = Double.nan
         if let adapter = outcome.adapter { after = try await passRate(adapter) }
         let m = outcome.metrics

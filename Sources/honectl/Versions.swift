@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
+import Generation
 import GGUF
 import JSON
+import Learning
 import Llama
 import Registry
 import Training
@@ -225,6 +227,11 @@ struct Export: AsyncParsableCommand {
             let id = VersionRecord.id(adapter: adapter, version: number)
             guard let blob = try await registry.blob(adapter, number) else { throw Output.Failure("\(id) does not exist or was rejected (no weights)") }
             let weights = try AdapterBlob.decode(blob.bytes, sha256: blob.sha256, model: model, source: id)
+            // A version of subject shards stores its own shard; the others are its ancestors'.
+            // PEFT and GGUF LoRA have no routing, so the file holds this shard alone.
+            let metrics = try await registry.version(adapter, number)?.metrics ?? .null
+            let shard = AdapterScope.shard(metrics: metrics)
+            let shards = metrics["shards"]?.intValue ?? 1
             switch format {
             case .peft:
                 try PEFTAdapter.write(weights, to: out, model: model,
@@ -233,9 +240,14 @@ struct Export: AsyncParsableCommand {
                 try GGUFLoRAExport.write(weights, to: out, model: model)
             }
             if options.json {
-                Output.json(.object(["adapter": .string(adapter), "version": .int(number), "format": .string(format.rawValue), "out": .string(out)]))
+                Output.json(.object(["adapter": .string(adapter), "version": .int(number), "format": .string(format.rawValue), "out": .string(out),
+                                     "shard": metrics["shard"] ?? .null, "shards": .int(shards)]))
             } else {
                 print("wrote \(id) as \(format.rawValue) to \(out)")
+                if shards > 1, case .some(let scope) = shard {
+                    let subjects = scope.map { $0.subjects.map { $0.joined(separator: " ") }.joined(separator: ", ") } ?? "every other prompt"
+                    print("note: \(id) serves \(shards) shards routed by subject; this file holds its own shard (\(subjects)) only")
+                }
             }
         }
     }

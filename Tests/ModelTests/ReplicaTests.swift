@@ -236,6 +236,89 @@ struct ReplicaTests {
         #expect(log.contains("cannot serve adapter version; keeping the one served") && log.contains("refusing a corrupted adapter"), "\(log.suffix(1000))")
     }
 
+    /// Weights that change a short greedy answer (`weights(seed:)` does not always).
+    static func shard(seed: UInt64) -> LoRAAdapter {
+        var adapter = weights(seed: seed)
+        for key in adapter.keys { adapter.weights[key]!.b = adapter.weights[key]!.b.map { $0 * 10 } }
+        return adapter
+    }
+
+    @Test("a version of subject shards serves each prompt with the shard of the subject it names, the general shard or the base; loaded cold and as a child")
+    func shardsAreRouted() async throws {
+        let dir = try ReplicaTests.directory("shards")
+        let url = "postgresql://postgres@/hone?host=\(dir)/a/pg"
+        // The first replica runs the database and sees each version as a child of the one it serves.
+        let first = try Replica.start(port: 20000 + Int((getpid() + 8000) % 10000), dataDir: dir + "/a", databaseURL: nil)
+        defer { first.stop() }
+        try await first.ready()
+        var logger = Logger(label: "shards-test")
+        logger.logLevel = .warning
+        let pool = PostgresPool(conninfo: url, size: 2, logger: logger)
+        defer { Task { await pool.close() } }
+        let registry = Registry(pool: pool)
+        #expect(try BuiltTool("honectl")!.run(["adapters", "create", "support", "--rank", "4"], environment: ["HONE_DATABASE_URL": url]).status == 0)
+        func publish(seed: UInt64, shard: JSONValue, parent: Int?) async throws {
+            _ = try await pool.transaction { tx in
+                try await registry.record(VersionCandidate(adapter: "support", parentVersion: parent, accepted: true,
+                                                           baseModelSHA256: RealModel.model.file.sha256,
+                                                           blob: AdapterBlob.encode(Self.shard(seed: seed), model: RealModel.model),
+                                                           metrics: .object(["shard": shard]), jobIDs: [], examples: 0, reason: nil), actor: "test", on: tx)
+            }
+        }
+        let veurpraia = "What is the capital of Veurpraia?", zorbania = "Who founded Zorbania?", other = "What is the capital of France?"
+        func subject(_ words: String...) -> JSONValue { .array([.array(words.map { .string($0) })]) }
+        try await publish(seed: 1, shard: subject("veurpraia"), parent: nil)
+        try await publish(seed: 2, shard: subject("zorbania"), parent: 1)
+        try await publish(seed: 3, shard: .string("general"), parent: 2)
+        try await publish(seed: 4, shard: .string("general"), parent: 3)
+        // The second starts after them: it loads v4's chain cold.
+        let replica = try Replica.start(port: 20000 + Int((getpid() + 8001) % 10000), dataDir: dir + "/b", databaseURL: url)
+        defer { replica.stop() }
+        try await replica.ready()
+        func answer(_ prompt: String) async throws -> (text: String?, version: String?, scope: String?) {
+            let (status, body, headers) = try await replica.server.post("/v1/chat/completions", ServerTests.chatBody(prompt, maxTokens: 16, model: "smollm2:support"))
+            guard status == 200 else { return (nil, nil, nil) }
+            let json = try JSONValue(parsing: body)
+            return (json["choices"]?.arrayValue?.first?["message"]?["content"]?.stringValue, json["system_fingerprint"]?.stringValue, headers["x-hone-adapter-scope"] as? String)
+        }
+        var served: String?
+        for _ in 0..<100 where served != "support@v4" {
+            served = try await answer(other).version
+            if served != "support@v4" { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(served == "support@v4")
+        let expected = try await offPool {
+            try [1, 2, 4, 5].map { try ServerTests.greedyNow($0 == 4 ? other : $0 == 2 ? zorbania : veurpraia, maxTokens: 16, adapter: Self.shard(seed: UInt64($0))) }
+                + [try ServerTests.greedyNow(other, maxTokens: 16)]
+        }
+        #expect(Set(expected).count == 5, "\(expected)")
+        // Cold: v4's chain is v1, v2 (subject shards) and v4's general shard; v3's general shard is replaced.
+        #expect(try await answer(veurpraia).text == expected[0])
+        #expect(try await answer(zorbania).text == expected[1])
+        #expect(try await answer(other).text == expected[2])
+        // A child that corrects Veurpraia again: its shard wins over v1's for that subject.
+        try await publish(seed: 5, shard: subject("veurpraia"), parent: 4)
+        served = nil
+        for _ in 0..<100 where served != "support@v5" {
+            served = try await answer(other).version
+            if served != "support@v5" { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(try await answer(veurpraia).text == expected[3])
+        #expect(try await answer(zorbania).text == expected[1])
+        #expect(try await answer(other).text == expected[2])
+        // Rolled back to v2: subject shards only, so other prompts get the base model's answer.
+        #expect(try BuiltTool("honectl")!.run(["rollback", "support", "--to", "v2"], environment: ["HONE_DATABASE_URL": url]).status == 0)
+        served = nil
+        for _ in 0..<100 where served != "support@v2" {
+            served = try await answer(other).version
+            if served != "support@v2" { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let base = try await answer(other)
+        #expect(base.text == expected[4] && base.scope == "outside")
+        let covered = try await answer(zorbania)
+        #expect(covered.text == expected[1] && covered.scope == "covered")
+    }
+
     @Test("a pinned adapter gets candidate versions from new feedback but keeps serving its version until unpinned; bad rollbacks change nothing")
     func pinHolds() async throws {
         let dir = try ReplicaTests.directory("pin")

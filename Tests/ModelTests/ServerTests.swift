@@ -308,7 +308,7 @@ struct AdapterServingTests {
 
     @Test("adapters are listed as base:name, answer with their version, and a broken one is never served")
     func adaptersAreServed() async throws {
-        let expected = try await offPool { try ServerTests.greedyNow(Self.prompt, maxTokens: 8, adapter: Self.adapters[0].weights) }
+        let expected = try await offPool { try ServerTests.greedyNow(Self.prompt, maxTokens: 8, adapter: Self.adapters[0].shards.general!.weights) }
         try await ServerTests().withServer { client, holder, _ in
             try holder.install(Self.adapters[0])
             let models = try JSONValue(parsing: try await client.get("/v1/models").1)
@@ -322,11 +322,11 @@ struct AdapterServingTests {
             #expect(try await client.post("/v1/chat/completions", ServerTests.chatBody(Self.prompt, model: "smollm2:nope")).0 == 404)
 
             // Broken adapters: NaN weights, another base model, another shape.
-            var nan = Self.adapters[1].weights!
+            var nan = Self.adapters[1].shards.general!.weights
             nan.weights[LoRAKey(layer: 3, target: .up)]!.b[0] = .nan
             let other = LoRAAdapter.zeros(config: LoRAConfig(rank: 4), model: { var c = RealModel.model.config; c.layers = 2; return c }())
             for broken in [ServedAdapter(name: "swap", version: "swap@nan", weights: nan, baseModelSHA256: nil),
-                           ServedAdapter(name: "swap", version: "swap@other-base", weights: Self.adapters[1].weights, baseModelSHA256: "00ff"),
+                           ServedAdapter(name: "swap", version: "swap@other-base", weights: Self.adapters[1].shards.general!.weights, baseModelSHA256: "00ff"),
                            ServedAdapter(name: "swap", version: "swap@shape", weights: other, baseModelSHA256: nil)] {
                 #expect(throws: (any Error).self) { try holder.install(broken) }
             }
@@ -339,7 +339,7 @@ struct AdapterServingTests {
     @Test("8 streaming clients while the adapter is swapped ≥ 100 times: no failure, every answer is its version's")
     func swapUnderLoad() async throws {
         let references = try await offPool {
-            try Self.adapters.map { try ServerTests.greedyNow(Self.prompt, maxTokens: 4, adapter: $0.weights) }
+            try Self.adapters.map { try ServerTests.greedyNow(Self.prompt, maxTokens: 4, adapter: $0.shards.general!.weights) }
         }
         #expect(references[0] != references[1])
         try await ServerTests().withServer({ $0.maxConcurrentRequests = 64 }) { client, holder, _ in

@@ -102,4 +102,38 @@ struct AdapterScopeTests {
         let everywhere = ServedAdapter(name: "a", version: "a@v1", weights: weights, baseModelSHA256: nil)
         #expect(everywhere.weights(for: Self.user("What is the capital of France?")) != nil)
     }
+
+    @Test("shards: a prompt goes to the subject shard it names best (the newest on a tie), else the general shard, else the base model")
+    func shardRouting() {
+        func weights(_ rank: Int) -> LoRAAdapter { LoRAAdapter(config: LoRAConfig(rank: rank, alpha: 4, targets: [.q]), layers: 1, weights: [:]) }
+        var shards = AdapterShards()
+            .adding(AdapterShard(weights: weights(1), scope: AdapterScope(subjects: [["veurpraia"], ["blue", "senfi"]])))
+            .adding(AdapterShard(weights: weights(2), scope: AdapterScope(subjects: [["senfi", "river", "delta"]])))
+        #expect(shards.route(Self.user("What is the capital of France?")) == nil)
+        #expect(shards.scope == AdapterScope(subjects: [["veurpraia"], ["blue", "senfi"], ["senfi", "river", "delta"]]))
+        #expect(shards.route(Self.user("Name the capital city of Veurpraia.")) == 0)
+        // "The Blue Senfi" names shard 0's subject whole; shard 1's only by a third.
+        #expect(shards.route(Self.user("Who painted The Blue Senfi?")) == 0)
+        // Two thirds of shard 1's subject against half of shard 0's: shard 1.
+        #expect(shards.route(Self.user("Where is the Senfi river?")) == 1)
+        // The same subject corrected again: the newer shard answers it.
+        shards = shards.adding(AdapterShard(weights: weights(3), scope: AdapterScope(subjects: [["veurpraia"]])))
+        #expect(shards.route(Self.user("What is the capital of Veurpraia?")) == 2)
+        // A general shard answers the rest; a newer one replaces it, and subject shards keep theirs.
+        shards = shards.adding(AdapterShard(weights: weights(4), scope: nil))
+        #expect(shards.scope == nil)
+        #expect(shards.weights(for: Self.user("What is the capital of France?"))?.config.rank == 4)
+        shards = shards.adding(AdapterShard(weights: weights(5), scope: nil))
+        #expect(shards.shards.map(\.weights.config.rank) == [1, 2, 3, 5])
+        #expect(shards.weights(for: Self.user("What is the capital of France?"))?.config.rank == 5)
+        #expect(shards.weights(for: Self.user("Who painted The Blue Senfi?"))?.config.rank == 1)
+        #expect(ServedAdapter(name: "a", version: "a@v5", shards: shards, baseModelSHA256: nil).scope == nil)
+    }
+
+    @Test("a version's own shard is read from its metrics; a version from before shards has none")
+    func shardMetrics() {
+        #expect(AdapterScope.shard(metrics: .object(["shard": .string("general")])) == .some(nil))
+        #expect(AdapterScope.shard(metrics: .object(["shard": AdapterScope(subjects: [["veurpraia"]]).json])) == .some(AdapterScope(subjects: [["veurpraia"]])))
+        #expect(AdapterScope.shard(metrics: .object(["scope": AdapterScope(subjects: [["veurpraia"]]).json])) == nil)
+    }
 }
