@@ -151,7 +151,8 @@ enum LifelongBench {
                       "steps": metrics?["steps"]?.intValue ?? 0, "seconds_training": metrics?["seconds_training"]?.doubleValue ?? .nan,
                       "seconds_gate": metrics?["seconds_gate"]?.doubleValue ?? .nan, "scope_subjects": metrics?["scope_subjects"]?.intValue ?? 0,
                       "locality_kept": metrics?["locality_kept"]?.intValue ?? 0, "neighbourhood_kept": metrics?["neighbourhood_kept"]?.intValue ?? 0,
-                      "history_forgotten": metrics?["history_forgotten"]?.intValue ?? 0,
+                      "history_forgotten": metrics?["history_forgotten"]?.intValue ?? 0, "shards": metrics?["shards"]?.intValue ?? 0,
+                      "repaired": metrics?["first_attempt"] != nil,
                       "anchor_nll_rise_bits": metrics?["anchor_nll_rise_bits"]?.doubleValue ?? .nan, "kl_bits": metrics?["kl_bits"]?.doubleValue ?? .nan])
             }
 
