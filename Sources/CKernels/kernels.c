@@ -540,9 +540,10 @@ static void dequantize_avx2(int type, const uint8_t *src, float *dst, size_t n) 
     }
 }
 
-// Block by block through decode32_avx512: value = a·q, then + c, each rounded on its own as
-// in the portable loops (no FMA), so the floats are the same. c is skipped where the type
-// has none (Q5_0, Q6_K): adding +0 would turn a -0 product into +0.
+// Block by block (decode32_avx512; legacy_block_avx2 for Q8_0, Q4_0, Q4_1): value = a·q,
+// then + c, each rounded on its own as in the portable loops (no FMA), so the floats are
+// the same. c is skipped where the type has none (Q8_0, Q4_0, Q5_0, Q6_K): adding +0 would
+// turn a -0 product into +0.
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 static void dequantize_avx512(int type, const uint8_t *src, float *dst, size_t n) {
     const int offset = has_offset(type);

@@ -185,6 +185,7 @@ public final class BatchScheduler: @unchecked Sendable {
             var byModel: [ObjectIdentifier: [(entry: Entry, tokens: [Int])]] = [:]
             for row in rows { byModel[ObjectIdentifier(row.0.snapshot.model), default: []].append(row) }
             active = rows.map(\.0)
+            activeCount.store(active.count, ordering: .relaxed)
             for group in byModel.values {
                 do {
                     let logits = try group[0].entry.snapshot.model.forward(
@@ -193,9 +194,9 @@ public final class BatchScheduler: @unchecked Sendable {
                 } catch {
                     for row in group { row.entry.continuation.finish(throwing: error) }
                     active.removeAll { e in group.contains { $0.entry === e } }
+                    activeCount.store(active.count, ordering: .relaxed)
                 }
             }
-            activeCount.store(active.count, ordering: .relaxed)
         }
     }
 }
