@@ -1,3 +1,4 @@
+import Generation
 import JSON
 import Llama
 import Tokenizer
@@ -165,8 +166,13 @@ public struct ExampleBuilder: Sendable {
         let keys = Paraphrases.keyWords(answer: correction, question: question)
         plan.question = question
         var variants = Array(Paraphrases.templates(question).prefix(settings.variants))
-        // Model-written paraphrases join when they read as a question and do not give the answer away.
-        let rewrites = try await sampler.complete((0..<2).map { i in
+        let subject = LocalitySet.subject(of: question)
+        variants += Paraphrases.aboutSubject(question, subject: subject)
+        // Model-written paraphrases join when they read as a question, do not give the answer
+        // away and still name the subject (a rewrite that lost it asks something else, and
+        // a subject shard would never answer it).
+        let named = AdapterScope(subjects: [subject])
+        let rewrites = try await sampler.complete((0..<4).map { i in
             SampleRequest(messages: [ChatMessage(role: "user", content: "Rewrite this question in different words. Reply with the new question only.\n\n\(question)")],
                           temperature: settings.temperature, seed: settings.seed &+ UInt64(i), maxTokens: 40)
         }, adapter: nil)
@@ -174,7 +180,8 @@ public struct ExampleBuilder: Sendable {
         for rewrite in rewrites {
             let q = rewrite.trimmingCharacters(in: .whitespacesAndNewlines)
             let lower = Set(Verifier.words(q))
-            guard q.hasSuffix("?"), q.count <= 200, !variants.contains(q), !keys.contains(where: lower.contains) else { continue }
+            guard q.hasSuffix("?"), q.count <= 200, !variants.contains(q), !keys.contains(where: lower.contains),
+                  subject.isEmpty || named.covers([ChatMessage(role: "user", content: q)]) else { continue }
             variants.append(q)
             modelWritten += 1
         }

@@ -21,6 +21,35 @@ public enum Paraphrases {
         ]
     }
 
+    /// Questions about the subject of `question` as a whole ("What do you know about the
+    /// lovilphone?"), so the fact is tied to the name that routes to it rather than to one
+    /// way of asking: reworded questions share the name, not the wording. Empty when the
+    /// question does not hold `subject` (its words, as `LocalitySet.subject(of:)` gives them).
+    public static func aboutSubject(_ question: String, subject: [String]) -> [String] {
+        guard let phrase = span(of: subject, in: question) else { return [] }
+        return ["What do you know about \(phrase)?", "Tell me about \(phrase)."]
+    }
+
+    /// The stretch of `text` from the first to the last of `words` (lowercased), as written:
+    /// "Republic of Tarigro" for `[republic, tarigro]`.
+    static func span(of words: [String], in text: String) -> String? {
+        let wanted = Set(words)
+        var first: String.Index?, last: String.Index?
+        var index = text.startIndex
+        while index < text.endIndex {
+            guard text[index].isLetter || text[index].isNumber else { index = text.index(after: index); continue }
+            var end = index
+            while end < text.endIndex, text[end].isLetter || text[end].isNumber { end = text.index(after: end) }
+            if wanted.contains(text[index..<end].lowercased()) {
+                first = first ?? index
+                last = end
+            }
+            index = end
+        }
+        guard let first, let last else { return nil }
+        return String(text[first..<last])
+    }
+
     /// Words of `answer` that the question does not already contain (and are not filler):
     /// what an answer must say to carry the fact. Falls back to all content words.
     public static func keyWords(answer: String, question: String) -> [String] {

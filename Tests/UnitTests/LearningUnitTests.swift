@@ -64,6 +64,10 @@ struct LearningSettingsTests {
         #expect(Paraphrases.keyWords(answer: "The capital of Zorbania is Quellport.", question: "What is the capital of Zorbania?") == ["quellport"])
         #expect(Paraphrases.keyWords(answer: "Seven.", question: "How many moons?") == ["seven"])
         #expect(Paraphrases.templates("Who wrote it?").first == "Who wrote it?")
+        #expect(Paraphrases.aboutSubject("What is the currency of the Republic of Tarigro?", subject: ["republic", "tarigro"])
+            == ["What do you know about Republic of Tarigro?", "Tell me about Republic of Tarigro."])
+        #expect(Paraphrases.aboutSubject("What colour is a snarfle bird?", subject: ["snarfle", "bird"]).first == "What do you know about snarfle bird?")
+        #expect(Paraphrases.aboutSubject("Who wrote it?", subject: []).isEmpty)
         #expect(Set(Paraphrases.templates("Who wrote it?")).count == Paraphrases.templates("Who wrote it?").count)
         #expect(Paraphrases.sentences("Refunds take 14 days. Yes. Shipping is free over 50 euros!") ==
                 ["Refunds take 14 days.", "Shipping is free over 50 euros!"])
@@ -145,9 +149,18 @@ struct ExampleBuilderTests {
         #expect(correction.skipped == nil)
         #expect(correction.probes.count == 1 && correction.probes[0].verifier == .containsAll(["quellport"]))
         #expect(correction.probes[0].maxTokens == 20)   // room for twice the correction's 6 words and a preamble
-        #expect(correction.examples.count == 6)   // 6 template variants − 1 held out + 1 model-written
+        // 6 template variants − 1 held out + 2 about the subject + 1 model-written (the 4 rewrites are one).
+        #expect(correction.examples.count == 8)
         #expect(correction.examples.allSatisfy { $0.last!.content == "The capital of Zorbania is Quellport." })
         #expect(correction.examples.contains { $0.first!.content == "What is the capital of Zorbania?" })
+        #expect(correction.examples.contains { $0.first!.content == "What do you know about Zorbania?" })
+        #expect(correction.examples.contains { $0.first!.content == "Which city is Zorbania's capital?" })
+        // A rewrite that lost the subject asks something else: it is not trained.
+        let lost = try await ExampleBuilder(sampler: ScriptedSampler { _ in "Which city is the capital?" }, settings: LearningSettings(), adapter: nil)
+            .plan(WorkItem(jobID: 1, kind: "feedback", args: .object([
+                "feedback_id": .int(1), "adapter": .string("a"), "prompt": .string("What is the capital of Zorbania?"),
+                "correction": .string("The capital of Zorbania is Quellport.")])))
+        #expect(lost.examples.count == 7 && !lost.examples.contains { $0.first!.content == "Which city is the capital?" })
 
         let blocked = try await builder.plan(WorkItem(jobID: 2, kind: "feedback", args: .object([
             "feedback_id": .int(2), "adapter": .string("a"), "prompt": .string("Hi"), "response": .string("Go away"), "rating": .int(-1)])))
