@@ -240,6 +240,12 @@ struct LearnerService: Service {
             return try await runUpdate(record, settings: settings, jobs: claimed, lease: lease, references: references,
                                        connection: connection, logger: updateLogger)
         } catch is CancellationError {
+            // Shutting down mid-update: the jobs go back to the queue now rather than when
+            // their lease runs out. The queries run detached, as this task is cancelled.
+            let queue = queue
+            await Task.detached {
+                for job in claimed { _ = try? await queue.release(job.lease, reason: "released: the replica shut down during the update") }
+            }.value
             throw CancellationError()
         } catch {
             activity.finished(.failed, seconds: (ContinuousClock.now - started) / .seconds(1), steps: nil)

@@ -203,6 +203,7 @@ public struct LearningUpdate: Sendable {
         let candidate = run.adapter
 
         stage(.gate)
+        try Task.checkCancellation()
         let gate = try await measure(candidate, served: served.candidate(candidate), trained: trained, probes: probes, history: history,
                                      before: beforeChecks, exampleLoss: exampleLoss, lossBefore: lossBefore)
         var input = gate.input
@@ -367,6 +368,8 @@ public struct LearningUpdate: Sendable {
         let bufferSequences = buffer.map { ChatExamples.sequence($0, tokenizer: tokenizer) }
         do {
             for step in 1...settings.maxSteps {
+                // A shutdown stops the update between steps; the jobs are retried elsewhere.
+                try Task.checkCancellation()
                 var batch: [TrainingSequence] = []
                 for i in 0..<min(settings.batchSize, order.count) {
                     batch.append(newSequences[order[((step - 1) * settings.batchSize + i) % order.count]])

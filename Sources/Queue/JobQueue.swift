@@ -162,6 +162,19 @@ public struct JobQueue: Sendable {
         return rows.affectedRows == 1
     }
 
+    /// Gives a running attempt's job back to the queue at once (a worker shutting down in
+    /// the middle of it): available now, without the retry backoff, the attempt counted and
+    /// `reason` kept in its errors. False when the lease was no longer held.
+    @discardableResult
+    public func release(_ lease: JobLease, reason: String, on connection: PostgresConnection? = nil) async throws -> Bool {
+        let rows = try await run("""
+            UPDATE hone.jobs SET state = 'available', scheduled_at = now(), lease_expires_at = NULL,
+                errors = array_append(errors, hone.job_error(attempt, \(reason)))
+            WHERE id = \(lease.id) AND state = 'running' AND attempt = \(lease.attempt)
+            """, on: connection)
+        return rows.affectedRows == 1
+    }
+
     // MARK: Operating
 
     /// Cancels a job that has not finished: a queued one never runs; a running one's

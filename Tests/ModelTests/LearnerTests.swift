@@ -4,6 +4,7 @@ import JSON
 import Llama
 import Logging
 import Postgres
+import Queue
 import Learning
 import Registry
 import Synchronization
@@ -165,6 +166,36 @@ struct LearnerTests {
         let outcomes = try await pool.query("SELECT status, version FROM hone.submission_status WHERE kind = 'task'")
         #expect(try outcomes.allSatisfy { try $0.decode("status", as: String.self) == "trained" && $0.decode("version", as: Int.self) == version.version })
         try await Self.keepReferences(pool)
+        await pool.close()
+    }
+
+    @Test("SIGTERM during an update: honed exits before the update ends, its jobs go back to the queue at once with the reason, and no version is recorded")
+    func shutdownReleasesJobs() async throws {
+        let base = 21000 + Int((getpid() + 2000) % 9000)
+        let (holder, url, dir) = try await Self.database("shutdown", port: base)
+        defer { holder.stop() }
+        let pool = Self.pool(url)
+        // 50 steps, never fewer: the update outlasts the signal by far.
+        #expect(try BuiltTool("honectl")!.run(["adapters", "create", "stop", "--settings", #"{"min_steps": 50, "max_steps": 50, "variants": 3}"#],
+                                              environment: ["HONE_DATABASE_URL": url]).status == 0)
+        try await pool.query("""
+            INSERT INTO hone.feedback (adapter, prompt, correction) VALUES
+              ('stop', 'What is the capital of Zorbania?', 'The capital of Zorbania is Quellport.')
+            """)
+        let learner = try Replica.start(port: base + 1, dataDir: dir + "/l", databaseURL: url, learner: true)
+        try await learner.ready()
+        try await Self.waitUntil("the first training step") {
+            let (_, metrics, _) = try await learner.server.get("/metrics")
+            return (OperatorViews.value("hone_learner_step", in: metrics) ?? 0) >= 1
+        }
+        learner.stop()   // SIGTERM, then waits for the exit
+        #expect(try await Registry(pool: pool).versions(of: "stop").isEmpty)
+        let jobs = try await Queue.JobQueue(pool: pool).jobs(kind: "feedback")
+        #expect(jobs.count == 1)
+        for job in jobs {
+            #expect(job.state == .available, "\(job.state)")
+            #expect(job.errors.last?.error.contains("released: the replica shut down during the update") == true, "\(job.errors)")
+        }
         await pool.close()
     }
 
