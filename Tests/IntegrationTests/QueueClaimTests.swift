@@ -130,6 +130,7 @@ struct QueueClaimTests {
             #expect(try await queue.complete([(first.lease, .object(["late": .bool(true)]))]).isEmpty)
             #expect(try await queue.fail(first.lease, error: "late failure") == nil)
             #expect(try await queue.discard(first.lease, reason: "late discard") == false)
+            #expect(try await queue.release(first.lease, reason: "late release") == false)
 
             let row = try #require(try await queue.job(id: id))
             #expect(row.state == .running)
@@ -139,6 +140,19 @@ struct QueueClaimTests {
             #expect(row.attemptedBy == ["slow", "fresh"])
             // The current holder still finishes normally.
             #expect(try await queue.complete([(second.lease, .object(["ok": .bool(true)]))]) == [second.lease])
+        }
+    }
+
+    @Test("a job released by a worker shutting down is claimable at once, its attempt counted and the reason kept")
+    func releasedJobIsClaimableAtOnce() async throws {
+        try await TestDatabase.withQueue(backoff: Backoff(baseSeconds: 30, capSeconds: 600)) { _, queue in
+            let id = try await queue.enqueue(JobRequest(kind: "echo", args: .object([:])))
+            let job = try #require(try await queue.claim(limit: 1, worker: "stopping", lease: .seconds(30)).first)
+            #expect(try await queue.release(job.lease, reason: "released: shutting down"))
+            let again = try #require(try await queue.claim(limit: 1, worker: "next", lease: .seconds(30)).first)
+            #expect(again.id == id && again.attempt == 2)
+            #expect(again.errors.map(\.error) == ["released: shutting down"])
+            #expect(try await queue.release(job.lease, reason: "twice") == false)
         }
     }
 
