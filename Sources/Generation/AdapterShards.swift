@@ -30,11 +30,6 @@ public struct AdapterShards: Sendable, Equatable {
         for shard in shards { self = adding(shard) }
     }
 
-    /// One shard answering every prompt (nil: none, the base model answers).
-    public init(general weights: LoRAAdapter?) {
-        self.init(weights.map { [AdapterShard(weights: $0, scope: nil)] } ?? [])
-    }
-
     public var isEmpty: Bool { shards.isEmpty }
 
     /// The shard that answers prompts no subject shard covers.

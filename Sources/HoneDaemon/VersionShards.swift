@@ -51,5 +51,4 @@ struct VersionShards {
         }
         return shards
     }
-
 }
