@@ -44,6 +44,12 @@ public struct AdapterScope: Sendable, Equatable {
         word.count > 3 && word.hasSuffix("s") && !word.hasSuffix("ss") ? String(word.dropLast()) : word
     }
 
+    /// Whether this scope has every subject of `other`: it then covers every prompt `other`
+    /// does, at least as large a share of the same subject.
+    public func includes(_ other: AdapterScope) -> Bool {
+        other.subjects.allSatisfy(subjects.contains)
+    }
+
     /// This scope with `other`'s subjects added (a child version's scope over its parent's).
     public func adding(_ other: AdapterScope) -> AdapterScope {
         AdapterScope(subjects: subjects + other.subjects.filter { !subjects.contains($0) })

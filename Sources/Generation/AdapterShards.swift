@@ -40,12 +40,25 @@ public struct AdapterShards: Sendable, Equatable {
         general != nil ? nil : shards.reduce(AdapterScope()) { $0.adding($1.scope ?? AdapterScope()) }
     }
 
-    /// These shards with `shard` added; a general shard replaces the one before it.
+    /// These shards with `shard` added. A general shard replaces the one before it; a
+    /// subject shard replaces every older one whose subjects it all has, which `route`
+    /// would never pick again (its share of any prompt is at least theirs, and the newest
+    /// wins a tie): a fact corrected again costs no memory for the answer it replaced.
     public func adding(_ shard: AdapterShard) -> AdapterShards {
         var next = self
-        if shard.scope == nil { next.shards.removeAll { $0.scope == nil } }
+        next.shards.removeAll { Self.replaces(shard.scope, $0.scope) }
         next.shards.append(shard)
         return next
+    }
+
+    /// Whether a shard of scope `newer` (nil: general), added after one of scope `older`,
+    /// leaves the older one nothing to answer.
+    public static func replaces(_ newer: AdapterScope?, _ older: AdapterScope?) -> Bool {
+        switch (newer, older) {
+        case (nil, nil): true
+        case (let newer?, let older?): newer.includes(older)
+        default: false
+        }
     }
 
     /// The index of the shard that answers `messages`: among the subject shards that cover

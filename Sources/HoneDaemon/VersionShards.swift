@@ -37,10 +37,17 @@ struct VersionShards {
             next = record.parentVersion
         }
         var shards = base
-        // Older general shards are replaced by the newest one: their blobs are not read.
-        let newestGeneral = chain.firstIndex { $0.shard == .some(nil) }
+        // A shard that a newer one on the chain replaces (an older general shard, or
+        // subjects corrected again) would be dropped on adding: its blob is not read.
+        func replaced(_ index: Int) -> Bool {
+            guard case .some(let scope) = chain[index].shard else { return false }
+            return chain[..<index].contains { newer in
+                guard case .some(let newerScope) = newer.shard else { return false }
+                return AdapterShards.replaces(newerScope, scope)
+            }
+        }
         for (index, link) in chain.enumerated().reversed() {
-            if link.shard == .some(nil), let newestGeneral, index != newestGeneral { continue }
+            if replaced(index) { continue }
             guard let blob = try await registry.blob(adapter, link.record.version) else {
                 throw SnapshotError("version \(link.record.id) has no blob")
             }

@@ -130,6 +130,31 @@ struct AdapterScopeTests {
         #expect(ServedAdapter(name: "a", version: "a@v5", shards: shards, baseModelSHA256: nil).scope == nil)
     }
 
+    @Test("a subject shard replaces older ones whose subjects it all has, and routing is the same without them")
+    func coveredShardsAreDropped() {
+        func weights(_ rank: Int) -> LoRAAdapter { LoRAAdapter(config: LoRAConfig(rank: rank, alpha: 4, targets: [.q]), layers: 1, weights: [:]) }
+        let before = AdapterShards()
+            .adding(AdapterShard(weights: weights(1), scope: AdapterScope(subjects: [["veurpraia"], ["blue", "senfi"]])))
+            .adding(AdapterShard(weights: weights(2), scope: AdapterScope(subjects: [["senfi", "river", "delta"]])))
+            .adding(AdapterShard(weights: weights(3), scope: nil))
+        // Shard 1's subjects are all corrected again, with another: it goes; shard 2 keeps the river.
+        let newer = AdapterShard(weights: weights(4), scope: AdapterScope(subjects: [["blue", "senfi"], ["veurpraia"], ["ostrel"]]))
+        let after = before.adding(newer)
+        #expect(after.shards.map(\.weights.config.rank) == [2, 3, 4])
+        // Each prompt goes where it would with shard 1 kept: shard 4 ties it on its subjects and is newer.
+        let expected = ["Name the capital city of Veurpraia.": 4, "Who painted The Blue Senfi?": 4, "Where is the Senfi river?": 2,
+                        "What is the capital of France?": 3, "Tell me about Ostrel.": 4]
+        for (prompt, rank) in expected {
+            #expect(after.weights(for: Self.user(prompt))?.config.rank == rank, "\(prompt)")
+        }
+        #expect(before.weights(for: Self.user("Who painted The Blue Senfi?"))?.config.rank == 1)
+        // A partial overlap replaces nothing; a general shard replaces only the general one.
+        #expect(after.adding(AdapterShard(weights: weights(5), scope: AdapterScope(subjects: [["veurpraia"]]))).shards.count == 4)
+        #expect(!AdapterShards.replaces(nil, AdapterScope(subjects: [["veurpraia"]])))
+        #expect(!AdapterShards.replaces(AdapterScope(subjects: [["veurpraia"]]), nil))
+        #expect(AdapterShards.replaces(nil, nil))
+    }
+
     @Test("a version's own shard is read from its metrics; a version from before shards has none")
     func shardMetrics() {
         #expect(AdapterScope.shard(metrics: .object(["shard": .string("general")])) == .some(nil))
