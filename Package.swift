@@ -76,7 +76,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "Generation", "Tokenizer", "Llama", "JSON", "Tensor", "Hashing",
+                "Generation", "Tokenizer", "Llama", "JSON", "Tensor", "Hashing", "CKernels",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -94,8 +94,10 @@ struct LearnerService: Service {
         let before = ProcessMetrics.current()?.residentBytes ?? 0
         LoRATrainer.releaseFreedMemory()
         let after = ProcessMetrics.current()?.residentBytes ?? 0
+        let heap = ProcessMetrics.heapUsage()
         logger.info("learner: training memory returned", metadata: [
-            "rss_mb_before": "\(Int(before / 1_048_576))", "rss_mb_after": "\(Int(after / 1_048_576))"])
+            "rss_mb_before": "\(Int(before / 1_048_576))", "rss_mb_after": "\(Int(after / 1_048_576))",
+            "heap_in_use_mb": "\(Int((heap?.inUse ?? 0) / 1_048_576))", "heap_free_mb": "\(Int((heap?.free ?? 0) / 1_048_576))"])
     }
 
     /// What every update of this base model compares against: the anchors (replayed and
@@ -329,6 +331,8 @@ struct LearnerService: Service {
             logger.info("learning update: nothing to train", metadata: ["jobs": "\(jobs.count)"])
             return
         }
+        // The update's own peak: what an operator sizes the machine by (issue #15: ≤ 1 GiB).
+        ProcessMetrics.resetPeakResident()
         let update = LearningUpdate(model: model, tokenizer: snapshot.tokenizer, sampler: sampler, settings: settings,
                                     anchors: references.anchors, locality: references.locality, compute: compute)
         let examplesSeconds = (ContinuousClock.now - planning) / .seconds(1)
@@ -345,6 +349,7 @@ struct LearnerService: Service {
         })
         activity.enter(.recording)
         outcome.metrics["seconds_examples"] = .double(examplesSeconds)
+        if let peak = ProcessMetrics.peakResidentBytes() { outcome.metrics["rss_peak_mb"] = .double((peak / 1_048_576).rounded()) }
         let candidate = VersionCandidate(
             adapter: record.name, parentVersion: record.activeVersion, accepted: outcome.accepted,
             baseModelSHA256: model.file.sha256, blob: outcome.adapter.map { AdapterBlob.encode($0, model: model) },

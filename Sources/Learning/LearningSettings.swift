@@ -19,6 +19,10 @@ public struct LearningSettings: Sendable, Equatable {
     public var replayRatio = 1.0
     /// Replayed questions of the corrections' shapes (with the base model's answers) per step.
     public var neighbourReplay = 4
+    /// Most tokens per forward/backward pass of a step (`TrainingOptions.microBatchTokens`):
+    /// bounds the memory an update holds for its backward pass, ~1 MB per token on
+    /// SmolLM2-135M. The split changes only the order gradients are summed in.
+    public var microBatchTokens = 512
     /// Samples per task prompt, and their temperature.
     public var samples = 8
     public var temperature: Float = 0.8
@@ -85,6 +89,7 @@ public struct LearningSettings: Sendable, Equatable {
                 replayRatio = try number()
                 guard (0...8).contains(replayRatio) else { throw JSONError(message: "setting replay_ratio must be in 0...8") }
             case "neighbour_replay": neighbourReplay = try count(0...32)
+            case "micro_batch_tokens": microBatchTokens = try count(16...65536)
             case "samples": samples = try count(1...32)
             case "temperature": temperature = Float(try number())
             case "revision_rounds": revisionRounds = try count(0...4)

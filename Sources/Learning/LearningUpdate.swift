@@ -350,6 +350,7 @@ public struct LearningUpdate: Sendable {
         let start = served.start ?? LoRAAdapter.initialized(config: settings.lora, model: model.config, seed: settings.seed)
         var options = TrainingOptions()
         options.learningRate = settings.learningRate
+        options.microBatchTokens = settings.microBatchTokens
         let trainer = TrainerHandle(try LoRATrainer(model: model, adapter: start, options: options))
         var random = SeededRandom(seed: settings.seed &+ UInt64(newSequences.count))
         let order = newSequences.indices.shuffled(using: &random)

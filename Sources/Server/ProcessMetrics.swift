@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// This process's resources as Prometheus' standard `process_*` families name them, read
@@ -33,6 +34,32 @@ public struct ProcessMetrics: Sendable, Equatable {
                               startTime: boot + started / ticks)
     }
 
+    /// Peak resident memory (VmHWM) since the process started or since the last
+    /// `resetPeakResident()`; nil when /proc/self/status cannot be read.
+    public static func peakResidentBytes() -> Double? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kB = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first.flatMap({ Double($0) })
+        else { return nil }
+        return kB * 1024
+    }
+
+    /// Starts a new peak for `peakResidentBytes()` at the current resident size (Linux's
+    /// /proc/self/clear_refs, value 5), so one phase's peak can be read on its own.
+    public static func resetPeakResident() {
+        guard let file = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return }
+        try? file.write(contentsOf: Data("5".utf8))
+        try? file.close()
+    }
+
+    /// The C heap: bytes the program holds, and bytes free inside the allocator's arenas
+    /// (resident until trimmed); nil where the C library cannot tell.
+    public static func heapUsage() -> (inUse: Double, free: Double)? {
+        var inUse = 0, free = 0
+        guard hone_heap_usage(&inUse, &free) != 0 else { return nil }
+        return (Double(inUse), Double(free))
+    }
+
     /// The boot time in seconds since the epoch (`btime` in /proc/stat).
     private static let bootTime: Double? = {
         guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
@@ -58,5 +85,10 @@ public struct ProcessMetrics: Sendable, Equatable {
         out.sample("process_threads", [], Double(threads))
         out.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.")
         out.sample("process_start_time_seconds", [], startTime)
+        if let heap = Self.heapUsage() {
+            out.family("hone_heap_bytes", "gauge", "C heap bytes held by the program (in_use) and free inside the allocator's arenas (free).")
+            out.sample("hone_heap_bytes", [("state", "in_use")], heap.inUse)
+            out.sample("hone_heap_bytes", [("state", "free")], heap.free)
+        }
     }
 }

@@ -72,17 +72,23 @@ public struct CPUEnvironment: Sendable {
         }
     }
 
-    /// Sets `OPENBLAS_CORETYPE` for the kernel level in use and re-executes the process,
+    /// Sets the heap policy (`hone_configure_heap`: one arena, large buffers kept), then
+    /// sets `OPENBLAS_CORETYPE` for the kernel level in use and re-executes the process,
     /// unless the variable is already set (a value the user chose wins) or this process is
     /// the re-execution. Also reads `HONE_KERNELS`, so a level the CPU lacks stops the
     /// process here, at start, with the reason.
     public static func prepareProcess() {
+        // As early as the process can: threads that start later share the one arena.
+        hone_configure_heap()
         let level = KernelLevel.active
         let environment = ProcessInfo.processInfo.environment
         guard environment["OPENBLAS_CORETYPE"] == nil, environment["HONE_NO_REEXEC"] == nil,
               let coreType = blasCoreType(for: level) else { return }
         setenv("OPENBLAS_CORETYPE", coreType, 1)
         setenv("HONE_NO_REEXEC", "1", 1)
+        // The re-execution starts with one arena (glibc reads this before any thread runs;
+        // the mallopt above comes after the runtime's first threads).
+        setenv("MALLOC_ARENA_MAX", "1", 0)
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         // execv returned: keep running with OpenBLAS's own choice, which is slower but safe.
     }

@@ -20,6 +20,11 @@ public struct TrainingOptions: Sendable {
     /// Sequences per forward/backward pass; a step's batch is split into micro-batches
     /// whose gradients accumulate, giving the same update as one pass over all of it.
     public var microBatch = 8
+    /// Tokens per forward/backward pass, when set: a micro-batch also ends before the
+    /// sequence that would take it past this (a longer sequence runs alone). What a pass
+    /// keeps for its backward is ~1 MB per token on SmolLM2-135M (30 blocks × ~8.4 K floats),
+    /// so this bounds training's memory whatever the sequences' lengths.
+    public var microBatchTokens: Int?
     /// Recompute each block in the backward pass instead of keeping its activations.
     public var checkpointing = false
 
@@ -61,7 +66,7 @@ public final class LoRATrainer {
     /// A trainer for a copy of `adapter` on `model`; throws when the adapter does not fit it.
     public init(model: LlamaModel, adapter: LoRAAdapter, options: TrainingOptions = TrainingOptions()) throws {
         try adapter.validate(for: model.config)
-        Self.keepFreedMemory
+        Self.configureHeap
         self.model = model
         self.adapter = adapter
         self.options = options
@@ -74,8 +79,9 @@ public final class LoRATrainer {
 
     /// A step allocates and frees the same large activation buffers in every block; glibc
     /// would return each to the kernel, which zeroes its pages again when it comes back
-    /// (~8% of a step, measured with perf). Once per process, keep them in the heap.
-    private static let keepFreedMemory: Void = hone_keep_freed_memory()
+    /// (~8% of a step, measured with perf). Once per process, keep them in the heap
+    /// (`hone_configure_heap`; the executables already did, at start).
+    private static let configureHeap: Void = hone_configure_heap()
 
     /// Gives the buffers kept for the next step back to the kernel, once an update is over:
     /// otherwise resident memory stays at the training peak until the next update (a soak's
@@ -91,8 +97,7 @@ public final class LoRATrainer {
         guard targets > 0 else { throw TrainingError("the batch has no target tokens (no assistant tokens to learn)") }
         var gradients = LoRAAdapter.zeros(config: adapter.config, model: model.config)
         var loss = LossSum()
-        for start in stride(from: 0, to: batch.count, by: max(options.microBatch, 1)) {
-            let micro = Array(batch[start..<min(start + options.microBatch, batch.count)])
+        for micro in Self.microBatches(batch, sequences: options.microBatch, tokens: options.microBatchTokens) {
             let part = try model.accumulateGradients(micro, adapter: adapter, gradScale: 1 / Float(targets),
                                                      checkpointing: options.checkpointing, into: &gradients)
             loss.sum += part.sum
@@ -100,6 +105,24 @@ public final class LoRATrainer {
             loss.correct += part.correct
         }
         return (loss, gradients)
+    }
+
+    /// `batch` cut, in order, into runs of at most `sequences` sequences and `tokens` tokens
+    /// (when set; a sequence longer than that runs alone).
+    static func microBatches(_ batch: [TrainingSequence], sequences: Int, tokens: Int?) -> [[TrainingSequence]] {
+        var out: [[TrainingSequence]] = [], current: [TrainingSequence] = [], held = 0
+        for sequence in batch {
+            let full = current.count >= max(sequences, 1) || (tokens.map { held + sequence.tokens.count > $0 } ?? false)
+            if full && !current.isEmpty {
+                out.append(current)
+                current = []
+                held = 0
+            }
+            current.append(sequence)
+            held += sequence.tokens.count
+        }
+        if !current.isEmpty { out.append(current) }
+        return out
     }
 
     /// One optimizer step over `batch`.

@@ -113,11 +113,7 @@ final class ChaosWorld: @unchecked Sendable {
 
         /// A counter or gauge from /metrics (the first sample of the family), nil when unreachable.
         func metric(_ name: String) -> Double? {
-            guard let (status, body) = try? ServeBench.get(port: port, path: "/metrics", timeoutSeconds: 5), status == 200 else { return nil }
-            for line in body.split(separator: "\n") where line.hasPrefix(name + " ") || line.hasPrefix(name + "{") {
-                return line.split(separator: " ").last.flatMap { Double($0) }
-            }
-            return nil
+            ServeBench.metrics(port: port, [name])?[name]
         }
 
         /// The version a one-token greedy answer on `model` comes from ("chaos@v3"), nil on failure.

@@ -93,7 +93,10 @@ enum FreshnessBench {
               "learning_tokens_per_s_p50": busy.tokensPerSecond(0.5), "learning_ttft_p50_s": busy.ttft(0.5),
               "learning_ttft_p99_s": busy.ttft(0.99),
               "learning_over_idle_tokens_per_s": busy.tokensPerSecond(0.5) / idle.tokensPerSecond(0.5),
-              "honed_peak_rss_mb": daemon.peakRSSMegabytes ?? .nan,
+              // The learner starts the daemon's peak afresh at each update (its own `rss_peak_mb`),
+              // so the run's peak is the larger of what is left and every update's.
+              "honed_peak_rss_mb": ([daemon.peakRSSMegabytes ?? .nan] + results.map { $0.version?.metrics["rss_peak_mb"]?.doubleValue ?? .nan }).filter { !$0.isNaN }.max() ?? .nan,
+              "update_peak_rss_mb": metric("rss_peak_mb"),
               "settings": "lr 1e-3, ≤30 steps, default gate"])
         await pool.close()
     }

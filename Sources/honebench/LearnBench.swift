@@ -4,6 +4,7 @@ import Generation
 import JSON
 import Learning
 import Llama
+import Server
 import Tokenizer
 
 /// `honebench learn`: one learning update on the facts of `ops/facts.json` (corrections),
@@ -43,10 +44,14 @@ enum LearnBench {
                     "correction": .string(fact.correction)]))
             })
             let planned = clock.now
+            ProcessMetrics.resetPeakResident()
+            let startMB = (ProcessMetrics.current()?.residentBytes ?? .nan) / 1_048_576
             let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors,
                                         locality: locality, compute: scheduler.compute)
             let outcome = try await update.run(plans: plans, buffer: [])
             let trained = clock.now
+            let peakMB = (ProcessMetrics.peakResidentBytes() ?? .nan) / 1_048_576
+            let heap = ProcessMetrics.heapUsage()
             if environment["HONE_BENCH_VERBOSE"] == "1", let adapter = outcome.adapter {
                 // What changed: the gate's locality prompts, base answer then candidate's.
                 let prompts = LocalitySet.general + locality.neighbours(of: facts.map(\.question))
@@ -67,6 +72,10 @@ enum LearnBench {
             emit(["bench": "learn", "facts": facts.count, "accepted": outcome.accepted,
                   "steps": m["steps"]?.intValue ?? 0, "anchors_s": anchorSeconds,
                   "plan_s": (planned - started) / .seconds(1) - anchorSeconds, "update_s": (trained - planned) / .seconds(1),
+                  "training_s": m["seconds_training"]?.doubleValue ?? .nan, "gate_s": m["seconds_gate"]?.doubleValue ?? .nan,
+                  "micro_batch_tokens": settings.microBatchTokens, "update_peak_rss_mb": peakMB.rounded(),
+                  "rss_before_update_mb": startMB.rounded(), "heap_in_use_mb": ((heap?.inUse ?? .nan) / 1_048_576).rounded(),
+                  "heap_free_mb": ((heap?.free ?? .nan) / 1_048_576).rounded(),
                   "held_out_correct": correct, "nll_rise_bits": m["anchor_nll_rise_bits"]?.doubleValue ?? .nan,
                   "kl_bits": m["kl_bits"]?.doubleValue ?? .nan, "loss_last": m["loss_last"]?.doubleValue ?? .nan,
                   "locality_kept": m["locality_kept"]?.intValue ?? 0, "contaminated": m["locality_contaminated"]?.intValue ?? 0, "neighbourhood_kept": m["neighbourhood_kept"]?.intValue ?? 0,

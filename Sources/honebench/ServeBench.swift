@@ -171,6 +171,19 @@ enum ServeBench {
         return (status, body)
     }
 
+    /// The values of /metrics samples whose series (name and labels, as written) begin with
+    /// one of `series`, first match each; nil when /metrics is unreachable.
+    static func metrics(port: Int, _ series: [String], timeoutSeconds: Int = 5) -> [String: Double]? {
+        guard let (status, body) = try? get(port: port, path: "/metrics", timeoutSeconds: timeoutSeconds), status == 200 else { return nil }
+        var values: [String: Double] = [:]
+        for line in body.split(separator: "\n") where !line.hasPrefix("#") {
+            for name in series where values[name] == nil && (line.hasPrefix(name + " ") || line.hasPrefix(name + "{")) {
+                values[name] = line.split(separator: " ").last.flatMap { Double($0) }
+            }
+        }
+        return values
+    }
+
     /// One HTTP/1.1 request over a new connection; the whole response as text. A read that
     /// waits longer than `timeoutSeconds` (a stopped server) fails the exchange.
     static func exchange(port: Int, method: String, path: String, body: String, timeoutSeconds: Int = 120,

@@ -20,6 +20,10 @@ enum SoakBench {
         var rssMB: Double
         var rssMinMB: Double
         var rssMaxMB: Double
+        /// The C heap at the interval's end (`hone_heap_bytes`): held by the program, and free
+        /// inside the allocator. Growth in the first is retention, in the second fragmentation.
+        var heapInUseMB: Double
+        var heapFreeMB: Double
         var descriptors: Int
         var threads: Int
         var connections: Int
@@ -79,15 +83,23 @@ enum SoakBench {
             let connections: Int = try await pool.query("""
                 SELECT count(*) AS n FROM pg_stat_activity WHERE datname = 'hone' AND pid <> pg_backend_pid()
                 """)[0].decode("n")
+            let heapSeries = [#"hone_heap_bytes{state="in_use"}"#, #"hone_heap_bytes{state="free"}"#]
+            let heap = ServeBench.metrics(port: port, heapSeries) ?? [:]
             let reading = Reading(minute: (ContinuousClock.now - start) / .seconds(60), rssMB: percentile(rss, 0.5),
                                   rssMinMB: rss.min() ?? 0, rssMaxMB: rss.max() ?? 0,
+                                  heapInUseMB: (heap[heapSeries[0]] ?? .nan) / 1_048_576, heapFreeMB: (heap[heapSeries[1]] ?? .nan) / 1_048_576,
                                   descriptors: daemon.descriptors, threads: Int(daemon.statusField("Threads:")), connections: connections,
                                   ttftP50: percentile(Array(fresh), 0.5), ttftP99: percentile(Array(fresh), 0.99),
                                   requests: counts.ok - seen.ok, failed: counts.failed - seen.failed)
             seen = (counts.ok, counts.failed, samples.count)
             readings.append(reading)
             let versions = try await registry.versions(of: "soak")
-            emit(["bench": "soak", "minute": reading.minute, "rss_mb": reading.rssMB, "rss_min_mb": reading.rssMinMB, "rss_max_mb": reading.rssMaxMB, "fds": reading.descriptors, "threads": reading.threads,
+            // The newest version's own figures: its update's peak RSS and the shards it serves.
+            let newest = versions.first?.metrics
+            emit(["bench": "soak", "minute": reading.minute, "rss_mb": reading.rssMB, "rss_min_mb": reading.rssMinMB, "rss_max_mb": reading.rssMaxMB,
+                  "heap_in_use_mb": reading.heapInUseMB.rounded(), "heap_free_mb": reading.heapFreeMB.rounded(),
+                  "update_peak_rss_mb": newest?["rss_peak_mb"]?.doubleValue ?? .nan, "shards": newest?["shards"]?.intValue ?? 0,
+                  "fds": reading.descriptors, "threads": reading.threads,
                   "db_connections": reading.connections, "requests": reading.requests, "failed": reading.failed,
                   "ttft_p50_s": reading.ttftP50, "ttft_p99_s": reading.ttftP99, "submitted": submitted, "operator_actions": actions,
                   "versions": versions.count, "accepted": versions.filter { $0.status == "accepted" }.count])
@@ -105,6 +117,7 @@ enum SoakBench {
         emit(["bench": "soak_summary", "minutes": minutes, "rss_growth_pct": rssGrowth,
               "rss_floor_growth_pct": growth(\.rssMinMB), "rss_peak_growth_pct": growth(\.rssMaxMB),
               "rss_peak_mb": readings.map(\.rssMaxMB).max() ?? 0,
+              "heap_in_use_growth_pct": growth(\.heapInUseMB), "heap_free_growth_pct": growth(\.heapFreeMB),
               "fds_first": early.first?.descriptors ?? 0, "fds_last": late.last?.descriptors ?? 0,
               "threads_first": early.first?.threads ?? 0, "threads_last": late.last?.threads ?? 0,
               "db_connections_first": early.first?.connections ?? 0, "db_connections_last": late.last?.connections ?? 0,

@@ -494,6 +494,10 @@ struct MetricsTests {
             #expect(value("process_virtual_memory_bytes") ?? 0 >= value("process_resident_memory_bytes") ?? .infinity)
             #expect(value("process_open_fds") ?? 0 > 3 && value("process_threads") ?? 0 > 1 && value("process_cpu_seconds_total") ?? 0 > 0)
             #expect((value("process_start_time_seconds") ?? .infinity) <= Date().timeIntervalSince1970)
+            // The C heap beside them: what the program holds (the tokenizer, the log's queue) and
+            // what the allocator keeps free, so an operator can tell a leak from fragmentation.
+            #expect(value(#"hone_heap_bytes{state="in_use"}"#) ?? 0 > 1_000_000)
+            #expect(value(#"hone_heap_bytes{state="free"}"#) ?? -1 >= 0)
             let failures = text.split(separator: "\n").first { $0.hasPrefix("hone_completion_log_failures_total ") }
             #expect(failures.flatMap { Int($0.split(separator: " ")[1]) } ?? 0 >= 1)
             // And it keeps serving.

@@ -4,7 +4,7 @@ import GGUF
 import Tensor
 import Testing
 import Tokenizer
-import Training
+@testable import Training
 import Generation
 
 /// The training engine on tiny generated models: gradients against finite differences of
@@ -83,7 +83,7 @@ struct TrainingTests {
         }
     }
 
-    @Test("checkpointing gives the same gradients; so does splitting the batch into micro-batches")
+    @Test("checkpointing gives the same gradients; so does splitting the batch into micro-batches, by count or by tokens")
     func checkpointingAndAccumulation() throws {
         try Self.withTinyModel { model in
             let adapter = Self.seeded(model)
@@ -93,14 +93,22 @@ struct TrainingTests {
             checkpointed.checkpointing = true
             var micro = plain
             micro.microBatch = 1
+            var tokenBound = plain
+            tokenBound.microBatchTokens = 12
             let batch = Self.sequences()
+            // 10, 6 and 4 tokens: a 12-token bound passes [10] and [6, 4].
+            #expect(LoRATrainer.microBatches(batch, sequences: 8, tokens: 12).map { $0.map(\.tokens.count) } == [[10], [6, 4]])
+            #expect(LoRATrainer.microBatches(batch, sequences: 8, tokens: 5).map(\.count) == [1, 1, 1])
+            #expect(LoRATrainer.microBatches(batch, sequences: 2, tokens: nil).map(\.count) == [2, 1])
             let reference = try LoRATrainer(model: model, adapter: adapter, options: plain).gradients(batch)
             let recomputed = try LoRATrainer(model: model, adapter: adapter, options: checkpointed).gradients(batch)
-            let accumulated = try LoRATrainer(model: model, adapter: adapter, options: micro).gradients(batch)
             #expect(recomputed.gradients == reference.gradients)
             #expect(recomputed.loss == reference.loss)
-            #expect(TrainingParityTests.worstRelativeError(accumulated.gradients, reference.gradients).0 < 1e-5)
-            #expect(abs(accumulated.loss.sum - reference.loss.sum) < 1e-6 * abs(reference.loss.sum))
+            for options in [micro, tokenBound] {
+                let accumulated = try LoRATrainer(model: model, adapter: adapter, options: options).gradients(batch)
+                #expect(TrainingParityTests.worstRelativeError(accumulated.gradients, reference.gradients).0 < 1e-5)
+                #expect(abs(accumulated.loss.sum - reference.loss.sum) < 1e-6 * abs(reference.loss.sum))
+            }
         }
     }
 

@@ -198,13 +198,27 @@ void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, 
 
 // ---- Memory (memory.c).
 
-/// Keeps large freed buffers in the heap for reuse (glibc: maximum mmap threshold, trim
-/// only above 1 GiB) instead of returning them to the kernel, which zeroes every page
-/// again when they come back. Training allocates and frees the same tens-of-MB buffers in
-/// every block of every step. A no-op on other C libraries.
-void hone_keep_freed_memory(void);
+/// The process's heap policy (glibc; a no-op on other C libraries, and each setting left
+/// to the user where the matching MALLOC_* variable is set):
+/// - one arena for every thread: with one per thread (glibc's default, up to 8 per core),
+///   the buffers a training step frees on one worker thread are not reused by the next
+///   allocation on another, and an update's peak RSS was 1.4–2.0 GB against 0.77 GB with
+///   one (release, `honebench learn`, 8 corrections, same training time);
+/// - large freed buffers kept for reuse (maximum mmap threshold, trim only above 1 GiB)
+///   instead of returned to the kernel, which zeroes every page again when they come back:
+///   training allocates and frees the same tens-of-MB buffers in every block of every step
+///   (returning them above 64 MB doubled an update's training time).
+/// Called first thing by each executable (before threads start, so they share the arena)
+/// and again by the trainer, for processes that did not.
+void hone_configure_heap(void);
 
 /// Returns the heap's free pages to the kernel (glibc `malloc_trim(0)`: the top of every
 /// arena and whole free pages inside them); 1 when something was released. For a process
 /// that goes idle after training, so the buffers kept above do not stay resident.
 int hone_release_freed_memory(void);
+
+/// The C heap's bytes in use by the program (arenas plus mmapped blocks) and free inside the
+/// arenas (kept for reuse, resident until trimmed), over all arenas (glibc `mallinfo2`);
+/// 0 and both zero where the C library cannot tell. Tells a leak (in use grows) from
+/// fragmentation (free grows) when resident memory climbs.
+int hone_heap_usage(size_t *in_use, size_t *free_bytes);
