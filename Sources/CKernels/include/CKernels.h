@@ -207,7 +207,7 @@ void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, 
 /// - large freed buffers kept for reuse (maximum mmap threshold, trim only above 1 GiB)
 ///   instead of returned to the kernel, which zeroes every page again when they come back:
 ///   training allocates and frees the same tens-of-MB buffers in every block of every step
-///   (returning them above 64 MB doubled an update's training time).
+///   (trimming above 64 MB instead did not lower that peak: 1.6 GB).
 /// Called first thing by each executable (before threads start, so they share the arena)
 /// and again by the trainer, for processes that did not.
 void hone_configure_heap(void);
