@@ -103,12 +103,17 @@ struct AdapterScopeTests {
         #expect(everywhere.weights(for: Self.user("What is the capital of France?")) != nil)
     }
 
+    /// Shard weights told apart by their rank (no factors: routing never reads them).
+    static func weights(_ rank: Int) -> LoRAAdapter { LoRAAdapter(config: LoRAConfig(rank: rank, alpha: 4, targets: [.q]), layers: 1, weights: [:]) }
+
+    /// Shard 0 (rank 1) answers Veurpraia and The Blue Senfi; shard 1 (rank 2) the Senfi river delta.
+    static let twoSubjectShards = AdapterShards()
+        .adding(AdapterShard(weights: Self.weights(1), scope: AdapterScope(subjects: [["veurpraia"], ["blue", "senfi"]])))
+        .adding(AdapterShard(weights: Self.weights(2), scope: AdapterScope(subjects: [["senfi", "river", "delta"]])))
+
     @Test("shards: a prompt goes to the subject shard it names best (the newest on a tie), else the general shard, else the base model")
     func shardRouting() {
-        func weights(_ rank: Int) -> LoRAAdapter { LoRAAdapter(config: LoRAConfig(rank: rank, alpha: 4, targets: [.q]), layers: 1, weights: [:]) }
-        var shards = AdapterShards()
-            .adding(AdapterShard(weights: weights(1), scope: AdapterScope(subjects: [["veurpraia"], ["blue", "senfi"]])))
-            .adding(AdapterShard(weights: weights(2), scope: AdapterScope(subjects: [["senfi", "river", "delta"]])))
+        var shards = Self.twoSubjectShards
         #expect(shards.route(Self.user("What is the capital of France?")) == nil)
         #expect(shards.scope == AdapterScope(subjects: [["veurpraia"], ["blue", "senfi"], ["senfi", "river", "delta"]]))
         #expect(shards.route(Self.user("Name the capital city of Veurpraia.")) == 0)
@@ -117,13 +122,13 @@ struct AdapterScopeTests {
         // Two thirds of shard 1's subject against half of shard 0's: shard 1.
         #expect(shards.route(Self.user("Where is the Senfi river?")) == 1)
         // The same subject corrected again: the newer shard answers it.
-        shards = shards.adding(AdapterShard(weights: weights(3), scope: AdapterScope(subjects: [["veurpraia"]])))
+        shards = shards.adding(AdapterShard(weights: Self.weights(3), scope: AdapterScope(subjects: [["veurpraia"]])))
         #expect(shards.route(Self.user("What is the capital of Veurpraia?")) == 2)
         // A general shard answers the rest; a newer one replaces it, and subject shards keep theirs.
-        shards = shards.adding(AdapterShard(weights: weights(4), scope: nil))
+        shards = shards.adding(AdapterShard(weights: Self.weights(4), scope: nil))
         #expect(shards.scope == nil)
         #expect(shards.weights(for: Self.user("What is the capital of France?"))?.config.rank == 4)
-        shards = shards.adding(AdapterShard(weights: weights(5), scope: nil))
+        shards = shards.adding(AdapterShard(weights: Self.weights(5), scope: nil))
         #expect(shards.shards.map(\.weights.config.rank) == [1, 2, 3, 5])
         #expect(shards.weights(for: Self.user("What is the capital of France?"))?.config.rank == 5)
         #expect(shards.weights(for: Self.user("Who painted The Blue Senfi?"))?.config.rank == 1)
@@ -132,16 +137,13 @@ struct AdapterScopeTests {
 
     @Test("a subject shard replaces older ones whose subjects it all has, and routing is the same without them")
     func coveredShardsAreDropped() {
-        func weights(_ rank: Int) -> LoRAAdapter { LoRAAdapter(config: LoRAConfig(rank: rank, alpha: 4, targets: [.q]), layers: 1, weights: [:]) }
-        let before = AdapterShards()
-            .adding(AdapterShard(weights: weights(1), scope: AdapterScope(subjects: [["veurpraia"], ["blue", "senfi"]])))
-            .adding(AdapterShard(weights: weights(2), scope: AdapterScope(subjects: [["senfi", "river", "delta"]])))
-            .adding(AdapterShard(weights: weights(3), scope: nil))
-        // Shard 1's subjects are all corrected again, with another: it goes; shard 2 keeps the river.
-        let newer = AdapterShard(weights: weights(4), scope: AdapterScope(subjects: [["blue", "senfi"], ["veurpraia"], ["ostrel"]]))
+        let before = Self.twoSubjectShards
+            .adding(AdapterShard(weights: Self.weights(3), scope: nil))
+        // The rank-1 shard's subjects are all corrected again, with another: it goes; rank 2 keeps the river.
+        let newer = AdapterShard(weights: Self.weights(4), scope: AdapterScope(subjects: [["blue", "senfi"], ["veurpraia"], ["ostrel"]]))
         let after = before.adding(newer)
         #expect(after.shards.map(\.weights.config.rank) == [2, 3, 4])
-        // Each prompt goes where it would with shard 1 kept: shard 4 ties it on its subjects and is newer.
+        // Each prompt goes where it would with the rank-1 shard kept: rank 4 ties it on its subjects and is newer.
         let expected = ["Name the capital city of Veurpraia.": 4, "Who painted The Blue Senfi?": 4, "Where is the Senfi river?": 2,
                         "What is the capital of France?": 3, "Tell me about Ostrel.": 4]
         for (prompt, rank) in expected {
@@ -149,7 +151,7 @@ struct AdapterScopeTests {
         }
         #expect(before.weights(for: Self.user("Who painted The Blue Senfi?"))?.config.rank == 1)
         // A partial overlap replaces nothing; a general shard replaces only the general one.
-        #expect(after.adding(AdapterShard(weights: weights(5), scope: AdapterScope(subjects: [["veurpraia"]]))).shards.count == 4)
+        #expect(after.adding(AdapterShard(weights: Self.weights(5), scope: AdapterScope(subjects: [["veurpraia"]]))).shards.count == 4)
         #expect(!AdapterShards.replaces(nil, AdapterScope(subjects: [["veurpraia"]])))
         #expect(!AdapterShards.replaces(AdapterScope(subjects: [["veurpraia"]]), nil))
         #expect(AdapterShards.replaces(nil, nil))
