@@ -208,8 +208,9 @@ void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, 
 ///   instead of returned to the kernel, which zeroes every page again when they come back:
 ///   training allocates and frees the same tens-of-MB buffers in every block of every step
 ///   (trimming above 64 MB instead did not lower that peak: 1.6 GB).
-/// Called first thing by each executable (before threads start, so they share the arena)
-/// and again by the trainer, for processes that did not.
+/// Called first thing by each executable (`CPUEnvironment.prepareProcess`, whose
+/// re-execution also gets MALLOC_ARENA_MAX=1 so glibc has one arena before any thread
+/// starts) and again by the trainer, for processes that did not.
 void hone_configure_heap(void);
 
 /// Returns the heap's free pages to the kernel (glibc `malloc_trim(0)`: the top of every
