@@ -32,6 +32,9 @@ public struct AdapterShards: Sendable, Equatable {
 
     public var isEmpty: Bool { shards.isEmpty }
 
+    /// Bytes the shards' weights hold in memory: what an adapter costs a replica.
+    public var byteCount: Int { shards.reduce(0) { $0 + $1.weights.byteCount } }
+
     /// The shard that answers prompts no subject shard covers.
     public var general: AdapterShard? { shards.last { $0.scope == nil } }
 

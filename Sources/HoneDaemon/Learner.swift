@@ -70,10 +70,10 @@ struct LearnerService: Service {
                             references = try await loadReferences(snapshot)
                             logger.info("base references ready", metadata: ["seconds": "\((ContinuousClock.now - started) / .seconds(1))"])
                         }
-                        if try await update(adapter, references: references!) {
-                            worked = true
-                            releaseTrainingMemory()
-                        }
+                        // Memory goes back after every attempt: one abandoned for a stale parent
+                        // or a failure leaves as much behind as one that finished.
+                        defer { releaseTrainingMemory() }
+                        if try await update(adapter, references: references!) { worked = true }
                         if Task.isCancelled { return }
                     }
                 } catch is CancellationError {
@@ -249,6 +249,13 @@ struct LearnerService: Service {
                 for job in claimed { _ = try? await queue.release(job.lease, reason: "released: the replica shut down during the update") }
             }.value
             throw CancellationError()
+        } catch let stale as StaleCandidate {
+            // An operator changed the active version during the update: the jobs did nothing
+            // wrong, so they go back at once and are batched again, on the new version.
+            activity.finished(.superseded, seconds: (ContinuousClock.now - started) / .seconds(1), steps: nil)
+            for job in claimed { _ = try? await queue.release(job.lease, reason: "released: \(stale)") }
+            log.info("learning update abandoned: the active version changed", metadata: ["error": "\(stale)"])
+            return true
         } catch {
             activity.finished(.failed, seconds: (ContinuousClock.now - started) / .seconds(1), steps: nil)
             // The attempt failed before its commit: record why and let the backoff retry it

@@ -24,9 +24,10 @@ final class LearnerActivity: Sendable {
         var updateStarted: Date?
     }
 
-    /// Outcomes an update ends with, for `hone_learner_updates_total`.
+    /// Outcomes an update ends with, for `hone_learner_updates_total`: `superseded` when an
+    /// operator changed the active version while it trained (its jobs run again).
     enum Outcome: String, CaseIterable, Sendable {
-        case accepted, rejected, nothingToTrain = "nothing_to_train", failed
+        case accepted, rejected, nothingToTrain = "nothing_to_train", superseded, failed
     }
 
     private struct State {

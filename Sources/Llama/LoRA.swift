@@ -103,6 +103,9 @@ public struct LoRAAdapter: Sendable, Equatable {
     /// Keys in a fixed order (layer, then target), for deterministic iteration.
     public var keys: [LoRAKey] { weights.keys.sorted() }
 
+    /// Bytes its factors hold in memory (float32).
+    public var byteCount: Int { weights.values.reduce(0) { $0 + ($1.a.count + $1.b.count) * MemoryLayout<Float>.size } }
+
     /// All factors zero (for gradients and moments).
     public static func zeros(config: LoRAConfig, model: LlamaConfig) -> LoRAAdapter {
         var weights: [LoRAKey: LoRAWeights] = [:]

@@ -41,6 +41,9 @@ public struct Job: Sendable {
     public let args: JSONValue
     public let attempt: Int
     public let maxAttempts: Int
+    /// Attempts that ended in an error or an expired lease; attempts given back
+    /// (`JobQueue.release`) do not count.
+    public let failures: Int
     public let errors: [JobAttemptError]
     public let result: JSONValue?
     public let uniqueKey: String?
@@ -55,7 +58,7 @@ public struct Job: Sendable {
 
     /// The column list `init(row:)` reads, for SELECT and RETURNING clauses.
     static let columns = """
-        id, kind, adapter, state, priority, args, attempt, max_attempts, errors, result, unique_key,
+        id, kind, adapter, state, priority, args, attempt, max_attempts, failures, errors, result, unique_key,
         attempted_by, created_at, scheduled_at, attempted_at, finalized_at
         """
 
@@ -68,6 +71,7 @@ public struct Job: Sendable {
         args = try JSONValue(parsing: try row.decode("args", as: String.self))
         attempt = try row.decode("attempt")
         maxAttempts = try row.decode("max_attempts")
+        failures = try row.decode("failures")
         errors = try row.decode("errors", as: [String].self).map { text in
             let value = try JSONValue(parsing: text)
             return JobAttemptError(attempt: value["attempt"]?.intValue ?? 0,

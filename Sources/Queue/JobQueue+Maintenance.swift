@@ -19,6 +19,7 @@ extension JobQueue {
                 errors = array_append(j.errors, hone.job_error(j.attempt,
                     'lease expired: worker ' || coalesce(j.attempted_by[array_upper(j.attempted_by, 1)], '?')
                     || ' stopped heartbeating')),
+                failures = j.failures + 1,
                 state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'retryable' END::hone.job_state,
                 scheduled_at = CASE WHEN j.attempt >= j.max_attempts THEN j.scheduled_at
                                ELSE now() + hone.retry_delay(j.attempt, \(backoff.baseSeconds), \(backoff.capSeconds)) END,

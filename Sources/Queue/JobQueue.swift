@@ -73,17 +73,18 @@ public struct JobQueue: Sendable {
     /// Claims up to `limit` available jobs, most urgent first, skipping rows other
     /// claimers hold locked: concurrent claimers never get the same job.
     ///
-    /// With `retriesAlone`, a job that was attempted before is claimed by itself and fresh
-    /// jobs only with fresh ones: a payload that crashes its worker (every attempt dies with
+    /// With `retriesAlone`, a job with a failed attempt is claimed by itself and the others
+    /// only with each other: a payload that crashes its worker (every attempt dies with
     /// the process and its lease expires) then spends only its own attempts, not those of
-    /// the jobs that happened to share its batch.
+    /// the jobs that happened to share its batch. A job whose attempts were only given back
+    /// (`release`) did nothing wrong and is batched again.
     public func claim(limit: Int, worker: String, kinds: [String]? = nil, adapter: String? = nil,
                       lease: Duration, retriesAlone: Bool = false, on connection: PostgresConnection? = nil) async throws -> [Job] {
         var limit = limit
         var freshOnly = false
         if retriesAlone, limit > 1 {
             guard let first = try await next(kinds: kinds, adapter: adapter, on: connection) else { return [] }
-            if first.attempt > 0 { limit = 1 } else { freshOnly = true }
+            if first.failures > 0 { limit = 1 } else { freshOnly = true }
         }
         let rows = try await run("""
             WITH picked AS MATERIALIZED (
@@ -91,7 +92,7 @@ public struct JobQueue: Sendable {
                 WHERE state = 'available' AND scheduled_at <= now()
                   AND (\(kinds)::text[] IS NULL OR kind = ANY(\(kinds)::text[]))
                   AND (\(adapter)::text IS NULL OR adapter = \(adapter)::text)
-                  AND (NOT \(freshOnly) OR attempt = 0)
+                  AND (NOT \(freshOnly) OR failures = 0)
                 ORDER BY priority, scheduled_at, id
                 LIMIT \(limit)
                 FOR UPDATE SKIP LOCKED
@@ -138,7 +139,7 @@ public struct JobQueue: Sendable {
     public func fail(_ lease: JobLease, error: String, on connection: PostgresConnection? = nil) async throws -> JobState? {
         let rows = try await run("""
             UPDATE hone.jobs SET
-                errors = array_append(errors, hone.job_error(attempt, \(error))),
+                errors = array_append(errors, hone.job_error(attempt, \(error))), failures = failures + 1,
                 state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'retryable' END::hone.job_state,
                 scheduled_at = CASE WHEN attempt >= max_attempts THEN scheduled_at
                                ELSE now() + hone.retry_delay(attempt, \(backoff.baseSeconds), \(backoff.capSeconds)) END,
@@ -163,8 +164,9 @@ public struct JobQueue: Sendable {
     }
 
     /// Gives a running attempt's job back to the queue at once (a worker shutting down in
-    /// the middle of it): available now, without the retry backoff, the attempt counted and
-    /// `reason` kept in its errors. False when the lease was no longer held.
+    /// the middle of it, or work made stale by an operator): available now, without the
+    /// retry backoff, the attempt counted but not as a failure, and `reason` kept in its
+    /// errors. False when the lease was no longer held.
     @discardableResult
     public func release(_ lease: JobLease, reason: String, on connection: PostgresConnection? = nil) async throws -> Bool {
         let rows = try await run("""

@@ -79,6 +79,8 @@ public final class ServerMetrics: Sendable {
     public struct Gauges: Sendable {
         /// (model id, version) pairs served now.
         public var versions: [(model: String, version: String)] = []
+        /// Each served adapter's shards and the bytes their weights hold.
+        public var adapterWeights: [(adapter: String, shards: Int, bytes: Int)] = []
         public var swaps = 0
         /// Versions refused (checksum, shape or base model), the served one kept.
         public var refusals = 0
@@ -124,6 +126,10 @@ public final class ServerMetrics: Sendable {
         histogram("hone_time_to_first_token_seconds", s.firstToken, [])
         family("hone_active_version", "gauge", "1 for the version each model id answers with.")
         for (model, version) in gauges.versions { sample("hone_active_version", [("model", model), ("version", version)], 1) }
+        family("hone_adapter_shards", "gauge", "Shards each served adapter holds (one per accepted batch of corrections still routed to, and its general shard).")
+        for a in gauges.adapterWeights { sample("hone_adapter_shards", [("adapter", a.adapter)], Double(a.shards)) }
+        family("hone_adapter_weight_bytes", "gauge", "Bytes of memory each served adapter's weights hold.")
+        for a in gauges.adapterWeights { sample("hone_adapter_weight_bytes", [("adapter", a.adapter)], Double(a.bytes)) }
         family("hone_swaps_total", "counter", "Adapter versions installed since start.")
         sample("hone_swaps_total", [], Double(gauges.swaps))
         family("hone_version_refusals_total", "counter", "Adapter versions this replica refused to serve (bad checksum, shape or base model); it kept the one it served.")

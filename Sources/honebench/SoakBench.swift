@@ -24,6 +24,9 @@ enum SoakBench {
         /// inside the allocator. Growth in the first is retention, in the second fragmentation.
         var heapInUseMB: Double
         var heapFreeMB: Double
+        /// The served adapter's weights at the interval's end (`hone_adapter_weight_bytes`):
+        /// memory that grows with what it learned, apart from any leak.
+        var adapterMB: Double
         var descriptors: Int
         var threads: Int
         var connections: Int
@@ -83,11 +86,12 @@ enum SoakBench {
             let connections: Int = try await pool.query("""
                 SELECT count(*) AS n FROM pg_stat_activity WHERE datname = 'hone' AND pid <> pg_backend_pid()
                 """)[0].decode("n")
-            let heapSeries = [#"hone_heap_bytes{state="in_use"}"#, #"hone_heap_bytes{state="free"}"#]
+            let heapSeries = [#"hone_heap_bytes{state="in_use"}"#, #"hone_heap_bytes{state="free"}"#, #"hone_adapter_weight_bytes{adapter="soak"}"#]
             let heap = ServeBench.metrics(port: port, heapSeries) ?? [:]
             let reading = Reading(minute: (ContinuousClock.now - start) / .seconds(60), rssMB: percentile(rss, 0.5),
                                   rssMinMB: rss.min() ?? 0, rssMaxMB: rss.max() ?? 0,
                                   heapInUseMB: (heap[heapSeries[0]] ?? .nan) / 1_048_576, heapFreeMB: (heap[heapSeries[1]] ?? .nan) / 1_048_576,
+                                  adapterMB: (heap[heapSeries[2]] ?? 0) / 1_048_576,
                                   descriptors: daemon.descriptors, threads: Int(daemon.statusField("Threads:")), connections: connections,
                                   ttftP50: percentile(Array(fresh), 0.5), ttftP99: percentile(Array(fresh), 0.99),
                                   requests: counts.ok - seen.ok, failed: counts.failed - seen.failed)
@@ -97,7 +101,7 @@ enum SoakBench {
             // The newest version's own figures: its update's peak RSS and the shards it serves.
             let newest = versions.first?.metrics
             emit(["bench": "soak", "minute": reading.minute, "rss_mb": reading.rssMB, "rss_min_mb": reading.rssMinMB, "rss_max_mb": reading.rssMaxMB,
-                  "heap_in_use_mb": reading.heapInUseMB.rounded(), "heap_free_mb": reading.heapFreeMB.rounded(),
+                  "heap_in_use_mb": reading.heapInUseMB.rounded(), "heap_free_mb": reading.heapFreeMB.rounded(), "adapter_mb": reading.adapterMB.rounded(),
                   "update_peak_rss_mb": newest?["rss_peak_mb"]?.doubleValue ?? .nan, "shards": newest?["shards"]?.intValue ?? 0,
                   "fds": reading.descriptors, "threads": reading.threads,
                   "db_connections": reading.connections, "requests": reading.requests, "failed": reading.failed,
@@ -118,6 +122,10 @@ enum SoakBench {
               "rss_floor_growth_pct": growth(\.rssMinMB), "rss_peak_growth_pct": growth(\.rssMaxMB),
               "rss_peak_mb": readings.map(\.rssMaxMB).max() ?? 0,
               "heap_in_use_growth_pct": growth(\.heapInUseMB), "heap_free_growth_pct": growth(\.heapFreeMB),
+              // The same RSS growth with the adapter's weights taken out of both stretches: what
+              // is left when learned shards are not counted.
+              "rss_less_adapter_growth_pct": 100 * (mean(late.map { $0.rssMB - $0.adapterMB }) / mean(early.map { $0.rssMB - $0.adapterMB }) - 1),
+              "adapter_mb_first": mean(early.map(\.adapterMB)), "adapter_mb_last": mean(late.map(\.adapterMB)),
               "fds_first": early.first?.descriptors ?? 0, "fds_last": late.last?.descriptors ?? 0,
               "threads_first": early.first?.threads ?? 0, "threads_last": late.last?.threads ?? 0,
               "db_connections_first": early.first?.connections ?? 0, "db_connections_last": late.last?.connections ?? 0,

@@ -110,6 +110,18 @@ struct QueueClaimTests {
                 _ = try await queue.complete(jobs.map { ($0.lease, nil) })
             }
             #expect(claims == [[fresh]] + ids.map { [$0] })
+            #expect(try await queue.job(id: ids[0])?.failures == 1)
+
+            // Jobs given back (a shutdown, a rollback under the update) did nothing wrong:
+            // they are batched again, with fresh ones.
+            let given = try await queue.enqueueMany(kind: "echo", adapter: nil, args: (0..<3).map { .object(["n": .int($0)]) })
+            for job in try await queue.claim(limit: 8, worker: "superseded", lease: .seconds(60)) {
+                #expect(try await queue.release(job.lease, reason: "released: the active version changed"))
+            }
+            let another = try await queue.enqueue(JobRequest(kind: "echo", args: .object(["n": .int(10)])))
+            let again = try await queue.claim(limit: 8, worker: "next", lease: .seconds(60), retriesAlone: true)
+            #expect(again.map(\.id) == given + [another])
+            #expect(again.map(\.attempt) == [2, 2, 2, 1] && again.allSatisfy { $0.failures == 0 })
         }
     }
 

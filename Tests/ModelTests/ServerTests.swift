@@ -498,6 +498,11 @@ struct MetricsTests {
             // what the allocator keeps free, so an operator can tell a leak from fragmentation.
             #expect(value(#"hone_heap_bytes{state="in_use"}"#) ?? 0 > 1_000_000)
             #expect(value(#"hone_heap_bytes{state="free"}"#) ?? -1 >= 0)
+            // What the served adapter costs: one shard of rank 4 on every target of every layer.
+            let config = RealModel.model.config
+            let factors = LoRATarget.allCases.reduce(0) { sum, target in let (out, inWidth) = target.shape(config); return sum + 4 * (out + inWidth) }
+            #expect(value(#"hone_adapter_shards{adapter="swap"}"#) == 1)
+            #expect(value(#"hone_adapter_weight_bytes{adapter="swap"}"#) == Double(config.layers * factors * 4))
             let failures = text.split(separator: "\n").first { $0.hasPrefix("hone_completion_log_failures_total ") }
             #expect(failures.flatMap { Int($0.split(separator: " ")[1]) } ?? 0 >= 1)
             // And it keeps serving.
