@@ -43,25 +43,28 @@ public struct AdapterShards: Sendable, Equatable {
         general != nil ? nil : shards.reduce(AdapterScope()) { $0.adding($1.scope ?? AdapterScope()) }
     }
 
-    /// These shards with `shard` added. A general shard replaces the one before it; a
-    /// subject shard replaces every older one whose subjects it all has, which `route`
-    /// would never pick again (its share of any prompt is at least theirs, and the newest
-    /// wins a tie): a fact corrected again costs no memory for the answer it replaced.
+    /// These shards with `shard` added, less every shard `route` can no longer pick: an older
+    /// general shard, and an older subject shard each of whose subjects some newer subject
+    /// shard has. A prompt's share in such a shard is the share of one of its subjects, which
+    /// that newer shard matches, and the newest wins a tie; so serving answers exactly as with
+    /// them kept, and subjects corrected again cost no memory for the answers they replaced.
     public func adding(_ shard: AdapterShard) -> AdapterShards {
+        var kept: [AdapterShard] = []
+        var newer: [AdapterScope?] = []
+        for older in (shards + [shard]).reversed() where !Self.replaces(newer, older.scope) {
+            kept.append(older)
+            newer.append(older.scope)
+        }
         var next = self
-        next.shards.removeAll { Self.replaces(shard.scope, $0.scope) }
-        next.shards.append(shard)
+        next.shards = kept.reversed()
         return next
     }
 
-    /// Whether a shard of scope `newer` (nil: general), added after one of scope `older`,
-    /// leaves the older one nothing to answer.
-    public static func replaces(_ newer: AdapterScope?, _ older: AdapterScope?) -> Bool {
-        switch (newer, older) {
-        case (nil, nil): true
-        case (let newer?, let older?): newer.includes(older)
-        default: false
-        }
+    /// Whether shards of scopes `newer` (nil: general), all added after one of scope `older`,
+    /// leave the older one nothing to answer.
+    public static func replaces(_ newer: [AdapterScope?], _ older: AdapterScope?) -> Bool {
+        guard let older else { return newer.contains(nil) }
+        return newer.reduce(AdapterScope()) { $0.adding($1 ?? AdapterScope()) }.includes(older)
     }
 
     /// The index of the shard that answers `messages`: among the subject shards that cover

@@ -70,10 +70,17 @@ struct LearnerService: Service {
                             references = try await loadReferences(snapshot)
                             logger.info("base references ready", metadata: ["seconds": "\((ContinuousClock.now - started) / .seconds(1))"])
                         }
-                        // Memory goes back after every attempt: one abandoned for a stale parent
-                        // or a failure leaves as much behind as one that finished.
-                        defer { releaseTrainingMemory() }
-                        if try await update(adapter, references: references!) { worked = true }
+                        // Memory goes back after every update that ran: one that failed or was made
+                        // stale leaves as much behind as one that finished.
+                        let ran: Bool
+                        do { ran = try await update(adapter, references: references!) } catch {
+                            releaseTrainingMemory()
+                            throw error
+                        }
+                        if ran {
+                            worked = true
+                            releaseTrainingMemory()
+                        }
                         if Task.isCancelled { return }
                     }
                 } catch is CancellationError {
@@ -272,8 +279,13 @@ struct LearnerService: Service {
             group.addTask {
                 while !Task.isCancelled {
                     try await Task.sleep(for: min(lease, idleLimit) / 3)
-                    // Keeps the adapter's lock session alive (see `update`); fails when it was ended.
-                    try await connection.query("SELECT 1")
+                    // Keeps the adapter's lock session alive (see `update`; fails when it was ended),
+                    // and stops at once an update an operator made stale: the registry would refuse
+                    // its candidate at the end anyway.
+                    let active = try await registry.adapter(record.name, on: connection)?.activeVersion
+                    guard active == record.activeVersion else {
+                        throw StaleCandidate(adapter: record.name, parent: record.activeVersion, active: active)
+                    }
                     for job in claimed where try await !queue.heartbeat(job.lease, lease: lease) {
                         throw LearnerError("job \(job.id)'s lease was lost (cancelled or rescued); abandoning the update")
                     }

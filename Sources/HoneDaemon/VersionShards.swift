@@ -37,14 +37,11 @@ struct VersionShards {
             next = record.parentVersion
         }
         var shards = base
-        // A shard that a newer one on the chain replaces (an older general shard, or
-        // subjects corrected again) would be dropped on adding: its blob is not read.
+        // A shard that newer ones on the chain replace (an older general shard, or subjects
+        // all corrected again) would be dropped on adding: its blob is not read.
         func replaced(_ index: Int) -> Bool {
             guard case .some(let scope) = chain[index].shard else { return false }
-            return chain[..<index].contains { newer in
-                guard case .some(let newerScope) = newer.shard else { return false }
-                return AdapterShards.replaces(newerScope, scope)
-            }
+            return AdapterShards.replaces(chain[..<index].compactMap { $0.shard }, scope)
         }
         for (index, link) in chain.enumerated().reversed() {
             if replaced(index) { continue }

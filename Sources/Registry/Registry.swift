@@ -278,6 +278,11 @@ public struct StaleCandidate: Error, CustomStringConvertible, Sendable {
     public let adapter: String
     public let parent: Int?
     public let active: Int?
+    public init(adapter: String, parent: Int?, active: Int?) {
+        self.adapter = adapter
+        self.parent = parent
+        self.active = active
+    }
     public var description: String {
         "\(adapter)'s active version changed from \(parent.map { "v\($0)" } ?? "the base model") to "
             + "\(active.map { "v\($0)" } ?? "the base model") while the candidate trained; its jobs run again on the new one"

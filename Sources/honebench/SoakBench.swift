@@ -58,7 +58,11 @@ enum SoakBench {
         var submitted = 0, actions = 0, next = 0
         var seen = (ok: 0, failed: 0, samples: 0)
         while ContinuousClock.now - start < .seconds(minutes * 60) {
-            // Two corrections per interval, cycling through the facts; an operator action every third.
+            // Two corrections per interval, cycling through the facts; an operator action every
+            // third: a rollback every third action (every 9 intervals), a pin and unpin otherwise.
+            // A rollback makes the update in training stale, and one with a batch of 8 takes
+            // longer than 3 intervals at half the machine: rolling back at every action left
+            // learning stuck at 2 versions for 14 minutes (session 17).
             let batch = (0..<2).map { _ in defer { next += 1 }; return facts[next % facts.count] }
             try await pool.query("""
                 INSERT INTO hone.feedback (adapter, prompt, correction)
@@ -67,7 +71,7 @@ enum SoakBench {
             submitted += batch.count
             if readings.count % 3 == 2, let record = try await registry.adapter("soak"), let active = record.activeVersion {
                 let accepted = try await registry.versions(of: "soak").filter { $0.status == "accepted" && $0.version != active }
-                if let previous = accepted.first {
+                if actions % 3 == 0, let previous = accepted.first {
                     try await pool.query("SELECT hone.activate_version('soak', \(previous.version), 'rollback', 'soak: operator rollback')")
                 } else {
                     try await pool.query("SELECT hone.set_adapter_flag('soak', 'pin', 'soak: operator pin')")

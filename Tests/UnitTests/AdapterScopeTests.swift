@@ -152,9 +152,27 @@ struct AdapterScopeTests {
         #expect(before.weights(for: Self.user("Who painted The Blue Senfi?"))?.config.rank == 1)
         // A partial overlap replaces nothing; a general shard replaces only the general one.
         #expect(after.adding(AdapterShard(weights: Self.weights(5), scope: AdapterScope(subjects: [["veurpraia"]]))).shards.count == 4)
-        #expect(!AdapterShards.replaces(nil, AdapterScope(subjects: [["veurpraia"]])))
-        #expect(!AdapterShards.replaces(AdapterScope(subjects: [["veurpraia"]]), nil))
-        #expect(AdapterShards.replaces(nil, nil))
+        #expect(!AdapterShards.replaces([nil], AdapterScope(subjects: [["veurpraia"]])))
+        #expect(!AdapterShards.replaces([AdapterScope(subjects: [["veurpraia"]])], nil))
+        #expect(AdapterShards.replaces([nil], nil))
+    }
+
+    @Test("a subject shard goes when newer shards have all its subjects between them, and routing is the same without it")
+    func shardsCoveredTogetherAreDropped() {
+        // Rank 1's two subjects are corrected again one at a time, by ranks 3 and 4.
+        let after = Self.twoSubjectShards
+            .adding(AdapterShard(weights: Self.weights(3), scope: AdapterScope(subjects: [["veurpraia"], ["ostrel"]])))
+            .adding(AdapterShard(weights: Self.weights(4), scope: AdapterScope(subjects: [["blue", "senfi"]])))
+        #expect(after.shards.map(\.weights.config.rank) == [2, 3, 4])
+        // Where each prompt went with rank 1 kept: ranks 3 and 4 tie it on its subjects and are newer.
+        let expected = ["Name the capital city of Veurpraia.": 3, "Who painted The Blue Senfi?": 4, "Where is the Senfi river?": 2,
+                        "Is Veurpraia near The Blue Senfi?": 4, "Tell me about Ostrel.": 3]
+        for (prompt, rank) in expected {
+            #expect(after.weights(for: Self.user(prompt))?.config.rank == rank, "\(prompt)")
+        }
+        #expect(after.weights(for: Self.user("What is the capital of France?")) == nil)
+        #expect(AdapterShards.replaces([AdapterScope(subjects: [["veurpraia"]]), nil, AdapterScope(subjects: [["blue", "senfi"]])],
+                                       AdapterScope(subjects: [["veurpraia"], ["blue", "senfi"]])))
     }
 
     @Test("a version's own shard is read from its metrics; a version from before shards has none")
