@@ -137,6 +137,7 @@ let package = Package(
             dependencies: [
                 "BuiltTools",
                 "Postgres", "EmbeddedPostgres", "Queue", "HoneDaemon", "JSON", "Server", "Tokenizer", "Registry", "Training", "Hashing",
+                "Generation", "Llama",
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["Snapshots"]

@@ -98,7 +98,9 @@ public enum Daemon {
         let jobsWake = WakeSignal(), versionsWake = WakeSignal(), keysWake = WakeSignal()
         let catalogue = try JobCatalogue(directory: configuration.paths.jobs)
         let activity = LearnerActivity()
-        let report = OperationsReport(conninfo: conninfo, activity: activity, replica: replica, logger: logger)
+        let recentAdapters = RecentAdapters(capacity: 4)
+        let report = OperationsReport(conninfo: conninfo, activity: activity, replica: replica, holder: holder,
+                                      recentAdapters: recentAdapters, logger: logger)
         let server = HoneServer(configuration: configuration.server, holder: holder, scheduler: scheduler,
                                 recorder: completionLog, report: report, keys: keys, logger: logger)
         // Start order is dependency order; shutdown runs in reverse, so HTTP requests
@@ -116,7 +118,8 @@ public enum Daemon {
                                                   holder: holder, logger: logger)),
                 .init(service: VersionWatcher(registry: registry, holder: holder, wake: versionsWake,
                                               localAdapters: Set(configuration.adapterDirectories.keys), replica: replica, compute: compute,
-                                              activity: activity, pollInterval: configuration.versionPollInterval, logger: logger)),
+                                              activity: activity, pollInterval: configuration.versionPollInterval, logger: logger,
+                                              recent: recentAdapters)),
             ] + (configuration.learner ? [
                 .init(service: LearnerService(queue: queue, registry: registry, catalogue: catalogue, holder: holder,
                                               scheduler: learningScheduler, compute: compute, wake: jobsWake, replica: replica, activity: activity,

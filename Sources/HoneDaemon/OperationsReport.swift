@@ -1,4 +1,5 @@
 import Foundation
+import Generation
 import Logging
 import Postgres
 import Server
@@ -11,14 +12,20 @@ final class OperationsReport: OperatorReport {
     let pool: PostgresPool
     let activity: LearnerActivity
     let replica: ReplicaIdentity
+    /// What this replica serves, and the recent versions it keeps for instant rollback.
+    let holder: SnapshotHolder
+    let recentAdapters: RecentAdapters
     let logger: Logger
     /// Completions younger than this count toward the low-confidence share in `/metrics`.
     static let confidenceWindow = "1 hour"
 
-    init(conninfo: String, activity: LearnerActivity, replica: ReplicaIdentity, logger: Logger) {
+    init(conninfo: String, activity: LearnerActivity, replica: ReplicaIdentity, holder: SnapshotHolder,
+         recentAdapters: RecentAdapters, logger: Logger) {
         pool = PostgresPool(conninfo: conninfo, size: 1, connectTimeout: .seconds(2), logger: logger)
         self.activity = activity
         self.replica = replica
+        self.holder = holder
+        self.recentAdapters = recentAdapters
         self.logger = logger
     }
 
@@ -35,6 +42,8 @@ final class OperationsReport: OperatorReport {
     func metricsText() async -> String {
         var out = PrometheusText()
         activity.render(into: &out)
+        out.family("hone_adapter_rollback_cache_bytes", "gauge", "Bytes of adapter weights kept for recently served versions beyond those served now, so a rollback to one swaps at once.")
+        out.sample("hone_adapter_rollback_cache_bytes", [], Double(recentAdapters.keptBytes(beyond: holder.snapshot.map { Array($0.adapters.values) } ?? [])))
         do {
             try await read { db in
                 // Every adapter × learning kind × unfinished state, zeros included, so a dashboard's

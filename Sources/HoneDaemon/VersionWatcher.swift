@@ -31,7 +31,7 @@ struct VersionWatcher: Service {
 
     /// Recently served versions' checked weights, so a rollback to one of them swaps at once
     /// (no blob fetch or decode), as TF Serving keeps recent versions loaded.
-    private let recent = RecentAdapters(capacity: 4)
+    let recent: RecentAdapters
     /// Versions refused lately, by version id, with when: retried after `refusalRetry`, not at
     /// every poll, and logged and counted once per refusal, not once per poll.
     private let refused = RefusedVersions()
@@ -163,6 +163,25 @@ final class RecentAdapters: Sendable {
             list.removeAll { $0.version == adapter.version }
             list.append(adapter)
             if list.count > capacity { list.removeFirst(list.count - capacity) }
+        }
+    }
+
+    /// Bytes of weights these versions keep that `served` does not hold: what instant
+    /// rollback costs in memory. Versions share the shards they have in common (a child is
+    /// its parent's shards and one more), so each shard counts once.
+    func keptBytes(beyond served: [ServedAdapter]) -> Int {
+        // A shard's identity is its first factor's buffer: copies of one decode share it.
+        func storage(_ shard: AdapterShard) -> UInt? {
+            shard.weights.keys.first.flatMap { key in
+                shard.weights.weights[key]?.a.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+            }
+        }
+        var seen = Set(served.flatMap(\.shards.shards).compactMap(storage))
+        return entries.withLock { list in
+            list.flatMap(\.shards.shards).reduce(0) { bytes, shard in
+                guard let id = storage(shard), seen.insert(id).inserted else { return bytes }
+                return bytes + shard.weights.byteCount
+            }
         }
     }
 }

@@ -27,6 +27,8 @@ enum SoakBench {
         /// The served adapter's weights at the interval's end (`hone_adapter_weight_bytes`):
         /// memory that grows with what it learned, apart from any leak.
         var adapterMB: Double
+        /// Weights kept for instant rollback beyond the served ones (`hone_adapter_rollback_cache_bytes`).
+        var rollbackCacheMB: Double
         var descriptors: Int
         var threads: Int
         var connections: Int
@@ -90,12 +92,13 @@ enum SoakBench {
             let connections: Int = try await pool.query("""
                 SELECT count(*) AS n FROM pg_stat_activity WHERE datname = 'hone' AND pid <> pg_backend_pid()
                 """)[0].decode("n")
-            let heapSeries = [#"hone_heap_bytes{state="in_use"}"#, #"hone_heap_bytes{state="free"}"#, #"hone_adapter_weight_bytes{adapter="soak"}"#]
+            let heapSeries = [#"hone_heap_bytes{state="in_use"}"#, #"hone_heap_bytes{state="free"}"#, #"hone_adapter_weight_bytes{adapter="soak"}"#,
+                              "hone_adapter_rollback_cache_bytes"]
             let heap = ServeBench.metrics(port: port, heapSeries) ?? [:]
             let reading = Reading(minute: (ContinuousClock.now - start) / .seconds(60), rssMB: percentile(rss, 0.5),
                                   rssMinMB: rss.min() ?? 0, rssMaxMB: rss.max() ?? 0,
                                   heapInUseMB: (heap[heapSeries[0]] ?? .nan) / 1_048_576, heapFreeMB: (heap[heapSeries[1]] ?? .nan) / 1_048_576,
-                                  adapterMB: (heap[heapSeries[2]] ?? 0) / 1_048_576,
+                                  adapterMB: (heap[heapSeries[2]] ?? 0) / 1_048_576, rollbackCacheMB: (heap[heapSeries[3]] ?? 0) / 1_048_576,
                                   descriptors: daemon.descriptors, threads: Int(daemon.statusField("Threads:")), connections: connections,
                                   ttftP50: percentile(Array(fresh), 0.5), ttftP99: percentile(Array(fresh), 0.99),
                                   requests: counts.ok - seen.ok, failed: counts.failed - seen.failed)
@@ -105,7 +108,7 @@ enum SoakBench {
             // The newest version's own figures: its update's peak RSS and the shards it serves.
             let newest = versions.first?.metrics
             emit(["bench": "soak", "minute": reading.minute, "rss_mb": reading.rssMB, "rss_min_mb": reading.rssMinMB, "rss_max_mb": reading.rssMaxMB,
-                  "heap_in_use_mb": reading.heapInUseMB.rounded(), "heap_free_mb": reading.heapFreeMB.rounded(), "adapter_mb": reading.adapterMB.rounded(),
+                  "heap_in_use_mb": reading.heapInUseMB.rounded(), "heap_free_mb": reading.heapFreeMB.rounded(), "adapter_mb": reading.adapterMB.rounded(), "rollback_cache_mb": reading.rollbackCacheMB.rounded(),
                   "update_peak_rss_mb": newest?["rss_peak_mb"]?.doubleValue ?? .nan, "shards": newest?["shards"]?.intValue ?? 0,
                   "fds": reading.descriptors, "threads": reading.threads,
                   "db_connections": reading.connections, "requests": reading.requests, "failed": reading.failed,
@@ -132,6 +135,10 @@ enum SoakBench {
               "adapter_mb_first": mean(early.map(\.adapterMB)), "adapter_mb_last": mean(late.map(\.adapterMB)),
               "fds_first": early.first?.descriptors ?? 0, "fds_last": late.last?.descriptors ?? 0,
               "threads_first": early.first?.threads ?? 0, "threads_last": late.last?.threads ?? 0,
+              // Dispatch's pool grows and shrinks with the blocking queries in flight: one reading
+              // can land on either, so each stretch's largest is shown beside the first and last.
+              "threads_early_max": early.map(\.threads).max() ?? 0, "threads_late_max": late.map(\.threads).max() ?? 0,
+              "rollback_cache_mb_first": mean(early.map(\.rollbackCacheMB)), "rollback_cache_mb_last": mean(late.map(\.rollbackCacheMB)),
               "db_connections_first": early.first?.connections ?? 0, "db_connections_last": late.last?.connections ?? 0,
               "ttft_p99_drift_pct": p99Drift, "requests": readings.reduce(0) { $0 + $1.requests },
               "failed": readings.reduce(0) { $0 + $1.failed }, "submitted": submitted, "operator_actions": actions,
