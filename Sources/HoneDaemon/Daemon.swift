@@ -98,7 +98,7 @@ public enum Daemon {
         let jobsWake = WakeSignal(), versionsWake = WakeSignal(), keysWake = WakeSignal()
         let catalogue = try JobCatalogue(directory: configuration.paths.jobs)
         let activity = LearnerActivity()
-        let recentAdapters = RecentAdapters(capacity: 4)
+        let recentAdapters = RecentAdapters()
         let report = OperationsReport(conninfo: conninfo, activity: activity, replica: replica, holder: holder,
                                       recentAdapters: recentAdapters, logger: logger)
         let server = HoneServer(configuration: configuration.server, holder: holder, scheduler: scheduler,

@@ -29,8 +29,8 @@ struct VersionWatcher: Service {
     let pollInterval: Duration
     let logger: Logger
 
-    /// Recently served versions' checked weights, so a rollback to one of them swaps at once
-    /// (no blob fetch or decode), as TF Serving keeps recent versions loaded.
+    /// Each adapter's version served before the current one, checked and decoded, so a
+    /// rollback of one step swaps at once.
     let recent: RecentAdapters
     /// Versions refused lately, by version id, with when: retried after `refusalRetry`, not at
     /// every poll, and logged and counted once per refusal, not once per poll.
@@ -147,22 +147,32 @@ final class RefusedVersions: Sendable {
     func mark(_ version: String) { times.withLock { $0[version] = .now } }
 }
 
-/// The last few installed adapter versions, by version id, most recent last.
+/// Each adapter's last installed versions (by default the served one and the one before
+/// it), so a rollback of one step swaps at once, with no blob fetch or decode.
+///
+/// Kept per adapter so one busy adapter cannot push another's previous version out, and
+/// only one step back: what it costs is bounded by one version's own shards per adapter
+/// (measured in the 60-minute soak: a four-version cache kept filling for 40 minutes and
+/// was most of the daemon's RSS growth). A rollback further back loads from the registry,
+/// as TF Serving, which keeps only the served version, loads one.
 final class RecentAdapters: Sendable {
-    private let entries = Mutex<[ServedAdapter]>([])
-    let capacity: Int
+    private let entries = Mutex<[String: [ServedAdapter]]>([:])
+    /// Versions kept per adapter, the served one included.
+    let perAdapter: Int
 
-    init(capacity: Int) { self.capacity = capacity }
+    init(perAdapter: Int = 2) { self.perAdapter = perAdapter }
 
     func get(_ version: String) -> ServedAdapter? {
-        entries.withLock { list in list.first { $0.version == version } }
+        entries.withLock { lists in lists.values.lazy.compactMap { $0.first { $0.version == version } }.first }
     }
 
     func put(_ adapter: ServedAdapter) {
-        entries.withLock { list in
+        entries.withLock { lists in
+            var list = lists[adapter.name, default: []]
             list.removeAll { $0.version == adapter.version }
             list.append(adapter)
-            if list.count > capacity { list.removeFirst(list.count - capacity) }
+            if list.count > perAdapter { list.removeFirst(list.count - perAdapter) }
+            lists[adapter.name] = list
         }
     }
 
@@ -177,8 +187,8 @@ final class RecentAdapters: Sendable {
             }
         }
         var seen = Set(served.flatMap(\.shards.shards).compactMap(storage))
-        return entries.withLock { list in
-            list.flatMap(\.shards.shards).reduce(0) { bytes, shard in
+        return entries.withLock { lists in
+            lists.values.joined().flatMap(\.shards.shards).reduce(0) { bytes, shard in
                 guard let id = storage(shard), seen.insert(id).inserted else { return bytes }
                 return bytes + shard.weights.byteCount
             }

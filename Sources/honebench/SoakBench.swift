@@ -134,10 +134,11 @@ enum SoakBench {
               "rss_less_adapter_growth_pct": 100 * (mean(late.map { $0.rssMB - $0.adapterMB }) / mean(early.map { $0.rssMB - $0.adapterMB }) - 1),
               "adapter_mb_first": mean(early.map(\.adapterMB)), "adapter_mb_last": mean(late.map(\.adapterMB)),
               "fds_first": early.first?.descriptors ?? 0, "fds_last": late.last?.descriptors ?? 0,
-              "threads_first": early.first?.threads ?? 0, "threads_last": late.last?.threads ?? 0,
-              // Dispatch's pool grows and shrinks with the blocking queries in flight: one reading
-              // can land on either, so each stretch's largest is shown beside the first and last.
-              "threads_early_max": early.map(\.threads).max() ?? 0, "threads_late_max": late.map(\.threads).max() ?? 0,
+              // Threads come and go with the work in flight (Dispatch's workers, one thread per
+              // compute job): one reading lands anywhere in that range, so each stretch's range is
+              // compared. A leak lifts the late stretch's range above the early one's.
+              "threads_early_min": early.map(\.threads).min() ?? 0, "threads_early_max": early.map(\.threads).max() ?? 0,
+              "threads_late_min": late.map(\.threads).min() ?? 0, "threads_late_max": late.map(\.threads).max() ?? 0,
               "rollback_cache_mb_first": mean(early.map(\.rollbackCacheMB)), "rollback_cache_mb_last": mean(late.map(\.rollbackCacheMB)),
               "db_connections_first": early.first?.connections ?? 0, "db_connections_last": late.last?.connections ?? 0,
               "ttft_p99_drift_pct": p99Drift, "requests": readings.reduce(0) { $0 + $1.requests },
