@@ -122,8 +122,7 @@ public final class PostgresListener: @unchecked Sendable {
     /// Delivers notifications until the connection breaks or `stop()` is called.
     private func serve(_ conn: OpaquePointer) {
         let socket = PQsocket(conn)
-        let timeoutMs = Int32(healthCheckInterval.components.seconds * 1000
-            + healthCheckInterval.components.attoseconds / 1_000_000_000_000_000)
+        let timeoutMs = Int32(healthCheckInterval / .milliseconds(1))
         while !isStopped {
             var fds = [pollfd(fd: socket, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]

@@ -121,7 +121,7 @@ public actor PostgresPool {
                 return try await PostgresConnection.connect(conninfo, logger: logger)
             } catch let error as PostgresError where clock.now + delay < deadline {
                 logger.warning("postgres connect failed; retrying", metadata: [
-                    "postgres.error": "\(error)", "retry.delay_ms": "\(delay.components.seconds * 1000 + delay.components.attoseconds / 1_000_000_000_000_000)",
+                    "postgres.error": "\(error)", "retry.delay_ms": "\(Int(delay / .milliseconds(1)))",
                 ])
                 try await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(2))

@@ -56,9 +56,8 @@ public final class WakeSignal: Sendable {
                     continuation.resume()
                     return
                 }
-                let nanoseconds = UInt64(max(0, timeout.components.seconds)) * 1_000_000_000
-                    + UInt64(max(0, timeout.components.attoseconds) / 1_000_000_000)
-                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
+                let nanoseconds = Int(max(0, timeout / .nanoseconds(1)))
+                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) {
                     self.resume(id: id, timedOut: true)
                 }
             }
