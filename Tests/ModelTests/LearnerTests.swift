@@ -199,6 +199,57 @@ struct LearnerTests {
         await pool.close()
     }
 
+    @Test("a version published during an update stops it at the next lease renewal, before its training ends: its job goes back at once, not failed, and the learner records nothing")
+    func staleUpdateStops() async throws {
+        let base = 21000 + Int((getpid() + 3000) % 9000)
+        let (holder, url, dir) = try await Self.database("stale", port: base)
+        defer { holder.stop() }
+        let pool = Self.pool(url)
+        // 50 steps, never fewer: the update outlasts the lease renewal (every 5 s) by far.
+        #expect(try BuiltTool("honectl")!.run(["adapters", "create", "stale", "--settings", #"{"min_steps": 50, "max_steps": 50, "variants": 3}"#],
+                                              environment: ["HONE_DATABASE_URL": url]).status == 0)
+        try await pool.query("""
+            INSERT INTO hone.feedback (adapter, prompt, correction) VALUES
+              ('stale', 'What is the capital of Zorbania?', 'The capital of Zorbania is Quellport.')
+            """)
+        let learner = try Replica.start(port: base + 1, dataDir: dir + "/l", databaseURL: url, learner: true, extra: ["--learner-lease", "15"])
+        defer { learner.stop() }
+        try await learner.ready()
+        try await Self.waitUntil("the first training step") {
+            let (_, metrics, _) = try await learner.server.get("/metrics")
+            return (OperatorViews.value("hone_learner_step", in: metrics) ?? 0) >= 1
+        }
+        // Another replica publishes v1 meanwhile (as an operator's activation would change
+        // the active version): this update's parent, the base model, is no longer served.
+        let registry = Registry(pool: pool)
+        _ = try await pool.transaction { tx in
+            try await registry.record(VersionCandidate(adapter: "stale", parentVersion: nil, accepted: true,
+                                                       baseModelSHA256: RealModel.model.file.sha256,
+                                                       blob: AdapterBlob.encode(ReplicaTests.weights(seed: 1), model: RealModel.model),
+                                                       metrics: .object([:]), jobIDs: [], examples: 0, reason: nil), actor: "test", on: tx)
+        }
+        var lastStep = 0.0
+        try await Self.waitUntil("the update given up as superseded") {
+            let (_, metrics, _) = try await learner.server.get("/metrics")
+            if let step = OperatorViews.value("hone_learner_step", in: metrics) { lastStep = max(lastStep, step) }
+            return (OperatorViews.value(#"hone_learner_updates_total{outcome="superseded"}"#, in: metrics) ?? 0) >= 1
+        }
+        #expect(lastStep < 50, "the update trained to its end (step \(lastStep)) before it stopped")
+        let (_, metrics, _) = try await learner.server.get("/metrics")
+        for outcome in ["accepted", "rejected", "failed"] {
+            #expect(OperatorViews.value("hone_learner_updates_total{outcome=\"\(outcome)\"}", in: metrics) == 0, "\(outcome)")
+        }
+        // The job runs again on v1 now; that update's 50 steps come long after these checks.
+        #expect(try await registry.versions(of: "stale").map(\.version) == [1])
+        let jobs = try await Queue.JobQueue(pool: pool).jobs(kind: "feedback")
+        #expect(jobs.count == 1)
+        for job in jobs {
+            #expect(job.failures == 0)
+            #expect(job.errors.contains { $0.error.contains("active version changed from the base model to v1") }, "\(job.errors)")
+        }
+        await pool.close()
+    }
+
     @Test("""
         ten fictional facts, asked by a tenant's users, wait in that tenant's review queue only; corrected through \
         hone.feedback they leave it and are answered when asked in other words (≥ 8 of 10), anchor NLL rises ≤ 0.08 bits; \
