@@ -20,10 +20,10 @@ extension JobQueue {
                     'lease expired: worker ' || coalesce(j.attempted_by[array_upper(j.attempted_by, 1)], '?')
                     || ' stopped heartbeating')),
                 failures = j.failures + 1,
-                state = CASE WHEN j.attempt >= j.max_attempts THEN 'discarded' ELSE 'retryable' END::hone.job_state,
-                scheduled_at = CASE WHEN j.attempt >= j.max_attempts THEN j.scheduled_at
-                               ELSE now() + hone.retry_delay(j.attempt, \(backoff.baseSeconds), \(backoff.capSeconds)) END,
-                finalized_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+                state = CASE WHEN j.failures + 1 >= j.max_attempts THEN 'discarded' ELSE 'retryable' END::hone.job_state,
+                scheduled_at = CASE WHEN j.failures + 1 >= j.max_attempts THEN j.scheduled_at
+                               ELSE now() + hone.retry_delay(j.failures + 1, \(backoff.baseSeconds), \(backoff.capSeconds)) END,
+                finalized_at = CASE WHEN j.failures + 1 >= j.max_attempts THEN now() END,
                 lease_expires_at = NULL
             FROM expired WHERE j.id = expired.id
             """

@@ -133,17 +133,19 @@ public struct JobQueue: Sendable {
         return Set(try rows.map { JobLease(id: try $0.decode("id"), attempt: try $0.decode("attempt")) })
     }
 
-    /// Records a failed attempt: retryable after the backoff, or discarded when it was
-    /// the last attempt. Returns the new state, or nil when the lease was no longer held.
+    /// Records a failed attempt: retryable after the backoff, or discarded when it was the
+    /// job's `max_attempts`-th failure (attempts given back by `release` do not count, as
+    /// River's snooze and Oban's do not). Returns the new state, or nil when the lease was
+    /// no longer held.
     @discardableResult
     public func fail(_ lease: JobLease, error: String, on connection: PostgresConnection? = nil) async throws -> JobState? {
         let rows = try await run("""
             UPDATE hone.jobs SET
                 errors = array_append(errors, hone.job_error(attempt, \(error))), failures = failures + 1,
-                state = CASE WHEN attempt >= max_attempts THEN 'discarded' ELSE 'retryable' END::hone.job_state,
-                scheduled_at = CASE WHEN attempt >= max_attempts THEN scheduled_at
-                               ELSE now() + hone.retry_delay(attempt, \(backoff.baseSeconds), \(backoff.capSeconds)) END,
-                finalized_at = CASE WHEN attempt >= max_attempts THEN now() END,
+                state = CASE WHEN failures + 1 >= max_attempts THEN 'discarded' ELSE 'retryable' END::hone.job_state,
+                scheduled_at = CASE WHEN failures + 1 >= max_attempts THEN scheduled_at
+                               ELSE now() + hone.retry_delay(failures + 1, \(backoff.baseSeconds), \(backoff.capSeconds)) END,
+                finalized_at = CASE WHEN failures + 1 >= max_attempts THEN now() END,
                 lease_expires_at = NULL
             WHERE id = \(lease.id) AND state = 'running' AND attempt = \(lease.attempt)
             RETURNING state
@@ -165,8 +167,8 @@ public struct JobQueue: Sendable {
 
     /// Gives a running attempt's job back to the queue at once (a worker shutting down in
     /// the middle of it, or work made stale by an operator): available now, without the
-    /// retry backoff, the attempt counted but not as a failure, and `reason` kept in its
-    /// errors. False when the lease was no longer held.
+    /// retry backoff, the attempt counted but not as a failure (it spends none of
+    /// `max_attempts`), and `reason` kept in its errors. False when the lease was no longer held.
     @discardableResult
     public func release(_ lease: JobLease, reason: String, on connection: PostgresConnection? = nil) async throws -> Bool {
         let rows = try await run("""

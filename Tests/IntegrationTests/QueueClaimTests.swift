@@ -168,6 +168,24 @@ struct QueueClaimTests {
         }
     }
 
+    @Test("attempts given back spend none of max_attempts: a job released three times still has both its tries")
+    func releasesSpendNoAttempts() async throws {
+        try await TestDatabase.withQueue(backoff: Backoff(baseSeconds: 0, capSeconds: 0)) { _, queue in
+            let id = try await queue.enqueue(JobRequest(kind: "echo", args: .object([:]), maxAttempts: 2))
+            for _ in 0..<3 {
+                let job = try #require(try await queue.claim(limit: 1, worker: "w", lease: .seconds(30)).first)
+                #expect(try await queue.release(job.lease, reason: "released: an operator's rollback"))
+            }
+            let fourth = try #require(try await queue.claim(limit: 1, worker: "w", lease: .seconds(30)).first)
+            #expect(fourth.id == id && fourth.attempt == 4 && fourth.failures == 0)
+            #expect(try await queue.fail(fourth.lease, error: "boom") == .retryable)
+            try await queue.pool.query("UPDATE hone.jobs SET state = 'available', scheduled_at = now() WHERE id = \(id)")
+            let fifth = try #require(try await queue.claim(limit: 1, worker: "w", lease: .seconds(30)).first)
+            #expect(fifth.failures == 1)
+            #expect(try await queue.fail(fifth.lease, error: "boom again") == .discarded)
+        }
+    }
+
     @Test("a failed attempt waits out its backoff, then is staged and retried")
     func failureBacksOffThenRetries() async throws {
         try await TestDatabase.withQueue(backoff: Backoff(baseSeconds: 30, capSeconds: 600)) { url, queue in
