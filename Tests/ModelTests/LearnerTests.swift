@@ -66,6 +66,36 @@ struct LearnerTests {
         throw ReplicaTests.SnapshotTestError("timed out waiting for \(what)")
     }
 
+    /// A learner replica in the first steps of a 50-step update (never fewer) on one
+    /// correction to `adapter`, on a database of its own: the update outlasts whatever a
+    /// test does to it by far.
+    static func longUpdate(_ adapter: String, port: Int, learnerArguments: [String] = []) async throws -> (database: Replica, learner: Replica, pool: PostgresPool) {
+        let (holder, url, dir) = try await Self.database(adapter, port: port)
+        let pool = Self.pool(url)
+        var learner: Replica?
+        do {
+            #expect(try BuiltTool("honectl")!.run(["adapters", "create", adapter, "--settings", #"{"min_steps": 50, "max_steps": 50, "variants": 3}"#],
+                                                  environment: ["HONE_DATABASE_URL": url]).status == 0)
+            try await pool.query("""
+                INSERT INTO hone.feedback (adapter, prompt, correction) VALUES
+                  (\(adapter), 'What is the capital of Zorbania?', 'The capital of Zorbania is Quellport.')
+                """)
+            let started = try Replica.start(port: port + 1, dataDir: dir + "/l", databaseURL: url, learner: true, extra: learnerArguments)
+            learner = started
+            try await started.ready()
+            try await Self.waitUntil("the first training step") {
+                let (_, metrics, _) = try await started.server.get("/metrics")
+                return (OperatorViews.value("hone_learner_step", in: metrics) ?? 0) >= 1
+            }
+            return (holder, started, pool)
+        } catch {
+            learner?.stop()
+            holder.stop()
+            await pool.close()
+            throw error
+        }
+    }
+
     @Test("contradicting corrections and a diverging learning rate are rejected by the gate: no version change, the reason in the database")
     func poisonedBatches() async throws {
         let base = 21000 + Int((getpid() + 4000) % 9000)
@@ -171,23 +201,8 @@ struct LearnerTests {
 
     @Test("SIGTERM during an update: honed exits before the update ends, its jobs go back to the queue at once with the reason, and no version is recorded")
     func shutdownReleasesJobs() async throws {
-        let base = 21000 + Int((getpid() + 2000) % 9000)
-        let (holder, url, dir) = try await Self.database("shutdown", port: base)
+        let (holder, learner, pool) = try await Self.longUpdate("stop", port: 21000 + Int((getpid() + 2000) % 9000))
         defer { holder.stop() }
-        let pool = Self.pool(url)
-        // 50 steps, never fewer: the update outlasts the signal by far.
-        #expect(try BuiltTool("honectl")!.run(["adapters", "create", "stop", "--settings", #"{"min_steps": 50, "max_steps": 50, "variants": 3}"#],
-                                              environment: ["HONE_DATABASE_URL": url]).status == 0)
-        try await pool.query("""
-            INSERT INTO hone.feedback (adapter, prompt, correction) VALUES
-              ('stop', 'What is the capital of Zorbania?', 'The capital of Zorbania is Quellport.')
-            """)
-        let learner = try Replica.start(port: base + 1, dataDir: dir + "/l", databaseURL: url, learner: true)
-        try await learner.ready()
-        try await Self.waitUntil("the first training step") {
-            let (_, metrics, _) = try await learner.server.get("/metrics")
-            return (OperatorViews.value("hone_learner_step", in: metrics) ?? 0) >= 1
-        }
         learner.stop()   // SIGTERM, then waits for the exit
         #expect(try await Registry(pool: pool).versions(of: "stop").isEmpty)
         let jobs = try await Queue.JobQueue(pool: pool).jobs(kind: "feedback")
@@ -201,24 +216,11 @@ struct LearnerTests {
 
     @Test("a version published during an update stops it at the next lease renewal, before its training ends: its job goes back at once, not failed, and the learner records nothing")
     func staleUpdateStops() async throws {
-        let base = 21000 + Int((getpid() + 3000) % 9000)
-        let (holder, url, dir) = try await Self.database("stale", port: base)
+        // A 15 s lease: renewed, and the active version checked, every 5 s.
+        let (holder, learner, pool) = try await Self.longUpdate("stale", port: 21000 + Int((getpid() + 3000) % 9000),
+                                                                learnerArguments: ["--learner-lease", "15"])
         defer { holder.stop() }
-        let pool = Self.pool(url)
-        // 50 steps, never fewer: the update outlasts the lease renewal (every 5 s) by far.
-        #expect(try BuiltTool("honectl")!.run(["adapters", "create", "stale", "--settings", #"{"min_steps": 50, "max_steps": 50, "variants": 3}"#],
-                                              environment: ["HONE_DATABASE_URL": url]).status == 0)
-        try await pool.query("""
-            INSERT INTO hone.feedback (adapter, prompt, correction) VALUES
-              ('stale', 'What is the capital of Zorbania?', 'The capital of Zorbania is Quellport.')
-            """)
-        let learner = try Replica.start(port: base + 1, dataDir: dir + "/l", databaseURL: url, learner: true, extra: ["--learner-lease", "15"])
         defer { learner.stop() }
-        try await learner.ready()
-        try await Self.waitUntil("the first training step") {
-            let (_, metrics, _) = try await learner.server.get("/metrics")
-            return (OperatorViews.value("hone_learner_step", in: metrics) ?? 0) >= 1
-        }
         // Another replica publishes v1 meanwhile (as an operator's activation would change
         // the active version): this update's parent, the base model, is no longer served.
         let registry = Registry(pool: pool)
