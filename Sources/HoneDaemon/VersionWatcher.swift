@@ -151,10 +151,11 @@ final class RefusedVersions: Sendable {
 /// it), so a rollback of one step swaps at once, with no blob fetch or decode.
 ///
 /// Kept per adapter so one busy adapter cannot push another's previous version out, and
-/// only one step back: what it costs is bounded by one version's own shards per adapter
-/// (measured in the 60-minute soak: a four-version cache kept filling for 40 minutes and
-/// was most of the daemon's RSS growth). A rollback further back loads from the registry,
-/// as TF Serving, which keeps only the served version, loads one.
+/// only one step back: what it costs is bounded by one version's own shards per adapter.
+/// (Measured in the soak, which rolls back now and then: a cache of the last four versions
+/// of all adapters filled 0 → 56 MB over its first 25 minutes, one shard per version, and
+/// the daemon's RSS grew with it.) A rollback further back loads from the registry, as
+/// TF Serving, which keeps only the served version, loads one.
 final class RecentAdapters: Sendable {
     private let entries = Mutex<[String: [ServedAdapter]]>([:])
     /// Versions kept per adapter, the served one included.
