@@ -44,13 +44,27 @@ public final class OpProfile: Sendable {
 
     /// Records the ops every thread runs while `body` runs (one profile records at a time).
     public func record<T>(_ body: () throws -> T) rethrows -> T {
+        start()
+        defer { Self.stop() }
+        return try body()
+    }
+
+    /// `record` for async work: the ops of every thread while `body` runs, whoever they
+    /// are for (a learning update's own passes and the generations it awaits).
+    public func record<T>(_ body: () async throws -> T) async rethrows -> T {
+        start()
+        defer { Self.stop() }
+        return try await body()
+    }
+
+    private func start() {
         Self.recording.withLock { precondition($0 == nil, "another profile is recording"); $0 = self }
         Self.on.store(true, ordering: .relaxed)
-        defer {
-            Self.on.store(false, ordering: .relaxed)
-            Self.recording.withLock { $0 = nil }
-        }
-        return try body()
+    }
+
+    private static func stop() {
+        on.store(false, ordering: .relaxed)
+        recording.withLock { $0 = nil }
     }
 
     /// Runs `body` as op `op` (of block `layer`), doing `flops` floating-point operations

@@ -10,7 +10,9 @@ import Tokenizer
 /// `honebench learn`: one learning update on the facts of `ops/facts.json` (corrections),
 /// without a database: how long it takes, what the gate measured, and how many facts the
 /// candidate answers when asked in words it never saw. `HONE_BENCH_FACTS` (default 8) and
-/// `HONE_BENCH_LEARN_SETTINGS` (an adapter settings object) vary the run.
+/// `HONE_BENCH_LEARN_SETTINGS` (an adapter settings object) vary the run; `HONE_BENCH_VERBOSE=1`
+/// prints each step's tokens and time and the locality answers that changed,
+/// `HONE_BENCH_PROFILE=1` the update's time per op (training, checks and gate together).
 enum LearnBench {
     static func run() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -48,11 +50,21 @@ enum LearnBench {
             let startMB = (ProcessMetrics.current()?.residentBytes ?? .nan) / 1_048_576
             let update = LearningUpdate(model: model, tokenizer: tokenizer, sampler: sampler, settings: settings, anchors: anchors,
                                         locality: locality, compute: scheduler.compute)
-            let outcome = try await update.run(plans: plans, buffer: [])
+            let verbose = environment["HONE_BENCH_VERBOSE"] == "1"
+            let profile = environment["HONE_BENCH_PROFILE"] == "1" ? OpProfile() : nil
+            @Sendable func run() async throws -> UpdateOutcome {
+                try await update.run(plans: plans, buffer: [], progress: { report in
+                    guard verbose else { return }
+                    FileHandle.standardError.write(Data(String(format: "step %d: %d tokens, %d with loss, %.2f s, loss %.3f\n", report.step,
+                                                               report.tokens, report.targetTokens, report.seconds, report.loss).utf8))
+                })
+            }
+            let outcome = if let profile { try await profile.record(run) } else { try await run() }
             let trained = clock.now
+            if let profile { ProfileBench.report("update", profile, wall: (trained - planned) / .seconds(1), passes: 1) }
             let peakMB = (ProcessMetrics.peakResidentBytes() ?? .nan) / 1_048_576
             let heap = ProcessMetrics.heapUsage()
-            if environment["HONE_BENCH_VERBOSE"] == "1", let adapter = outcome.adapter {
+            if verbose, let adapter = outcome.adapter {
                 // What changed: the gate's locality prompts, base answer then candidate's.
                 let prompts = LocalitySet.general + locality.neighbours(of: facts.map(\.question))
                 let requests = prompts.map { SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens) }

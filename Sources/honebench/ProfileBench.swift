@@ -53,7 +53,12 @@ enum ProfileBench {
         let profile = OpProfile()
         let start = ContinuousClock.now
         try profile.record { for _ in 0..<passes { try body() } }
-        let wall = (ContinuousClock.now - start) / .seconds(1) / Double(passes)
+        report(name, profile, wall: (ContinuousClock.now - start) / .seconds(1) / Double(passes), passes: passes)
+    }
+
+    /// One line per op of `profile` (largest first) and one per phase with each layer's
+    /// seconds, per pass of `wall` seconds; a table on stderr.
+    static func report(_ name: String, _ profile: OpProfile, wall: Double, passes: Int) {
         let ops = profile.byOp
         let measured = ops.reduce(0) { $0 + $1.totals.seconds } / Double(passes)
         var table = String(format: "profile %@: %.4f s per pass, %.0f%% in measured ops\n", name, wall, 100 * measured / wall)
