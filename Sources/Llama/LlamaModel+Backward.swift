@@ -186,16 +186,14 @@ extension LlamaModel {
         func linear(_ target: LoRATarget, _ m: QuantizedMatrix, _ x: [Float], _ y: inout [Float]) -> [Float]? {
             let key = LoRAKey(layer: layer, target: target)
             return OpProfile.measure("matmul.\(target)", layer: layer, flops: 2 * Double(n * m.rows * m.cols)) {
-                m.withFloats { wp in
-                    (adapter ?? LoRAAdapter.none).withFactors(key) { factors in
-                        guard let factors else {
-                            linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp, lora: nil, out: &y, u: nil)
-                            return nil
-                        }
-                        var u = zeros(n * factors.rank)
-                        linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp, lora: factors, out: &y, u: &u)
-                        return u
+                (adapter ?? LoRAAdapter.none).withFactors(key) { factors in
+                    guard let factors else {
+                        linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: m, lora: nil, out: &y, u: nil)
+                        return nil
                     }
+                    var u = zeros(n * factors.rank)
+                    linearForward(x, rows: n, inWidth: m.cols, outWidth: m.rows, weight: m, lora: factors, out: &y, u: &u)
+                    return u
                 }
             }
         }
@@ -248,23 +246,23 @@ extension LlamaModel {
             let key = LoRAKey(layer: layer, target: target)
             // Taken out of the dictionary while written, so the arrays are not copied.
             var g = gradients.weights.removeValue(forKey: key)
-            OpProfile.measure("matmul.\(target).backward", layer: layer, flops: 2 * Double(n * m.rows * m.cols)) { m.withFloats { wp in
+            OpProfile.measure("matmul.\(target).backward", layer: layer, flops: 2 * Double(n * m.rows * m.cols)) {
                 adapter.withFactors(key) { factors in
                     guard factors != nil, var gr = g, let u = a.u[target] else {
-                        linearBackward(dy, x: x, u: nil, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp,
+                        linearBackward(dy, x: x, u: nil, rows: n, inWidth: m.cols, outWidth: m.rows, weight: m,
                                        lora: nil, loraGradients: nil, dx: &dx)
                         return
                     }
                     gr.a.withUnsafeMutableBufferPointer { ga in
                         gr.b.withUnsafeMutableBufferPointer { gb in
-                            linearBackward(dy, x: x, u: u, rows: n, inWidth: m.cols, outWidth: m.rows, weight: wp,
+                            linearBackward(dy, x: x, u: u, rows: n, inWidth: m.cols, outWidth: m.rows, weight: m,
                                            lora: factors, loraGradients: LoRAGradients(a: ga.baseAddress!, b: gb.baseAddress!),
                                            dx: &dx)
                         }
                     }
                     g = gr
                 }
-            } }
+            }
             if let g { gradients.weights[key] = g }
         }
         // out = xMid + down(act)
@@ -334,23 +332,21 @@ extension LlamaModel {
         var loss = 0.0, correct = 0
         let chunk = 128   // (128, V) logits: 25 MB, under glibc's largest mmap threshold
         var logits = zeros(min(chunk, m) * v)
-        output.withFloats { wp in
-            normed.withUnsafeBufferPointer { np in
-                for start in stride(from: 0, to: m, by: chunk) {
-                    let rows = min(chunk, m - start)
-                    logits.withUnsafeMutableBufferPointer { lp in
-                        let l = lp.baseAddress!
-                        gemm(transB: true, m: rows, n: v, k: c, np.baseAddress! + start * c, lda: c, wp, ldb: c, l, ldc: v)
-                        let targets = Array(p.targets[start..<(start + rows)])
-                        let soft = p.softTargets.contains { $0 != nil } ? Array(p.softTargets[start..<(start + rows)]) : nil
-                        let part = crossEntropy(logits: l, targets: targets, soft: soft, vocab: v,
-                                                dlogits: gradScale == nil ? nil : l, gradScale: gradScale ?? 0)
-                        loss += part.loss
-                        correct += part.correct
-                        guard gradScale != nil else { return }
-                        dNormed.withUnsafeMutableBufferPointer { dp in
-                            gemm(m: rows, n: c, k: v, l, lda: v, wp, ldb: c, dp.baseAddress! + start * c, ldc: c)
-                        }
+        normed.withUnsafeBufferPointer { np in
+            for start in stride(from: 0, to: m, by: chunk) {
+                let rows = min(chunk, m - start)
+                logits.withUnsafeMutableBufferPointer { lp in
+                    let l = lp.baseAddress!
+                    output.product(np.baseAddress! + start * c, count: rows, into: l)
+                    let targets = Array(p.targets[start..<(start + rows)])
+                    let soft = p.softTargets.contains { $0 != nil } ? Array(p.softTargets[start..<(start + rows)]) : nil
+                    let part = crossEntropy(logits: l, targets: targets, soft: soft, vocab: v,
+                                            dlogits: gradScale == nil ? nil : l, gradScale: gradScale ?? 0)
+                    loss += part.loss
+                    correct += part.correct
+                    guard gradScale != nil else { return }
+                    dNormed.withUnsafeMutableBufferPointer { dp in
+                        output.accumulateTransposedProduct(l, count: rows, into: dp.baseAddress! + start * c)
                     }
                 }
             }

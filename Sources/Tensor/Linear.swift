@@ -1,3 +1,35 @@
+/// A frozen weight W (out × in) that multiplies float32 activations: the base model's
+/// matrices in training, which get no gradient. A quantized matrix does its products
+/// without a float32 copy of itself; `FloatWeight` is plain float32 memory.
+public protocol FrozenWeight {
+    /// y (N, out) = x (N, in) · Wᵀ.
+    func product(_ x: UnsafePointer<Float>, count n: Int, into y: UnsafeMutablePointer<Float>)
+    /// dx (N, in) += dy (N, out) · W: the input's gradient through `product`.
+    func accumulateTransposedProduct(_ dy: UnsafePointer<Float>, count n: Int, into dx: UnsafeMutablePointer<Float>)
+}
+
+/// W as a float32 array (out, in).
+public struct FloatWeight: FrozenWeight {
+    public let w: [Float]
+    public let rows: Int
+    public let cols: Int
+
+    public init(_ w: [Float], rows: Int, cols: Int) {
+        precondition(w.count == rows * cols)
+        self.w = w
+        self.rows = rows
+        self.cols = cols
+    }
+
+    public func product(_ x: UnsafePointer<Float>, count n: Int, into y: UnsafeMutablePointer<Float>) {
+        gemm(transB: true, m: n, n: rows, k: cols, x, lda: cols, w, ldb: cols, y, ldc: rows)
+    }
+
+    public func accumulateTransposedProduct(_ dy: UnsafePointer<Float>, count n: Int, into dx: UnsafeMutablePointer<Float>) {
+        gemm(m: n, n: cols, k: rows, dy, lda: rows, w, ldb: cols, beta: 1, dx, ldc: cols)
+    }
+}
+
 /// The low-rank update of one linear layer: ΔW = scale · B · A, with A (R, in) and B (out, R).
 public struct LoRAFactors {
     /// A: (R, in).
@@ -33,9 +65,9 @@ public struct LoRAGradients {
 /// y = x · Wᵀ + scale · (x · Aᵀ) · Bᵀ.   x: (N, in); w: (out, in); y: (N, out).
 /// `u` (N, R) receives x · Aᵀ, which the backward pass needs.
 public func linearForward(_ x: UnsafePointer<Float>, rows n: Int, inWidth: Int, outWidth: Int,
-                          weight w: UnsafePointer<Float>, lora: LoRAFactors?,
+                          weight w: some FrozenWeight, lora: LoRAFactors?,
                           out y: UnsafeMutablePointer<Float>, u: UnsafeMutablePointer<Float>?) {
-    gemm(transB: true, m: n, n: outWidth, k: inWidth, x, lda: inWidth, w, ldb: inWidth, y, ldc: outWidth)
+    w.product(x, count: n, into: y)
     guard let lora, let u else { return }
     let r = lora.rank
     gemm(transB: true, m: n, n: r, k: inWidth, x, lda: inWidth, lora.a, ldb: inWidth, u, ldc: r)
@@ -46,9 +78,9 @@ public func linearForward(_ x: UnsafePointer<Float>, rows n: Int, inWidth: Int, 
 /// dA += scale · (dy · B)ᵀ · x. W is frozen: no gradient.   dy: (N, out); dx: (N, in).
 public func linearBackward(_ dy: UnsafePointer<Float>, x: UnsafePointer<Float>, u: UnsafePointer<Float>?,
                            rows n: Int, inWidth: Int, outWidth: Int,
-                           weight w: UnsafePointer<Float>, lora: LoRAFactors?, loraGradients: LoRAGradients?,
+                           weight w: some FrozenWeight, lora: LoRAFactors?, loraGradients: LoRAGradients?,
                            dx: UnsafeMutablePointer<Float>) {
-    gemm(m: n, n: inWidth, k: outWidth, dy, lda: outWidth, w, ldb: inWidth, beta: 1, dx, ldc: inWidth)
+    w.accumulateTransposedProduct(dy, count: n, into: dx)
     guard let lora, let u else { return }
     let r = lora.rank
     var dyB = [Float](repeating: 0, count: n * r)   // (N, R) = dy · B

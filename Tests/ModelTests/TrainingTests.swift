@@ -185,6 +185,36 @@ struct TrainingTests {
         }
     }
 
+    @Test("training's products on quantized weights (dequantized a tile at a time, tiles split between threads) equal float products of the whole dequantized matrix",
+          arguments: [GGMLType.q4_1, .q8_0, .q6_K, .f16])
+    func tiledProducts(type: GGMLType) throws {
+        // A head of 1 300 rows: two tiles per thread (of 325 rows).
+        let spec = type.blockSize > 32 ? TinyModel.Spec(width: 256, ffn: 512, vocab: 1300, type: type) : TinyModel.Spec(vocab: 1300, type: type)
+        let path = try TinyModel.write(spec)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let model = try LlamaModel(path: path)
+        #expect(model.output.rows > 2 * model.output.trainingTileRows)
+        for m in [model.output, model.layers[0].down] {
+            var dense = [Float](repeating: 0, count: m.rows * m.cols)
+            dense.withUnsafeMutableBufferPointer { d in for r in 0..<m.rows { m.row(r, into: d.baseAddress! + r * m.cols) } }
+            let reference = FloatWeight(dense, rows: m.rows, cols: m.cols)
+            var seed: UInt64 = 5
+            let n = 7
+            let x = TinyModel.values(n * m.cols, seed: &seed, scale: 1), dy = TinyModel.values(n * m.rows, seed: &seed, scale: 1)
+            var y = [Float](repeating: 0, count: n * m.rows), yRef = y
+            m.product(x, count: n, into: &y)
+            reference.product(x, count: n, into: &yRef)
+            // dx starts non-zero: the product adds into it.
+            let start = TinyModel.values(n * m.cols, seed: &seed, scale: 1)
+            var dx = start, dxRef = start
+            m.accumulateTransposedProduct(dy, count: n, into: &dx)
+            reference.accumulateTransposedProduct(dy, count: n, into: &dxRef)
+            #expect(zip(y, yRef).map { abs($0 - $1) }.max()! < 1e-3)
+            #expect(zip(dx, dxRef).map { abs($0 - $1) }.max()! < 1e-3)
+            #expect(zip(dx, start).map { abs($0 - $1) }.max()! > 0.1)
+        }
+    }
+
     @Test("PEFT files round-trip; adapters for another base model, rank or shape are refused with the reason")
     func peftFiles() throws {
         try Self.withTinyModel { model in

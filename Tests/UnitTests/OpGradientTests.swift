@@ -146,16 +146,16 @@ struct OpGradientTests {
         let a = Self.values(rank * inW, seed: 18), b = Self.values(outW * rank, seed: 19), r = Self.values(n * outW, seed: 20)
         func forward(_ x: [Float], _ a: [Float], _ b: [Float]) -> Double {
             var y = [Float](repeating: 0, count: n * outW), u = [Float](repeating: 0, count: n * rank)
-            linearForward(x, rows: n, inWidth: inW, outWidth: outW, weight: w,
+            linearForward(x, rows: n, inWidth: inW, outWidth: outW, weight: FloatWeight(w, rows: outW, cols: inW),
                           lora: LoRAFactors(a: a, b: b, rank: rank, scale: scale), out: &y, u: &u)
             return Self.dot(y, r)
         }
         var y = [Float](repeating: 0, count: n * outW), u = [Float](repeating: 0, count: n * rank)
         let lora = LoRAFactors(a: a, b: b, rank: rank, scale: scale)
-        linearForward(x, rows: n, inWidth: inW, outWidth: outW, weight: w, lora: lora, out: &y, u: &u)
+        linearForward(x, rows: n, inWidth: inW, outWidth: outW, weight: FloatWeight(w, rows: outW, cols: inW), lora: lora, out: &y, u: &u)
         var dx = [Float](repeating: 0, count: n * inW), da = [Float](repeating: 0, count: rank * inW)
         var db = [Float](repeating: 0, count: outW * rank)
-        linearBackward(r, x: x, u: u, rows: n, inWidth: inW, outWidth: outW, weight: w, lora: lora,
+        linearBackward(r, x: x, u: u, rows: n, inWidth: inW, outWidth: outW, weight: FloatWeight(w, rows: outW, cols: inW), lora: lora,
                        loraGradients: LoRAGradients(a: &da, b: &db), dx: &dx)
         Self.check("dx", x, analytic: dx) { forward($0, a, b) }
         Self.check("dA", a, analytic: da) { forward(x, $0, b) }
