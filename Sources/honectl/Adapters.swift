@@ -28,7 +28,7 @@ struct Adapters: AsyncParsableCommand {
         @Option(help: "Comma-separated LoRA targets among q,k,v,o,gate,up,down (default all).")
         var targets: String?
 
-        @Option(help: "AdamW learning rate of updates (default 5e-4).")
+        @Option(help: "AdamW learning rate of updates (default 1e-3).")
         var lr: Double?
 
         @Option(help: #"Further learning settings as a JSON object, e.g. '{"max_steps": 30}'."#)

@@ -43,13 +43,13 @@ struct VerifierTests {
 
 @Suite("Learning settings and paraphrases")
 struct LearningSettingsTests {
-    @Test("settings take DESIGN.md's defaults, read every key, and name the bad one")
+    @Test("settings take their defaults (DESIGN.md's, the learning rate aside), read every key, and name the bad one")
     func settings() throws {
         let defaults = try LearningSettings(json: .object([:]))
         #expect(defaults == LearningSettings())
-        #expect(defaults.lora.rank == 16 && defaults.learningRate == 5e-4 && defaults.gate.maxNLLRise == 0.08 && defaults.gate.maxKL == 0.7)
-        let custom = try LearningSettings(json: try JSONValue(parsing: #"{"rank": 4, "targets": ["q", "v_proj"], "lr": 0.001, "max_steps": 3}"#))
-        #expect(custom.lora.rank == 4 && custom.lora.targets == [.q, .v] && custom.maxSteps == 3 && custom.minSteps == 3)
+        #expect(defaults.lora.rank == 16 && defaults.learningRate == 1e-3 && defaults.gate.maxNLLRise == 0.08 && defaults.gate.maxKL == 0.7)
+        let custom = try LearningSettings(json: try JSONValue(parsing: #"{"rank": 4, "targets": ["q", "v_proj"], "lr": 0.002, "max_steps": 3}"#))
+        #expect(custom.lora.rank == 4 && custom.lora.targets == [.q, .v] && custom.learningRate == 0.002 && custom.maxSteps == 3 && custom.minSteps == 3)
         #expect(defaults.localityPrompts == 40 && defaults.historyProbes == 16)
         let small = try LearningSettings(json: try JSONValue(parsing: #"{"locality_prompts": 8, "history_probes": 4}"#))
         #expect(small.localityPrompts == 8 && small.historyProbes == 4)
