@@ -72,15 +72,10 @@ struct LearnerService: Service {
                         }
                         // Memory goes back after every update that ran: one that failed or was made
                         // stale leaves as much behind as one that finished.
-                        let ran: Bool
-                        do { ran = try await update(adapter, references: references!) } catch {
-                            releaseTrainingMemory()
-                            throw error
-                        }
-                        if ran {
-                            worked = true
-                            releaseTrainingMemory()
-                        }
+                        var ran = true
+                        defer { if ran { releaseTrainingMemory() } }
+                        ran = try await update(adapter, references: references!)
+                        worked = worked || ran
                         if Task.isCancelled { return }
                     }
                 } catch is CancellationError {

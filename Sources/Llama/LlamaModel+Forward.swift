@@ -208,26 +208,28 @@ extension LlamaModel {
     }
 
     /// out += scale · (x · Aᵀ) · Bᵀ on the rows of each sequence that runs with an adapter
-    /// adapting `key`. A single new token takes plain dot products and a chunk takes GEMMs:
-    /// like the base kernels, the choice depends only on the sequence, never on the batch.
+    /// adapting `key`: two GEMMs per sequence (a new token is a one-row GEMM), so a row's
+    /// result depends only on its sequence, never on the batch. A token once took dot
+    /// products, a rank-long one per output: 16 sequences of a rank-16 adapter spent 62-67 ms
+    /// a step in them, above the 34-38 ms of the whole base step, against 21-26 ms as GEMMs
+    /// (`honebench profile`, decode16lora, release). Sequences run one after another: spread
+    /// over the pool (14 ms on a quiet machine) they took 110-120 ms while another process
+    /// held a core, as the learner's training does during updates.
     private func addLoRA(_ key: LoRAKey, _ batch: [SequenceInput], _ x: [Float], _ out: inout [Float], inWidth: Int, outWidth: Int) {
-        var start = 0
-        for input in batch {
-            defer { start += input.tokens.count }
-            guard let adapter = input.adapter else { continue }
-            let count = input.tokens.count
-            adapter.withFactors(key) { factors in
-                guard let f = factors else { return }
-                x.withUnsafeBufferPointer { xp in
-                    out.withUnsafeMutableBufferPointer { op in
+        guard batch.contains(where: { $0.adapter != nil }) else { return }
+        x.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { op in
+                var start = 0
+                for input in batch {
+                    defer { start += input.tokens.count }
+                    input.adapter?.withFactors(key) { factors in
+                        guard let f = factors else { return }
+                        let count = input.tokens.count
                         let xs = xp.baseAddress! + start * inWidth, ys = op.baseAddress! + start * outWidth
-                        var u = [Float](repeating: 0, count: count * f.rank)   // (T, R)
-                        if count == 1 {
-                            for r in 0..<f.rank { u[r] = hone_dot_f32(f.a + r * inWidth, xs, inWidth) * f.scale }
-                            for o in 0..<outWidth { ys[o] += hone_dot_f32(f.b + o * f.rank, u, f.rank) }
-                        } else {
-                            gemm(transB: true, m: count, n: f.rank, k: inWidth, xs, lda: inWidth, f.a, ldb: inWidth, &u, ldc: f.rank)
-                            gemm(transB: true, m: count, n: outWidth, k: f.rank, alpha: f.scale, u, lda: f.rank,
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: count * f.rank) { u in   // (T, R)
+                            gemm(transB: true, m: count, n: f.rank, k: inWidth, xs, lda: inWidth, f.a, ldb: inWidth,
+                                 u.baseAddress!, ldc: f.rank)
+                            gemm(transB: true, m: count, n: outWidth, k: f.rank, alpha: f.scale, u.baseAddress!, lda: f.rank,
                                  f.b, ldb: f.rank, beta: 1, ys, ldc: outWidth)
                         }
                     }

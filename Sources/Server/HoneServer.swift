@@ -60,9 +60,8 @@ public struct HoneServer: Sendable {
             var gauges = ServerMetrics.Gauges()
             if let snapshot = holder.snapshot {
                 gauges.versions = snapshot.servedModelIDs.compactMap { id in snapshot.resolve(id).map { (id, $0.version) } }
-                gauges.adapterWeights = snapshot.adapters.keys.sorted().map { name in
-                    let shards = snapshot.adapters[name]!.shards
-                    return (name, shards.shards.count, shards.byteCount)
+                gauges.adapterWeights = snapshot.adapters.sorted { $0.key < $1.key }.map { name, served in
+                    (name, served.shards.shards.count, served.shards.byteCount)
                 }
             }
             gauges.swaps = holder.swaps
