@@ -93,7 +93,11 @@ struct TrainingParityTests {
         }
         let after = try PEFTAdapter.read(from: fixture.path("after5"), model: model)
         let (stepError, worstStep) = Self.worstRelativeError(trainer.adapter, after)
-        #expect(stepError < 1e-3, "after 5 steps \(worstStep) off by \(stepError) relative")
+        // Looser than the gradients: AdamW divides by √v, so an element whose gradient is
+        // rounding-sized moves a whole step either way. With gradients within 2.5e-5, this
+        // figure was 2.3e-4 to 1.04e-3 across OpenBLAS kernels (SkylakeX, Haswell) and GEMM
+        // blockings of the same products.
+        #expect(stepError < 2e-3, "after 5 steps \(worstStep) off by \(stepError) relative")
 
         // PEFT's adapter loaded in Hone answers with PyTorch's logits.
         let tokens = fixture.sequences[0].tokens

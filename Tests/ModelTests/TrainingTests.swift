@@ -185,7 +185,7 @@ struct TrainingTests {
         }
     }
 
-    @Test("training's products on quantized weights (dequantized a tile at a time, tiles split between threads) equal float products of the whole dequantized matrix",
+    @Test("training's products on quantized weights (dequantized a tile at a time on each thread) equal float products of the whole dequantized matrix",
           arguments: [GGMLType.q4_1, .q8_0, .q6_K, .f16])
     func tiledProducts(type: GGMLType) throws {
         // A head of 1 300 rows: two tiles per thread (of 325 rows).
