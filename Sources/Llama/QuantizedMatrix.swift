@@ -245,8 +245,6 @@ extension QuantizedMatrix: FrozenWeight {
     /// dx (N, cols) += dy (N, rows) · W in float32.
     public func accumulateTransposedProduct(_ dy: UnsafePointer<Float>, count n: Int, into dx: UnsafeMutablePointer<Float>) {
         guard isFloatType else { return tiledTransposedGEMM(dy, count: n, into: dx, tileRows: trainingTileRows) }
-        floats().withUnsafeBufferPointer { w in
-            gemm(m: n, n: cols, k: rows, dy, lda: rows, w.baseAddress!, ldb: cols, beta: 1, dx, ldc: cols)
-        }
+        FloatWeight(floats(), rows: rows, cols: cols).accumulateTransposedProduct(dy, count: n, into: dx)
     }
 }
