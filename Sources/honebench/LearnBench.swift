@@ -64,6 +64,12 @@ enum LearnBench {
             if let profile { ProfileBench.report("update", profile, wall: (trained - planned) / .seconds(1), passes: 1) }
             let peakMB = (ProcessMetrics.peakResidentBytes() ?? .nan) / 1_048_576
             let heap = ProcessMetrics.heapUsage()
+            if verbose {
+                for point in outcome.curve {
+                    guard let heldOut = point.heldOut else { continue }
+                    FileHandle.standardError.write(Data("step \(point.step): held-out \(heldOut.passed)/\(heldOut.checks)\n".utf8))
+                }
+            }
             if verbose, let adapter = outcome.adapter {
                 // What changed: the gate's locality prompts, base answer then candidate's.
                 let prompts = LocalitySet.general + locality.neighbours(of: facts.map(\.question))

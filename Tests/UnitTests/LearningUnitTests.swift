@@ -1,5 +1,5 @@
 import JSON
-import Learning
+@testable import Learning
 import Llama
 import Synchronization
 import Tensor
@@ -43,11 +43,12 @@ struct VerifierTests {
 
 @Suite("Learning settings and paraphrases")
 struct LearningSettingsTests {
-    @Test("settings take their defaults (DESIGN.md's, the learning rate aside), read every key, and name the bad one")
+    @Test("settings take their defaults (DESIGN.md's, the learning rate, replay and settle steps aside), read every key, and name the bad one")
     func settings() throws {
         let defaults = try LearningSettings(json: .object([:]))
         #expect(defaults == LearningSettings())
         #expect(defaults.lora.rank == 16 && defaults.learningRate == 1e-3 && defaults.gate.maxNLLRise == 0.08 && defaults.gate.maxKL == 0.7)
+        #expect(defaults.replayRatio == 0.5 && defaults.settleSteps == 2 && defaults.minSteps == 4 && defaults.maxSteps == 50)
         let custom = try LearningSettings(json: try JSONValue(parsing: #"{"rank": 4, "targets": ["q", "v_proj"], "lr": 0.002, "max_steps": 3}"#))
         #expect(custom.lora.rank == 4 && custom.lora.targets == [.q, .v] && custom.learningRate == 0.002 && custom.maxSteps == 3 && custom.minSteps == 3)
         #expect(defaults.localityPrompts == 40 && defaults.historyProbes == 16)
@@ -57,6 +58,19 @@ struct LearningSettingsTests {
                     #"{"locality_prompts": 41}"#, #"{"history_probes": -1}"#] {
             #expect(throws: JSONError.self) { try LearningSettings(json: try JSONValue(parsing: bad)) }
         }
+    }
+
+    @Test("held-out checks skip every other step while fewer than half of the probes pass, then run every step")
+    func checkSchedule() {
+        // Passing probes (of 8) by step, as 8 corrections learned them in `honebench learn`.
+        let passing = [4: 0, 5: 1, 6: 1, 7: 2, 8: 3, 9: 3, 10: 4, 11: 6, 12: 7, 13: 8]
+        var checked: [Int] = [], next = 4
+        while let passed = passing[next] {
+            checked.append(next)
+            if passed == 8 { break }
+            next = LearningUpdate.nextCheck(after: next, passed: passed, of: 8)
+        }
+        #expect(checked == [4, 6, 8, 10, 11, 12, 13])
     }
 
     @Test("key words are what the answer adds to the question")
