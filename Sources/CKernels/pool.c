@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "CKernels.h"
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -56,6 +57,15 @@ int hone_thread_id(void) { return (int)syscall(SYS_gettid); }
 int hone_thread_set_nice(int nice) { return setpriority(PRIO_PROCESS, (id_t)hone_thread_id(), nice); }
 
 int hone_thread_nice(int tid) { return getpriority(PRIO_PROCESS, (id_t)tid); }
+
+// One round of a caller's wait for the pool's workers: a pause while the wait is short, as
+// it nearly always is; past SPINS rounds the caller yields its core instead, since then the
+// worker it waits for is likely off its core, with more threads wanting the cores than there
+// are (a held-out check decoding beside a training step, learning beside serving).
+static inline void wait_round(int *rounds) {
+    if (++*rounds < SPINS) relax();
+    else sched_yield();
+}
 
 static void run_tasks(hone_pool *p) {
     for (;;) {
@@ -170,8 +180,9 @@ void hone_parallel_for(int count, hone_task_fn fn, void *context) {
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->sleep_lock);
     run_tasks(p);
-    while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0) relax();
+    int rounds = 0;
+    while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0) wait_round(&rounds);
     for (int t = 1; t < p->thread_count; t++)
-        while (atomic_load_explicit(&p->acknowledged[t], memory_order_acquire) != gen) relax();
+        while (atomic_load_explicit(&p->acknowledged[t], memory_order_acquire) != gen) wait_round(&rounds);
     pthread_mutex_unlock(&p->call_lock);
 }

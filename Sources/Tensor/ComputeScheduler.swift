@@ -32,6 +32,13 @@ public struct ComputeUsage: Sendable, Equatable {
 /// `learningShare` of them and is preempted as soon as a serving thread wakes, without
 /// learning work having to be cut into small pieces.
 ///
+/// Learning has a second pool for the threads bound to it for life (the learner's batch
+/// scheduler: its paraphrases, held-out checks and gate answers), so a held-out check
+/// decodes while the next training step runs instead of taking turns with its loops at one
+/// pool. With that, and pool callers that yield their core when a wait runs long (pool.c),
+/// an update of 8 corrections in the daemon's configuration took ~48 s where it took ~69 s
+/// (`honebench learn`, release, two alternated runs).
+///
 /// One per process: the daemon makes it and hands it to the serving scheduler and the
 /// learner; threads bound to no class run their loops on the serving pool.
 public final class ComputeScheduler: @unchecked Sendable {  // the pool pointer is immutable
@@ -41,7 +48,10 @@ public final class ComputeScheduler: @unchecked Sendable {  // the pool pointer 
     public let learningShare: Double
     /// The nice value learning threads run at (the kernel's weight closest to the share).
     public let learningNice: Int32
+    /// Learning work run through `run(_:_:)`: training steps, drift and gate passes.
     private let learningPool: OpaquePointer
+    /// Threads bound to learning for life (`bind(_:_:)`): the learner's batch scheduler.
+    private let learningBoundPool: OpaquePointer
     private let accounts = Mutex(Accounts())
 
     /// The kernel's scheduler weights for nice 0...19 (kernel/sched/core.c,
@@ -65,24 +75,31 @@ public final class ComputeScheduler: @unchecked Sendable {  // the pool pointer 
         self.learningShare = learningShare
         learningNice = Self.nice(forShare: learningShare)
         learningPool = hone_pool_create(Int32(threads), learningNice)
+        learningBoundPool = hone_pool_create(Int32(threads), learningNice)
     }
 
-    private func pool(_ work: WorkClass) -> OpaquePointer? {
+    /// The pools of `work` (nil: the default pool): the one `run` uses first.
+    private func pools(_ work: WorkClass) -> [OpaquePointer?] {
         switch work {
-        case .serving: nil
-        case .learning: learningPool
+        case .serving: [nil]
+        case .learning: [learningPool, learningBoundPool]
         }
     }
 
     /// Runs `body` on the calling thread as `work`: its loops go to that class's pool and
     /// its CPU time is counted for it. For threads that do one class of work for their
-    /// whole life (the serving scheduler's); learning work goes through `run(_:_:)`, which
+    /// whole life (the batch schedulers'; learning ones get learning's second pool); other learning work goes through `run(_:_:)`, which
     /// gives it a thread of its own (a thread's nice value cannot be lowered again).
     public func bind<T>(_ work: WorkClass, _ body: () throws -> T) rethrows -> T {
+        try enter(work, pool: pools(work).last!, body)
+    }
+
+    /// Runs `body` on the calling thread as `work`, its loops on `pool`.
+    private func enter<T>(_ work: WorkClass, pool: OpaquePointer?, _ body: () throws -> T) rethrows -> T {
         let tid = hone_thread_id()
         if work == .learning { _ = hone_thread_set_nice(learningNice) }
         let previous = hone_pool_bound()
-        hone_pool_bind(pool(work))
+        hone_pool_bind(pool)
         let start = ThreadTimes.read(tid) ?? ComputeUsage()
         accounts.withLock { $0.live[tid] = (work, start) }
         defer {
@@ -99,7 +116,7 @@ public final class ComputeScheduler: @unchecked Sendable {  // the pool pointer 
     /// Runs CPU-bound `work` on a thread of its own as class `work` and awaits it, so
     /// Swift's cooperative pool is never held by it.
     public func run<T: Sendable>(_ work: WorkClass, _ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await Parallel.onThread { [self] in try bind(work, body) }
+        try await Parallel.onThread { [self] in try enter(work, pool: pools(work)[0], body) }
     }
 
     /// CPU time used and waited for, per class, since the scheduler was made: its pools'
@@ -124,11 +141,13 @@ public final class ComputeScheduler: @unchecked Sendable {  // the pool pointer 
     /// The nice value of thread `tid` (for tests and `honectl cpu`).
     public static func niceValue(ofThread tid: Int32) -> Int32 { hone_thread_nice(tid) }
 
-    /// The kernel thread ids of the pool that runs `work`'s loops (started workers only).
+    /// The kernel thread ids of the pools that run `work`'s loops (started workers only).
     public func workerIDs(_ work: WorkClass) -> [Int32] {
-        var ids = [Int32](repeating: 0, count: 64)
-        let n = Int(hone_pool_worker_ids(pool(work) ?? hone_pool_default(), &ids, Int32(ids.count)))
-        return Array(ids[..<n])
+        pools(work).flatMap { pool in
+            var ids = [Int32](repeating: 0, count: 64)
+            let n = Int(hone_pool_worker_ids(pool ?? hone_pool_default(), &ids, Int32(ids.count)))
+            return ids[..<n]
+        }
     }
 
     private struct Accounts {

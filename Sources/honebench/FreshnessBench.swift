@@ -9,7 +9,7 @@ import BuiltTools
 /// `honebench freshness`: seconds from the INSERT of 8 corrections (one micro-batch) into
 /// `hone.feedback` to the first served response from the version that learned them, on a
 /// release `honed` (learner on, embedded database) that keeps serving two streaming clients
-/// throughout. Each trial (HONE_BENCH_TRIALS, 3 by default) uses an adapter of its own whose
+/// throughout (HONE_BENCH_CLIENTS: how many; 0 times it with no serving load). Each trial (HONE_BENCH_TRIALS, 3 by default) uses an adapter of its own whose
 /// warm-up update first makes the anchor answers, as a running daemon has them. The line
 /// also carries the update's time breakdown (the median trial's) and what the streaming
 /// clients saw with the learner idle and during the updates.
@@ -26,6 +26,7 @@ enum FreshnessBench {
 
     static func run(logger: Logger) async throws {
         let trials = Int(ProcessInfo.processInfo.environment["HONE_BENCH_TRIALS"] ?? "3") ?? 3
+        let clientCount = max(Int(ProcessInfo.processInfo.environment["HONE_BENCH_CLIENTS"] ?? "2") ?? 2, 0)
         let daemon = try BenchDaemon(name: "freshness")
         defer { daemon.stop() }
         let port = daemon.port
@@ -38,10 +39,12 @@ enum FreshnessBench {
 
         // The clients with the learner idle, for comparison.
         let idle = ServingLoad()
-        let idleClients = Task { await idle.run(port: port, clients: 2) }
-        try await Task.sleep(for: .seconds(15))
-        idle.stop.store(true, ordering: .relaxed)
-        await idleClients.value
+        if clientCount > 0 {
+            let idleClients = Task { await idle.run(port: port, clients: clientCount) }
+            try await Task.sleep(for: .seconds(15))
+            idle.stop.store(true, ordering: .relaxed)
+            await idleClients.value
+        }
 
         let facts = try Facts.load().prefix(8)
         let busy = ServingLoad()
@@ -55,7 +58,7 @@ enum FreshnessBench {
             for _ in 0..<600 where version("smollm2:\(adapter)") != "\(adapter)@v1" { try await Task.sleep(for: .milliseconds(100)) }
 
             busy.stop.store(false, ordering: .relaxed)
-            let clients = Task { await busy.run(port: port, clients: 2) }
+            let clients = Task { await busy.run(port: port, clients: clientCount) }
             let inserted = ContinuousClock.now
             // One statement: the eight jobs become visible together, as one micro-batch.
             try await pool.query("""
@@ -81,7 +84,7 @@ enum FreshnessBench {
         let median = results.sorted { $0.seconds < $1.seconds }[results.count / 2]
         func metric(_ key: String) -> Double { median.version?.metrics[key]?.doubleValue ?? .nan }
         let load = busy.counts.withLock { $0 }
-        emit(["bench": "freshness", "corrections": facts.count, "trials": results.count,
+        emit(["bench": "freshness", "corrections": facts.count, "clients": clientCount, "trials": results.count,
               "median_s": percentile(seconds, 0.5), "max_s": seconds.max() ?? .nan, "seconds": seconds.map { ($0 * 10).rounded() / 10 },
               "outcomes": results.map(\.outcome).joined(separator: "; "), "steps": median.version?.metrics["steps"]?.intValue ?? 0,
               "update_s": metric("seconds"), "examples_s": metric("seconds_examples"), "training_s": metric("seconds_training"),

@@ -49,6 +49,7 @@ func emit(_ fields: KeyValuePairs<String, Any>) {
         switch value {
         case let s as String: rendered = "\"\(s)\""
         case let b as Bool: rendered = b ? "true" : "false"
+        case let d as Double where !d.isFinite: rendered = "null"  // JSON has no NaN: a figure not measured
         case let d as Double: rendered = d.rounded() == d || abs(d) >= 10 ? String(format: "%.1f", d) : String(format: "%.2f", d)
         default: rendered = "\(value)"
         }

@@ -22,7 +22,10 @@ enum LearnBench {
         let snapshot = ModelSnapshot(model: model, tokenizer: tokenizer, modelID: "smollm2", version: "base")
         let settings = try LearningSettings(json: try JSONValue(parsing: environment["HONE_BENCH_LEARN_SETTINGS"] ?? "{}"))
         let facts = try Facts.load().prefix(Int(environment["HONE_BENCH_FACTS"] ?? "8") ?? 8)
-        let scheduler = BatchScheduler(maxBatch: 16, compute: ComputeScheduler())
+        // The learner's generations run as learning work, as in the daemon (its learning
+        // scheduler); HONE_BENCH_SAMPLER=serving runs them at serving priority instead.
+        let samplerWork: WorkClass = environment["HONE_BENCH_SAMPLER"] == "serving" ? .serving : .learning
+        let scheduler = BatchScheduler(maxBatch: 16, compute: ComputeScheduler(), work: samplerWork)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await scheduler.run() }
             let sampler = SchedulerSampler(scheduler: scheduler, snapshot: snapshot)
