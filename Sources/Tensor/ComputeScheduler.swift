@@ -78,20 +78,19 @@ public final class ComputeScheduler: @unchecked Sendable {  // the pool pointer 
         learningBoundPool = hone_pool_create(Int32(threads), learningNice)
     }
 
-    /// The pools of `work` (nil: the default pool): the one `run` uses first.
-    private func pools(_ work: WorkClass) -> [OpaquePointer?] {
-        switch work {
-        case .serving: [nil]
-        case .learning: [learningPool, learningBoundPool]
-        }
-    }
+    /// The pool `run` sends `work`'s loops to (nil: the default pool).
+    private func runPool(_ work: WorkClass) -> OpaquePointer? { work == .learning ? learningPool : nil }
+
+    /// The pool a thread bound to `work` for life sends its loops to (nil: the default pool).
+    private func boundPool(_ work: WorkClass) -> OpaquePointer? { work == .learning ? learningBoundPool : nil }
 
     /// Runs `body` on the calling thread as `work`: its loops go to that class's pool and
     /// its CPU time is counted for it. For threads that do one class of work for their
-    /// whole life (the batch schedulers'; learning ones get learning's second pool); other learning work goes through `run(_:_:)`, which
-    /// gives it a thread of its own (a thread's nice value cannot be lowered again).
+    /// whole life (the batch schedulers'; a learning one gets learning's second pool); other
+    /// learning work goes through `run(_:_:)`, which gives it a thread of its own (a
+    /// thread's nice value cannot be lowered again).
     public func bind<T>(_ work: WorkClass, _ body: () throws -> T) rethrows -> T {
-        try enter(work, pool: pools(work).last!, body)
+        try enter(work, pool: boundPool(work), body)
     }
 
     /// Runs `body` on the calling thread as `work`, its loops on `pool`.
@@ -116,7 +115,7 @@ public final class ComputeScheduler: @unchecked Sendable {  // the pool pointer 
     /// Runs CPU-bound `work` on a thread of its own as class `work` and awaits it, so
     /// Swift's cooperative pool is never held by it.
     public func run<T: Sendable>(_ work: WorkClass, _ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await Parallel.onThread { [self] in try enter(work, pool: pools(work)[0], body) }
+        try await Parallel.onThread { [self] in try enter(work, pool: runPool(work), body) }
     }
 
     /// CPU time used and waited for, per class, since the scheduler was made: its pools'
@@ -143,9 +142,10 @@ public final class ComputeScheduler: @unchecked Sendable {  // the pool pointer 
 
     /// The kernel thread ids of the pools that run `work`'s loops (started workers only).
     public func workerIDs(_ work: WorkClass) -> [Int32] {
-        pools(work).flatMap { pool in
+        let pools = work == .learning ? [learningPool, learningBoundPool] : [hone_pool_default()]
+        return pools.flatMap { pool in
             var ids = [Int32](repeating: 0, count: 64)
-            let n = Int(hone_pool_worker_ids(pool ?? hone_pool_default(), &ids, Int32(ids.count)))
+            let n = Int(hone_pool_worker_ids(pool, &ids, Int32(ids.count)))
             return ids[..<n]
         }
     }
