@@ -30,8 +30,11 @@ enum FreshnessBench {
         let daemon = try BenchDaemon(name: "freshness")
         defer { daemon.stop() }
         let port = daemon.port
+        // A one-token answer names the version that gave it. The wait polls it only once the
+        // database has the version: a poll that generated, every 100 ms, was itself a client
+        // streaming all the time (each poll was a 32-token stream before).
         func version(_ model: String) -> String? {
-            try? ServeBench.stream(port: port, model: model, prompt: "Hi", origin: .now).version
+            try? ServeBench.chat(port: port, model: model, prompt: "Hi", maxTokens: 1).version
         }
         for _ in 0..<600 where version("smollm2") == nil { try await Task.sleep(for: .milliseconds(100)) }
         let pool = PostgresPool(conninfo: daemon.databaseURL, size: 2, logger: logger)
@@ -68,10 +71,12 @@ enum FreshnessBench {
             var servedAt: ContinuousClock.Instant?
             var outcome = "accepted"
             while ContinuousClock.now - inserted < .seconds(900) {
-                if let v = version("smollm2:\(adapter)"), v.hasPrefix("\(adapter)@v"), v != "\(adapter)@v1" { servedAt = .now; break }
-                if let latest = try await registry.versions(of: adapter).first, latest.version > 1, latest.status == "rejected" {
-                    outcome = "rejected: \(latest.reason ?? "")"
-                    break
+                if let latest = try await registry.versions(of: adapter).first, latest.version > 1 {
+                    guard latest.status != "rejected" else {
+                        outcome = "rejected: \(latest.reason ?? "")"
+                        break
+                    }
+                    if version("smollm2:\(adapter)") == "\(adapter)@v\(latest.version)" { servedAt = .now; break }
                 }
                 try await Task.sleep(for: .milliseconds(100))
             }
