@@ -9,8 +9,9 @@ import BuiltTools
 /// `honebench freshness`: seconds from the INSERT of 8 corrections (one micro-batch) into
 /// `hone.feedback` to the first served response from the version that learned them, on a
 /// release `honed` (learner on, embedded database) that keeps serving two streaming clients
-/// throughout (HONE_BENCH_CLIENTS: how many; 0 times it with no serving load). Each trial (HONE_BENCH_TRIALS, 3 by default) uses an adapter of its own whose
-/// warm-up update first makes the anchor answers, as a running daemon has them. The line
+/// throughout (HONE_BENCH_CLIENTS: how many; 0 times it with no serving load). Each trial
+/// (HONE_BENCH_TRIALS, 3 by default) uses an adapter of its own whose warm-up update first
+/// makes the anchor answers, as a running daemon has them. The line
 /// also carries the update's time breakdown (the median trial's) and what the streaming
 /// clients saw with the learner idle and during the updates.
 enum FreshnessBench {
