@@ -20,6 +20,10 @@ enum ServeBench {
         let version: String
     }
 
+    /// The requests' sampling temperature (`HONE_BENCH_TEMPERATURE`): 0, greedy, by default;
+    /// 1 is the API's default, what a client that sets nothing gets.
+    static let temperature = ProcessInfo.processInfo.environment["HONE_BENCH_TEMPERATURE"].flatMap(Double.init) ?? 0
+
     static func run(_ which: String, logger: Logger) async throws {
         guard let path = ProcessInfo.processInfo.environment["HONE_MODEL"] else {
             throw BenchError(message: "HONE_MODEL is not set (ops/bench sets it)")
@@ -43,7 +47,7 @@ enum ServeBench {
                 for clients in [1, 4, 16] {
                     let (samples, seconds) = try await load(port: port, clients: clients, requests: max(2, 32 / clients), model: "smollm2")
                     let ttft = samples.map { $0.firstToken - $0.start }
-                    emit(["bench": "serve", "clients": clients, "requests": samples.count, "max_tokens": 32,
+                    emit(["bench": "serve", "clients": clients, "requests": samples.count, "max_tokens": 32, "temperature": temperature,
                           "tokens_per_s": Double(samples.reduce(0) { $0 + $1.tokens }) / seconds,
                           "ttft_p50_ms": percentile(ttft, 0.5) * 1000, "ttft_p99_ms": percentile(ttft, 0.99) * 1000])
                 }
@@ -126,7 +130,7 @@ enum ServeBench {
 
     /// One streaming chat request over a plain socket, timed as the client sees it.
     static func stream(port: Int, model: String, prompt: String, origin: ContinuousClock.Instant) throws -> Sample {
-        let body = #"{"model":"\#(model)","messages":[{"role":"user","content":"\#(prompt)"}],"max_tokens":32,"temperature":0,"stream":true}"#
+        let body = #"{"model":"\#(model)","messages":[{"role":"user","content":"\#(prompt)"}],"max_tokens":32,"temperature":\#(temperature),"seed":7,"stream":true}"#
         let started = (ContinuousClock.now - origin) / .seconds(1)
         var firstToken: Double?
         let received = try exchange(port: port, body: body) { received in
