@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "Tokenizer", dependencies: ["GGUF"], swiftSettings: numeric),
         .target(name: "Tensor", dependencies: ["CKernels", "CBLAS"], swiftSettings: numeric),
         .target(name: "Llama", dependencies: ["GGUF", "CKernels", "Tensor"], swiftSettings: numeric),
-        .target(name: "Generation", dependencies: ["Llama", "Tokenizer", "Tensor"], swiftSettings: numeric),
+        .target(name: "Generation", dependencies: ["Llama", "Tokenizer", "Tensor", "CKernels"], swiftSettings: numeric),
         .target(name: "Training", dependencies: ["Llama", "Tensor", "Tokenizer", "GGUF", "JSON", "CKernels", "Hashing"],
                 swiftSettings: numeric),
         .target(name: "Learning", dependencies: ["Generation", "Training", "Llama", "Tokenizer", "Tensor", "JSON"], swiftSettings: numeric),

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Tensor
 
@@ -168,10 +169,6 @@ public struct Sampler: Sendable {
         return heap.sorted { below($1, $0) }
     }
 
-    static func logSumExp(_ x: [Float]) -> Float {
-        let m = x.max() ?? 0
-        var s: Double = 0
-        for v in x { s += Double(expf(v - m)) }
-        return m + Float(log(s))
-    }
+    /// ln Σ e^x: the C kernel's vector exponentials (49152 of them a token), summed in double.
+    static func logSumExp(_ x: [Float]) -> Float { hone_log_sum_exp(x, x.count) }
 }

@@ -255,28 +255,11 @@ extension LlamaModel {
                     let length = row.pos + 1, width = cache.kvWidth
                     withUnsafeTemporaryAllocation(of: Float.self, capacity: group * length) { scores in
                         cache.keys[layer].withUnsafeBufferPointer { kp in
-                            for t in 0..<length {
-                                let key = kp.baseAddress! + t * width + kvHead * d
-                                for g in 0..<group {
-                                    let qrow = qp.baseAddress! + i * h * d + (kvHead * group + g) * d
-                                    scores[g * length + t] = hone_dot_f32(qrow, key, d) * scale
-                                }
-                            }
-                        }
-                        cache.values[layer].withUnsafeBufferPointer { vp in
-                            for g in 0..<group {
-                                let s = scores.baseAddress! + g * length
-                                var maxScore = s[0]
-                                for t in 1..<length { maxScore = max(maxScore, s[t]) }
-                                var sum: Float = 0
-                                for t in 0..<length { s[t] = expf(s[t] - maxScore); sum += s[t] }
-                                let o = op.baseAddress! + i * h * d + (kvHead * group + g) * d
-                                for e in 0..<d { o[e] = 0 }
-                                for t in 0..<length {
-                                    let p = s[t] / sum
-                                    let vrow = vp.baseAddress! + t * width + kvHead * d
-                                    for e in 0..<d { o[e] += p * vrow[e] }
-                                }
+                            cache.values[layer].withUnsafeBufferPointer { vp in
+                                let first = (i * h + kvHead * group) * d
+                                hone_attend_cached(qp.baseAddress! + first, Int32(group), Int32(d), kp.baseAddress! + kvHead * d,
+                                                   vp.baseAddress! + kvHead * d, width, Int32(length), scale, scores.baseAddress!,
+                                                   op.baseAddress! + first)
                             }
                         }
                     }

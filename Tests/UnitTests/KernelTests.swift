@@ -269,4 +269,69 @@ struct KernelTests {
         #expect(hone_f16_to_f32(0x7c00) == .infinity)
         #expect(hone_f16_to_f32(0x0001) == Float(5.960464477539063e-08))
     }
+
+    @Test("the exponential is within 2 ulp of libm's and gives the same bits at every level (SwiGLU, log-sum-exp)")
+    func exponentialAndItsUsersMatchAcrossLevels() {
+        // libm's expf over the clamped range, and the clamps themselves.
+        for x in stride(from: Float(-87), through: 88, by: 0.0173) {
+            let (ours, libm) = (hone_exp(x), expf(x))
+            #expect(abs(ours - libm) <= 2 * libm.ulp, "x \(x): \(ours) against \(libm)")
+        }
+        #expect(hone_exp(-1000) == hone_exp(-87) && hone_exp(-87) > 0)
+        #expect(hone_exp(1000) == hone_exp(88) && hone_exp(88).isFinite)
+        #expect(hone_exp(.nan).isNaN)
+        // 1 000 values (a tail past every vector width) through each level's vector code.
+        let gate = Self.values(1000, seed: 21, scale: 12), up = Self.values(1000, seed: 22, scale: 3)
+        func swiglu() -> [Float] {
+            var out = [Float](repeating: 0, count: gate.count)
+            hone_swiglu(gate, up, gate.count, &out)
+            return out
+        }
+        let reference = KernelLevel.reference.use { swiglu() }
+        for (g, (u, r)) in zip(gate, zip(up, reference)) {
+            let exact = Double(g) / (1 + exp(-Double(g))) * Double(u)
+            #expect(abs(Double(r) - exact) <= 1e-6 * max(1, abs(exact)), "silu(\(g)) · \(u)")
+        }
+        let logits = Self.values(49152, seed: 23, scale: 20)
+        let logZ = KernelLevel.reference.use { hone_log_sum_exp(logits, logits.count) }
+        let top = Double(logits.max()!)
+        let exact = top + log(logits.reduce(0.0) { $0 + exp(Double($1) - top) })
+        #expect(abs(Double(logZ) - exact) <= 1e-5 * abs(exact))
+        for level in Self.fastLevels {
+            #expect(level.use { swiglu() } == reference, "\(level)")
+            #expect(level.use { hone_log_sum_exp(logits, logits.count) } == logZ, "\(level)")
+        }
+    }
+
+    @Test("decode attention over a cache agrees with a float64 softmax at every level", arguments: [64, 40])
+    func cachedAttentionMatchesReference(headDim d: Int) {
+        // Three query heads share a KV head, as in SmolLM2 (9 heads, 3 KV heads); cache rows
+        // hold all three KV heads (stride 3·D) and the one read is the second.
+        let group = 3, stride = 3 * d, scale = 1 / Float(d).squareRoot()
+        for length in [1, 2, 17, 80] {
+            let q = Self.values(group * d, seed: UInt64(length), scale: 2)
+            let keys = Self.values(length * stride, seed: UInt64(length) + 100, scale: 2)
+            let values = Self.values(length * stride, seed: UInt64(length) + 200)
+            var expected = [Double](repeating: 0, count: group * d)
+            for g in 0..<group {
+                let s = (0..<length).map { t in (0..<d).reduce(0.0) { $0 + Double(q[g * d + $1]) * Double(keys[t * stride + d + $1]) } * Double(scale) }
+                let top = s.max()!, w = s.map { exp($0 - top) }, total = w.reduce(0, +)
+                for t in 0..<length { for e in 0..<d { expected[g * d + e] += w[t] / total * Double(values[t * stride + d + e]) } }
+            }
+            for level in [KernelLevel.reference] + Self.fastLevels {
+                let out = level.use {
+                    var scores = [Float](repeating: 0, count: group * length), out = [Float](repeating: 0, count: group * d)
+                    keys.withUnsafeBufferPointer { k in
+                        values.withUnsafeBufferPointer { v in
+                            hone_attend_cached(q, Int32(group), Int32(d), k.baseAddress! + d, v.baseAddress! + d, stride, Int32(length),
+                                               scale, &scores, &out)
+                        }
+                    }
+                    return out
+                }
+                let worst = zip(out, expected).map { abs(Double($0) - $1) }.max()!
+                #expect(worst <= 1e-5, "\(level), length \(length): worst error \(worst)")
+            }
+        }
+    }
 }

@@ -196,6 +196,32 @@ void hone_dot_q_rows(int type, const void *w, size_t row_bytes, int rows, const 
 void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, const int16_t *q, size_t q_stride,
                            const hone_act_scale *scales, size_t scales_stride, int m, size_t n, float *out, size_t out_stride);
 
+// ---- Element-wise kernels and decode attention (pointwise.c).
+
+/// e^x by one algorithm at every kernel level (Cephes' expf: a two-part reduction by n·ln 2
+/// and a degree-6 polynomial), so each level's vector form gives these bits: within ~1 ulp
+/// of libm's expf for x in [-87, 88]; x is clamped to that range (no infinities, no
+/// subnormals).
+float hone_exp(float x);
+
+/// out[i] = silu(gate[i]) · up[i], silu(g) = g / (1 + e^−g) with `hone_exp`: the same bits at
+/// every level. `out` may be `gate`.
+void hone_swiglu(const float *gate, const float *up, size_t n, float *out);
+
+/// Backward of `hone_swiglu` (sigmoid through `hone_exp`): dgate and dup overwritten.
+void hone_swiglu_backward(const float *dout, const float *gate, const float *up, size_t n, float *dgate, float *dup);
+
+/// ln Σ e^x[i], the exponentials through `hone_exp` relative to the maximum, summed in
+/// order in double: the same value at every level.
+float hone_log_sum_exp(const float *x, size_t n);
+
+/// One decode row's attention for the `group` query heads that share one KV head: q holds
+/// the group's heads (group × d), key and value row t sit at keys + t·stride and values +
+/// t·stride. scores (group × length) is scratch; out receives the group's heads (group × d):
+/// softmax(q·kᵀ · scale) · v over the `length` cached positions.
+void hone_attend_cached(const float *q, int group, int d, const float *keys, const float *values, size_t stride, int length,
+                        float scale, float *scores, float *out);
+
 // ---- Memory (memory.c).
 
 /// The process's heap policy (glibc; a no-op on other C libraries, and each setting left
