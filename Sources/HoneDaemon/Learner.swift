@@ -107,6 +107,8 @@ struct LearnerService: Service {
     struct BaseReferences: Sendable {
         var anchors: AnchorSet
         var locality: LocalitySet
+        /// Shards' locality answers from earlier gates on this base model.
+        let shardAnswers = ShardAnswers()
     }
 
     /// The base model's answers to the anchor and locality prompts: from the database when a
@@ -348,7 +350,8 @@ struct LearnerService: Service {
         // The update's own peak: what an operator sizes the machine by (issue #15: ≤ 1 GiB).
         ProcessMetrics.resetPeakResident()
         let update = LearningUpdate(model: model, tokenizer: snapshot.tokenizer, sampler: sampler, settings: settings,
-                                    anchors: references.anchors, locality: references.locality, compute: compute)
+                                    anchors: references.anchors, locality: references.locality, compute: compute,
+                                    shardAnswers: references.shardAnswers)
         let examplesSeconds = (ContinuousClock.now - planning) / .seconds(1)
         let activity = activity
         activity.enter(.training, maxSteps: settings.maxSteps)

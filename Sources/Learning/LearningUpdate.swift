@@ -92,9 +92,11 @@ public struct LearningUpdate: Sendable {
     let locality: LocalitySet?
     /// Runs the update's CPU work (training steps, drift and gate passes) as learning.
     let compute: ComputeScheduler
+    /// Locality answers of shards, kept from earlier gates (nil: every gate makes its own).
+    let shardAnswers: ShardAnswers?
 
     public init(model: LlamaModel, tokenizer: Tokenizer, sampler: TextSampler, settings: LearningSettings, anchors: AnchorSet,
-                locality: LocalitySet? = nil, compute: ComputeScheduler) {
+                locality: LocalitySet? = nil, compute: ComputeScheduler, shardAnswers: ShardAnswers? = nil) {
         self.model = model
         self.tokenizer = tokenizer
         self.sampler = sampler
@@ -102,6 +104,7 @@ public struct LearningUpdate: Sendable {
         self.anchors = anchors
         self.locality = locality
         self.compute = compute
+        self.shardAnswers = shardAnswers
     }
 
     /// Trains a shard on `plans`' examples and gates `parent` with it added; `history` (checks
@@ -267,7 +270,7 @@ public struct LearningUpdate: Sendable {
         async let localAnswers = finished {
             // A prompt outside the scope gets the base model's answer, which the set holds.
             try await routed(localPrompts.map { SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: LocalitySet.maxTokens) },
-                             served: served, known: { locality?.baseAnswers[$0.messages[0].content] })
+                             served: served, known: { locality?.baseAnswers[$0.messages[0].content] }, remembered: shardAnswers)
         }
         async let lossAfterTask = exampleLoss(candidate)
         let (drift, driftSeconds) = try await finished {
@@ -438,18 +441,41 @@ public struct LearningUpdate: Sendable {
     /// The answers to `requests` as served: each by the shard of `served` that answers it,
     /// or by the base model, whose answer `known` may already hold (a greedy answer of the
     /// same length). One batch per shard, all running together.
-    func routed(_ requests: [SampleRequest], served: AdapterShards, known: (SampleRequest) -> String? = { _ in nil }) async throws -> [String] {
+    /// With `remembered`, a shard's greedy answers (one user message each, which is all the
+    /// locality prompts are) come from earlier gates where they were made, and new ones are kept.
+    func routed(_ requests: [SampleRequest], served: AdapterShards, known: (SampleRequest) -> String? = { _ in nil },
+                remembered: ShardAnswers? = nil) async throws -> [String] {
+        try await Self.routed(requests, served: served, sampler: sampler, known: known, remembered: remembered)
+    }
+
+    /// `routed` with the sampler given (tests call it with a scripted one).
+    static func routed(_ requests: [SampleRequest], served: AdapterShards, sampler: TextSampler,
+                       known: (SampleRequest) -> String? = { _ in nil }, remembered: ShardAnswers? = nil) async throws -> [String] {
         let routes = requests.map { served.route($0.messages) }
         var answers = zip(requests, routes).map { $1 == nil ? known($0) : nil }
+        let cacheable = { (r: SampleRequest) in remembered != nil && r.temperature == 0 && r.messages.count == 1 }
+        let key = { (r: SampleRequest) in "\(r.maxTokens) \(r.messages[0].role): \(r.messages[0].content)" }
+        var recalled: [Int: [String: String]] = [:]
+        for i in requests.indices where answers[i] == nil && cacheable(requests[i]) {
+            guard let route = routes[i], let remembered else { continue }
+            if recalled[route] == nil { recalled[route] = remembered.answers(of: served.shards[route].weights) }
+            answers[i] = recalled[route]?[key(requests[i])]
+        }
         let groups = Dictionary(grouping: requests.indices.filter { answers[$0] == nil }) { routes[$0] ?? -1 }
         try await withThrowingTaskGroup(of: ([Int], [String]).self) { group in
             for (route, indices) in groups {
                 let adapter = route < 0 ? nil : served.shards[route].weights
                 let batch = indices.map { requests[$0] }
-                group.addTask { [sampler] in (indices, try await sampler.complete(batch, adapter: adapter)) }
+                group.addTask { (indices, try await sampler.complete(batch, adapter: adapter)) }
             }
             for try await (indices, texts) in group {
                 for (i, text) in zip(indices, texts) { answers[i] = text }
+                let route = routes[indices[0]] ?? -1
+                let kept = indices.filter { cacheable(requests[$0]) }
+                if route >= 0, let remembered, !kept.isEmpty {
+                    remembered.remember(Dictionary(kept.map { (key(requests[$0]), answers[$0]!) }) { a, _ in a },
+                                        of: served.shards[route].weights)
+                }
             }
         }
         return answers.map { $0 ?? "" }

@@ -1,3 +1,4 @@
+import Generation
 import JSON
 @testable import Learning
 import Llama
@@ -218,5 +219,56 @@ struct DistilledTargetsTests {
         #expect(DistilledTargets.decode(bytes + [0, 0, 0, 0], onto: inputs) == nil)
         #expect(DistilledTargets.decode(bytes, onto: Array(inputs.prefix(1))) == nil)
         #expect(DistilledTargets.decode(bytes, onto: [inputs[0], TrainingSequence(tokens: [7], lossMask: [false])]) == nil)
+    }
+}
+
+@Suite("Gate answers: shards' locality answers are kept between gates")
+struct ShardAnswersTests {
+    /// A one-layer adapter whose weights are `value` everywhere (distinct values, distinct shards).
+    func shard(_ value: Float) -> LoRAAdapter {
+        LoRAAdapter(config: LoRAConfig(rank: 1, targets: [.q]), layers: 1,
+                    weights: [LoRAKey(layer: 0, target: .q): LoRAWeights(a: [value, value], b: [value, value])])
+    }
+
+    func asks(_ prompts: [String]) -> [SampleRequest] {
+        prompts.map { SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: 24) }
+    }
+
+    @Test("a frozen shard's answers come from the earlier gate, other shards' and other lengths are made again")
+    func frozenShardsAnswerFromMemory() async throws {
+        let sampler = ScriptedSampler { "answer to \($0.messages[0].content) in \($0.maxTokens)" }
+        let remembered = ShardAnswers()
+        let general = shard(1), subject = shard(2)
+        let first = AdapterShards([AdapterShard(weights: general, scope: nil)])
+        let prompts = ["What is 9 times 6?", "Who painted The Kiss?"]
+        let made = try await LearningUpdate.routed(asks(prompts), served: first, sampler: sampler, remembered: remembered)
+        #expect(sampler.calls.withLock { $0.count } == 2)
+
+        // The next candidate adds a subject shard; the general prompts still route to the
+        // same general shard, so nothing is generated again and the answers are the same.
+        let next = first.adding(AdapterShard(weights: subject, scope: AdapterScope(subjects: [["zorbania"]])))
+        let again = try await LearningUpdate.routed(asks(prompts + ["What is the capital of Zorbania?"]), served: next,
+                                                    sampler: sampler, remembered: remembered)
+        #expect(Array(again.prefix(2)) == made)
+        #expect(sampler.calls.withLock { $0.map(\.messages[0].content) } == prompts + ["What is the capital of Zorbania?"])
+
+        // A changed general shard, a longer answer or no memory at all: generated again.
+        _ = try await LearningUpdate.routed(asks(prompts), served: AdapterShards([AdapterShard(weights: shard(3), scope: nil)]),
+                                            sampler: sampler, remembered: remembered)
+        let longer = prompts.map { SampleRequest(messages: [ChatMessage(role: "user", content: $0)], maxTokens: 40) }
+        _ = try await LearningUpdate.routed(longer, served: first, sampler: sampler, remembered: remembered)
+        _ = try await LearningUpdate.routed(asks(prompts), served: first, sampler: sampler)
+        #expect(sampler.calls.withLock { $0.count } == 3 + 6)
+    }
+
+    @Test("it keeps the most recently used shards, up to its capacity")
+    func boundedByRecentUse() {
+        let remembered = ShardAnswers()
+        for i in 0...ShardAnswers.capacity { remembered.remember(["k": "\(i)"], of: shard(Float(i))) }
+        #expect(remembered.answers(of: shard(0)).isEmpty, "the oldest went")
+        #expect(remembered.answers(of: shard(1)) == ["k": "1"])
+        remembered.remember(["k": "new"], of: shard(9))
+        #expect(remembered.answers(of: shard(1)) == ["k": "1"], "used just before, so kept")
+        #expect(remembered.answers(of: shard(2)).isEmpty)
     }
 }
