@@ -12,6 +12,10 @@
 #include <math.h>
 #include <stddef.h>
 
+// No implicit fused multiply-adds: the scalar twins run inside the vector functions too (for
+// the tails), where the compiler could otherwise fuse a·b + c that the reference rounds twice.
+#pragma STDC FP_CONTRACT OFF
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define HONE_X86 1
@@ -137,12 +141,54 @@ void hone_swiglu(const float *gate, const float *up, size_t n, float *out) {
     for (size_t i = 0; i < n; i++) out[i] = silu_times(gate[i], up[i]);
 }
 
-void hone_swiglu_backward(const float *dout, const float *gate, const float *up, size_t n, float *dgate, float *dup) {
-    for (size_t i = 0; i < n; i++) {
-        const float g = gate[i], sig = 1.0f / (1.0f + exp_one(-g));
-        dup[i] = dout[i] * g * sig;
-        dgate[i] = dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
+static inline __attribute__((always_inline)) void swiglu_backward_one(const float *dout, const float *gate, const float *up, size_t i,
+                                                                       float *dgate, float *dup) {
+    const float g = gate[i], sig = 1.0f / (1.0f + exp_one(-g));
+    dup[i] = dout[i] * g * sig;
+    dgate[i] = dout[i] * up[i] * sig * (1.0f + g * (1.0f - sig));
+}
+
+#ifdef HONE_X86
+// The scalar twin's operations in its order, eight or sixteen values at a time.
+__attribute__((target("avx2,fma"))) static void swiglu_backward_avx2(const float *dout, const float *gate, const float *up, size_t n,
+                                                                       float *dgate, float *dup) {
+    size_t i = 0;
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i), d = _mm256_loadu_ps(dout + i);
+        const __m256 sig = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_xor_ps(g, sign))));
+        _mm256_storeu_ps(dup + i, _mm256_mul_ps(_mm256_mul_ps(d, g), sig));
+        const __m256 t = _mm256_mul_ps(_mm256_mul_ps(d, _mm256_loadu_ps(up + i)), sig);
+        _mm256_storeu_ps(dgate + i, _mm256_mul_ps(t, _mm256_add_ps(one, _mm256_mul_ps(g, _mm256_sub_ps(one, sig)))));
     }
+    for (; i < n; i++) swiglu_backward_one(dout, gate, up, i, dgate, dup);
+}
+
+__attribute__((target("avx512f,fma"))) static void swiglu_backward_avx512(const float *dout, const float *gate, const float *up, size_t n,
+                                                                            float *dgate, float *dup) {
+    size_t i = 0;
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (; i + 16 <= n; i += 16) {
+        const __m512 g = _mm512_loadu_ps(gate + i), d = _mm512_loadu_ps(dout + i);
+        const __m512 minus = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(g), _mm512_set1_epi32((int)0x80000000)));
+        const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp16(minus)));
+        _mm512_storeu_ps(dup + i, _mm512_mul_ps(_mm512_mul_ps(d, g), sig));
+        const __m512 t = _mm512_mul_ps(_mm512_mul_ps(d, _mm512_loadu_ps(up + i)), sig);
+        _mm512_storeu_ps(dgate + i, _mm512_mul_ps(t, _mm512_add_ps(one, _mm512_mul_ps(g, _mm512_sub_ps(one, sig)))));
+    }
+    for (; i < n; i++) swiglu_backward_one(dout, gate, up, i, dgate, dup);
+}
+#endif
+
+void hone_swiglu_backward(const float *dout, const float *gate, const float *up, size_t n, float *dgate, float *dup) {
+#ifdef HONE_X86
+    switch (hone_kernels_level()) {
+    case 2: swiglu_backward_avx512(dout, gate, up, n, dgate, dup); return;
+    case 1: swiglu_backward_avx2(dout, gate, up, n, dgate, dup); return;
+    default: break;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) swiglu_backward_one(dout, gate, up, i, dgate, dup);
 }
 
 // x[i] = exp(x[i] - shift): softmax's exponentials, the same bits at every level.
@@ -155,6 +201,17 @@ static void exp_shifted(float *x, size_t n, float shift) {
     }
 #endif
     for (size_t i = 0; i < n; i++) x[i] = exp_one(x[i] - shift);
+}
+
+void hone_softmax(float *x, size_t n) {
+    if (n == 0) return;
+    float top = x[0];
+    for (size_t i = 1; i < n; i++) top = x[i] > top ? x[i] : top;
+    exp_shifted(x, n, top);
+    // Summed in order, then normalized: the same sum at every level.
+    float sum = 0;
+    for (size_t i = 0; i < n; i++) sum += x[i];
+    for (size_t i = 0; i < n; i++) x[i] /= sum;
 }
 
 // ---------------------------------------------------------------- decode attention
@@ -283,13 +340,7 @@ void hone_attend_cached(const float *q, int group, int d, const float *keys, con
         for (int g = 0; g < group; g++) scores[g * length + t] = hone_dot_f32(q + g * d, keys + (size_t)t * stride, (size_t)d) * scale;
     for (int g = 0; g < group; g++) {
         float *s = scores + g * length;
-        float top = s[0];
-        for (int t = 1; t < length; t++) top = s[t] > top ? s[t] : top;
-        exp_shifted(s, (size_t)length, top);
-        // Summed in order, then the weights normalized: the same sum at every level.
-        float sum = 0;
-        for (int t = 0; t < length; t++) sum += s[t];
-        for (int t = 0; t < length; t++) s[t] /= sum;
+        hone_softmax(s, (size_t)length);
         weighted_rows(s, values, stride, length, d, out + g * d);
     }
 }

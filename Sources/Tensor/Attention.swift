@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Causal grouped-query self-attention over whole sequences packed one after another: the
@@ -156,14 +157,12 @@ public struct CausalAttention: Sendable {
         var p = [Float](repeating: 0, count: len * ctx)
         gemm(transB: true, m: len, n: ctx, k: d, alpha: 1 / sqrtf(Float(d)), q, lda: heads * d, k, ldb: ldk,
              &p, ldc: ctx, parallel: false)
-        for i in 0..<len {
-            let last = segment.prefix + i
-            var maxScore = -Float.infinity
-            for j in 0...last { maxScore = max(maxScore, p[i * ctx + j]) }
-            var sum: Float = 0
-            for j in 0...last { p[i * ctx + j] = expf(p[i * ctx + j] - maxScore); sum += p[i * ctx + j] }
-            for j in 0...last { p[i * ctx + j] /= sum }
-            for j in (last + 1)..<ctx { p[i * ctx + j] = 0 }
+        p.withUnsafeMutableBufferPointer { pp in
+            for i in 0..<len {
+                let last = segment.prefix + i
+                hone_softmax(pp.baseAddress! + i * ctx, last + 1)
+                for j in (last + 1)..<ctx { pp[i * ctx + j] = 0 }
+            }
         }
         return p
     }

@@ -270,7 +270,7 @@ struct KernelTests {
         #expect(hone_f16_to_f32(0x0001) == Float(5.960464477539063e-08))
     }
 
-    @Test("the exponential is within 2 ulp of libm's and gives the same bits at every level (SwiGLU, log-sum-exp)")
+    @Test("the exponential is within 2 ulp of libm's and gives the same bits at every level (SwiGLU and its backward, softmax, log-sum-exp)")
     func exponentialAndItsUsersMatchAcrossLevels() {
         // libm's expf over the clamped range, and the clamps themselves.
         for x in stride(from: Float(-87), through: 88, by: 0.0173) {
@@ -287,7 +287,21 @@ struct KernelTests {
             hone_swiglu(gate, up, gate.count, &out)
             return out
         }
+        let dout = Self.values(1000, seed: 24)
+        func backward() -> [Float] {
+            var dgate = [Float](repeating: 0, count: gate.count), dup = dgate
+            hone_swiglu_backward(dout, gate, up, gate.count, &dgate, &dup)
+            return dgate + dup
+        }
+        let softmaxInput = Self.values(1000, seed: 25, scale: 30)
+        func softmax() -> [Float] {
+            var x = softmaxInput
+            hone_softmax(&x, x.count)
+            return x
+        }
         let reference = KernelLevel.reference.use { swiglu() }
+        let (referenceBackward, referenceSoftmax) = KernelLevel.reference.use { (backward(), softmax()) }
+        #expect(abs(referenceSoftmax.reduce(0, +) - 1) < 1e-5)
         for (g, (u, r)) in zip(gate, zip(up, reference)) {
             let exact = Double(g) / (1 + exp(-Double(g))) * Double(u)
             #expect(abs(Double(r) - exact) <= 1e-6 * max(1, abs(exact)), "silu(\(g)) · \(u)")
@@ -299,6 +313,8 @@ struct KernelTests {
         #expect(abs(Double(logZ) - exact) <= 1e-5 * abs(exact))
         for level in Self.fastLevels {
             #expect(level.use { swiglu() } == reference, "\(level)")
+            #expect(level.use { backward() } == referenceBackward, "\(level)")
+            #expect(level.use { softmax() } == referenceSoftmax, "\(level)")
             #expect(level.use { hone_log_sum_exp(logits, logits.count) } == logZ, "\(level)")
         }
     }

@@ -208,8 +208,13 @@ float hone_exp(float x);
 /// every level. `out` may be `gate`.
 void hone_swiglu(const float *gate, const float *up, size_t n, float *out);
 
-/// Backward of `hone_swiglu` (sigmoid through `hone_exp`): dgate and dup overwritten.
+/// Backward of `hone_swiglu` (sigmoid through `hone_exp`): dgate and dup overwritten; the
+/// same bits at every level.
 void hone_swiglu_backward(const float *dout, const float *gate, const float *up, size_t n, float *dgate, float *dup);
+
+/// x = softmax(x) in place: the exponentials through `hone_exp` relative to the maximum,
+/// summed in order, each divided by the sum: the same values at every level.
+void hone_softmax(float *x, size_t n);
 
 /// ln Σ e^x[i], the exponentials through `hone_exp` relative to the maximum, summed in
 /// order in double: the same value at every level.
