@@ -63,6 +63,7 @@ extension LlamaModel {
             for (i, t) in tokens.enumerated() { embedding.row(t, into: xp.baseAddress! + i * c) }
         }
         let eps = config.rmsEpsilon
+        let angles = rows.map { rope.angles($0.pos) }
         for layer in layers.indices {
             let w = layers[layer]
             func linear(_ target: LoRATarget, _ m: QuantizedMatrix, _ input: [Float], _ out: inout [Float]) {
@@ -112,9 +113,9 @@ extension LlamaModel {
             OpProfile.measure("rope", layer: layer) {
                 q.withUnsafeMutableBufferPointer { qp in
                     k.withUnsafeMutableBufferPointer { kp in
-                        for (i, row) in rows.enumerated() {
-                            rope.forward(qp.baseAddress! + i * h * d, heads: h, position: row.pos)
-                            rope.forward(kp.baseAddress! + i * kv * d, heads: kv, position: row.pos)
+                        for i in rows.indices {
+                            rope.forward(qp.baseAddress! + i * h * d, heads: h, angles: angles[i])
+                            rope.forward(kp.baseAddress! + i * kv * d, heads: kv, angles: angles[i])
                         }
                     }
                 }

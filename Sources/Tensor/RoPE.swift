@@ -36,11 +36,33 @@ public struct RoPE: Sendable {
         rotate(dx, heads: heads, position: position, sign: -1)
     }
 
+    /// The cosines and sines of one position's angles (D/2 each): a forward pass computes
+    /// them once per row and rotates every layer's q and k with them (the per-call cosf and
+    /// sinf were most of RoPE's time in decode, 60 calls a row a token).
+    public struct Angles: Sendable {
+        let cos: [Float], sin: [Float]
+    }
+
+    /// The angles of `position`, the values `forward(_:heads:position:)` computes.
+    public func angles(_ position: Int) -> Angles {
+        let angle = invFreq.map { Float(position) * $0 }
+        return Angles(cos: angle.map(cosf), sin: angle.map(sinf))
+    }
+
+    /// `forward(_:heads:position:)` with the position's angles given: the same values.
+    public func forward(_ x: UnsafeMutablePointer<Float>, heads: Int, angles: Angles) {
+        rotate(x, heads: heads, cos: angles.cos, sin: angles.sin, sign: 1)
+    }
+
     private func rotate(_ x: UnsafeMutablePointer<Float>, heads: Int, position: Int, sign: Float) {
+        let a = angles(position)
+        rotate(x, heads: heads, cos: a.cos, sin: a.sin, sign: sign)
+    }
+
+    private func rotate(_ x: UnsafeMutablePointer<Float>, heads: Int, cos: [Float], sin: [Float], sign: Float) {
         let d = headDim
         for i in 0..<(d / 2) {
-            let angle = Float(position) * invFreq[i]
-            let cs = cosf(angle), sn = sign * sinf(angle)
+            let cs = cos[i], sn = sign * sin[i]
             let (first, partner) = pairs == .adjacent ? (2 * i, 1) : (i, d / 2)
             for head in 0..<heads {
                 let p = head * d + first

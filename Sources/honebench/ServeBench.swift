@@ -9,7 +9,8 @@ import Tokenizer
 
 /// Serving benchmarks on the real model (`HONE_MODEL`) through real HTTP on 127.0.0.1:
 /// `serve` — aggregate completion tokens/s and time-to-first-token percentiles with 1, 4
-/// and 16 concurrent streaming clients; `swap` — p99 request latency while an adapter is
+/// and 16 concurrent streaming clients, each sending requests one after another for 8 s;
+/// `swap` — p99 request latency while an adapter is
 /// swapped every 100 ms over p99 without swaps, and the time from a swap request to the
 /// first token of a response on the new version.
 enum ServeBench {
@@ -23,6 +24,8 @@ enum ServeBench {
     /// The requests' sampling temperature (`HONE_BENCH_TEMPERATURE`): 0, greedy, by default;
     /// 1 is the API's default, what a client that sets nothing gets.
     static let temperature = ProcessInfo.processInfo.environment["HONE_BENCH_TEMPERATURE"].flatMap(Double.init) ?? 0
+    /// Seconds each client count of `serve` keeps its clients sending.
+    static let servePhaseSeconds = 8.0
 
     static func run(_ which: String, logger: Logger) async throws {
         guard let path = ProcessInfo.processInfo.environment["HONE_MODEL"] else {
@@ -44,12 +47,13 @@ enum ServeBench {
             var iterator = ports.makeAsyncIterator()
             let port = await iterator.next()!
             if which == "serve" {
-                // At least 8 requests a client: with 2 a client (as until session 21) the 16
-                // clients' answers ended at different lengths and half of the window was the
-                // batch filling and draining (8.3 sequences a step on average), not 16 clients.
-                // `mean_in_flight` tells how many requests were open on average.
+                // Each client sends request after request for `servePhaseSeconds` (the last
+                // ones finish after it). With a fixed count a client (2 until session 21, then
+                // 8) clients whose answers came out short ran out of requests early, and the
+                // window measured the batch draining: 8.3, then 10.8 of 16 requests open on
+                // average. `mean_in_flight` tells how many were.
                 for clients in [1, 4, 16] {
-                    let (samples, seconds) = try await load(port: port, clients: clients, requests: max(8, 32 / clients), model: "smollm2")
+                    let (samples, seconds) = try await load(port: port, clients: clients, duration: servePhaseSeconds, model: "smollm2")
                     let ttft = samples.map { $0.firstToken - $0.start }
                     emit(["bench": "serve", "clients": clients, "requests": samples.count, "max_tokens": 32, "temperature": temperature,
                           "tokens_per_s": Double(samples.reduce(0) { $0 + $1.tokens }) / seconds,
