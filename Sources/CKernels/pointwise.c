@@ -61,39 +61,27 @@ float hone_exp(float x) { return exp_one(x); }
 static inline __attribute__((always_inline)) float silu_times(float g, float u) { return g / (1.0f + exp_one(-g)) * u; }
 
 #ifdef HONE_X86
-__attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x) {
-    x = _mm256_max_ps(_mm256_set1_ps(EXP_LO), x);
-    x = _mm256_min_ps(_mm256_set1_ps(EXP_HI), x);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C1), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_C2), r);
-    __m256 y = _mm256_set1_ps(EXP_P0);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(EXP_P1));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(EXP_P2));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(EXP_P3));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(EXP_P4));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(EXP_P5));
-    y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
-    const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(scale));
-}
-
-__attribute__((target("avx512f"))) static inline __m512 exp16(__m512 x) {
-    x = _mm512_max_ps(_mm512_set1_ps(EXP_LO), x);
-    x = _mm512_min_ps(_mm512_set1_ps(EXP_HI), x);
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C1), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_C2), r);
-    __m512 y = _mm512_set1_ps(EXP_P0);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(EXP_P1));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(EXP_P2));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(EXP_P3));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(EXP_P4));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(EXP_P5));
-    y = _mm512_add_ps(_mm512_fmadd_ps(y, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
-    const __m512i scale = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(y, _mm512_castsi512_ps(scale));
-}
+// exp_one's steps on a vector of the level's lanes. ROUND is the level's round-to-nearest
+// (rintf's rounding), CAST its integer-to-float bit cast.
+#define HONE_EXP_VEC(NAME, TARGET, VEC, VECI, P, ROUND, CAST)                                                     \
+    __attribute__((target(TARGET))) static inline VEC NAME(VEC x) {                                               \
+        x = P##_max_ps(P##_set1_ps(EXP_LO), x);                                                                   \
+        x = P##_min_ps(P##_set1_ps(EXP_HI), x);                                                                   \
+        const VEC n = ROUND(P##_mul_ps(x, P##_set1_ps(EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); \
+        VEC r = P##_fnmadd_ps(n, P##_set1_ps(EXP_C1), x);                                                         \
+        r = P##_fnmadd_ps(n, P##_set1_ps(EXP_C2), r);                                                             \
+        VEC y = P##_set1_ps(EXP_P0);                                                                              \
+        y = P##_fmadd_ps(y, r, P##_set1_ps(EXP_P1));                                                              \
+        y = P##_fmadd_ps(y, r, P##_set1_ps(EXP_P2));                                                              \
+        y = P##_fmadd_ps(y, r, P##_set1_ps(EXP_P3));                                                              \
+        y = P##_fmadd_ps(y, r, P##_set1_ps(EXP_P4));                                                              \
+        y = P##_fmadd_ps(y, r, P##_set1_ps(EXP_P5));                                                              \
+        y = P##_add_ps(P##_fmadd_ps(y, P##_mul_ps(r, r), r), P##_set1_ps(1.0f));                                  \
+        const VECI scale = P##_slli_epi32(P##_add_epi32(P##_cvtps_epi32(n), P##_set1_epi32(127)), 23);            \
+        return P##_mul_ps(y, CAST(scale));                                                                        \
+    }
+HONE_EXP_VEC(exp8, "avx2,fma", __m256, __m256i, _mm256, _mm256_round_ps, _mm256_castsi256_ps)
+HONE_EXP_VEC(exp16, "avx512f", __m512, __m512i, _mm512, _mm512_roundscale_ps, _mm512_castsi512_ps)
 
 __attribute__((target("avx2,fma"))) static void swiglu_avx2(const float *gate, const float *up, size_t n, float *out) {
     size_t i = 0;
@@ -216,58 +204,40 @@ void hone_softmax(float *x, size_t n) {
 
 // ---------------------------------------------------------------- decode attention
 
-// out_g += p · v over the D values of one head: D a multiple of the level's lanes takes the
-// vector loop (SmolLM2's D is 64), else the plain one.
-#ifdef HONE_X86
-__attribute__((target("avx2,fma"))) static void weighted_rows_avx2(const float *p, const float *values, size_t stride, int length, int d, float *out) {
-    for (int c = 0; c < d; c += 32) {
-        const int w = d - c < 32 ? d - c : 32;
-        if (w < 32) {
-            for (int e = c; e < d; e++) out[e] = 0;
-            for (int t = 0; t < length; t++)
-                for (int e = c; e < d; e++) out[e] += p[t] * values[t * stride + e];
-            continue;
-        }
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int t = 0; t < length; t++) {
-            const float *v = values + t * stride + c;
-            const __m256 pt = _mm256_set1_ps(p[t]);
-            a0 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(v), a0);
-            a1 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(v + 8), a1);
-            a2 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(v + 16), a2);
-            a3 = _mm256_fmadd_ps(pt, _mm256_loadu_ps(v + 24), a3);
-        }
-        _mm256_storeu_ps(out + c, a0);
-        _mm256_storeu_ps(out + c + 8, a1);
-        _mm256_storeu_ps(out + c + 16, a2);
-        _mm256_storeu_ps(out + c + 24, a3);
-    }
+// out[e] = Σ_t p[t] · v_t[e] for e in from..<d, plainly: the reference, and the part of a
+// head too short for a level's vector loop.
+static void weighted_plain(const float *p, const float *values, size_t stride, int length, int from, int d, float *out) {
+    for (int e = from; e < d; e++) out[e] = 0;
+    for (int t = 0; t < length; t++)
+        for (int e = from; e < d; e++) out[e] += p[t] * values[t * stride + e];
 }
 
-__attribute__((target("avx512f,fma"))) static void weighted_rows_avx512(const float *p, const float *values, size_t stride, int length, int d, float *out) {
-    for (int c = 0; c < d; c += 64) {
-        const int w = d - c < 64 ? d - c : 64;
-        if (w < 64) {
-            for (int e = c; e < d; e++) out[e] = 0;
-            for (int t = 0; t < length; t++)
-                for (int e = c; e < d; e++) out[e] += p[t] * values[t * stride + e];
-            continue;
-        }
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int t = 0; t < length; t++) {
-            const float *v = values + t * stride + c;
-            const __m512 pt = _mm512_set1_ps(p[t]);
-            a0 = _mm512_fmadd_ps(pt, _mm512_loadu_ps(v), a0);
-            a1 = _mm512_fmadd_ps(pt, _mm512_loadu_ps(v + 16), a1);
-            a2 = _mm512_fmadd_ps(pt, _mm512_loadu_ps(v + 32), a2);
-            a3 = _mm512_fmadd_ps(pt, _mm512_loadu_ps(v + 48), a3);
-        }
-        _mm512_storeu_ps(out + c, a0);
-        _mm512_storeu_ps(out + c + 16, a1);
-        _mm512_storeu_ps(out + c + 32, a2);
-        _mm512_storeu_ps(out + c + 48, a3);
+// out = Σ_t p[t] · v_t over the D values of one head, four vectors of the level's lanes at
+// a time (SmolLM2's D of 64 is one pass at AVX-512, two at AVX2), the rest plainly.
+#ifdef HONE_X86
+#define HONE_WEIGHTED_ROWS(NAME, TARGET, LANES, VEC, P)                                                                       \
+    __attribute__((target(TARGET))) static void NAME(const float *p, const float *values, size_t stride, int length, int d,    \
+                                                     float *out) {                                                            \
+        int c = 0;                                                                                                            \
+        for (; c + 4 * LANES <= d; c += 4 * LANES) {                                                                           \
+            VEC a0 = P##_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                                                             \
+            for (int t = 0; t < length; t++) {                                                                                \
+                const float *v = values + t * stride + c;                                                                     \
+                const VEC pt = P##_set1_ps(p[t]);                                                                             \
+                a0 = P##_fmadd_ps(pt, P##_loadu_ps(v), a0);                                                                   \
+                a1 = P##_fmadd_ps(pt, P##_loadu_ps(v + LANES), a1);                                                           \
+                a2 = P##_fmadd_ps(pt, P##_loadu_ps(v + 2 * LANES), a2);                                                       \
+                a3 = P##_fmadd_ps(pt, P##_loadu_ps(v + 3 * LANES), a3);                                                       \
+            }                                                                                                                 \
+            P##_storeu_ps(out + c, a0);                                                                                       \
+            P##_storeu_ps(out + c + LANES, a1);                                                                               \
+            P##_storeu_ps(out + c + 2 * LANES, a2);                                                                           \
+            P##_storeu_ps(out + c + 3 * LANES, a3);                                                                           \
+        }                                                                                                                     \
+        if (c < d) weighted_plain(p, values, stride, length, c, d, out);                                                      \
     }
-}
+HONE_WEIGHTED_ROWS(weighted_rows_avx2, "avx2,fma", 8, __m256, _mm256)
+HONE_WEIGHTED_ROWS(weighted_rows_avx512, "avx512f,fma", 16, __m512, _mm512)
 #endif
 
 static void weighted_rows(const float *p, const float *values, size_t stride, int length, int d, float *out) {
@@ -278,9 +248,7 @@ static void weighted_rows(const float *p, const float *values, size_t stride, in
     default: break;
     }
 #endif
-    for (int e = 0; e < d; e++) out[e] = 0;
-    for (int t = 0; t < length; t++)
-        for (int e = 0; e < d; e++) out[e] += p[t] * values[t * stride + e];
+    weighted_plain(p, values, stride, length, 0, d, out);
 }
 
 #ifdef HONE_X86
