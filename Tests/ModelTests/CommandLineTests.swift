@@ -1,5 +1,6 @@
 import Foundation
 import JSON
+import Tensor
 import Testing
 import BuiltTools
 
@@ -35,6 +36,26 @@ struct CommandLineTests {
         #expect((value["token_ids"]?.arrayValue?.count ?? 0) > 0)
         let again = try run(["generate", "--model", RealModel.path!, "--messages", messages, "--max-tokens", "12", "--json"])
         #expect(again.out == r.out)
+    }
+
+    @Test("an OPENBLAS_CORETYPE inherited from the environment gives way to the kernel level's; HONE_BLAS_CORETYPE picks one")
+    func blasCoreTypeFollowsTheKernelLevel() throws {
+        func cpu(_ environment: [String: String]) throws -> (coreType: String, err: String) {
+            // HONE_NO_REEXEC empty: this is a first start, as a user's.
+            let r = try BuiltHonectl.tool!.run(["cpu", "--json"], environment: environment.merging(["HONE_NO_REEXEC": ""]) { a, _ in a })
+            #expect(r.status == 0, "\(r.err)")
+            return (try JSONValue(parsing: r.out)["blas_core_type"]?.stringValue ?? "", r.err)
+        }
+        // "Prescott" is a core type no kernel level picks, as the machine image's Haswell on an AVX-512 CPU.
+        let inherited = try cpu(["OPENBLAS_CORETYPE": "Prescott"])
+        if let levels = CPUEnvironment.blasCoreType(for: .active) {
+            #expect(inherited.coreType == levels)
+            #expect(inherited.err.contains("OPENBLAS_CORETYPE=Prescott from the environment replaced by \(levels)"))
+        } else {
+            #expect(inherited.coreType == "Prescott", "the portable level leaves OpenBLAS's choice alone")
+        }
+        let chosen = try cpu(["OPENBLAS_CORETYPE": "SkylakeX", "HONE_BLAS_CORETYPE": "Haswell"])
+        #expect(chosen.coreType == "Haswell")
     }
 
     @Test func badUsageExitsWithTwo() throws {
