@@ -21,6 +21,9 @@ enum FreshnessBench {
 
     struct Trial {
         var seconds: Double
+        /// Seconds from the INSERT until the version was in the registry (the rest, until
+        /// it answered, is the server's fetch and swap).
+        var recorded: Double
         var outcome: String
         var version: VersionRecord?
     }
@@ -69,10 +72,11 @@ enum FreshnessBench {
                 INSERT INTO hone.feedback (adapter, prompt, correction)
                 SELECT \(adapter), q, c FROM unnest(\(facts.map(\.question))::text[], \(facts.map(\.correction))::text[]) AS t(q, c)
                 """)
-            var servedAt: ContinuousClock.Instant?
+            var servedAt: ContinuousClock.Instant?, recordedAt: ContinuousClock.Instant?
             var outcome = "accepted"
             while ContinuousClock.now - inserted < .seconds(900) {
                 if let latest = try await registry.versions(of: adapter).first, latest.version > 1 {
+                    recordedAt = recordedAt ?? .now
                     guard latest.status != "rejected" else {
                         outcome = "rejected: \(latest.reason ?? "")"
                         break
@@ -83,7 +87,8 @@ enum FreshnessBench {
             }
             busy.stop.store(true, ordering: .relaxed)
             await clients.value
-            results.append(Trial(seconds: servedAt.map { ($0 - inserted) / .seconds(1) } ?? .nan, outcome: outcome,
+            results.append(Trial(seconds: servedAt.map { ($0 - inserted) / .seconds(1) } ?? .nan,
+                                 recorded: recordedAt.map { ($0 - inserted) / .seconds(1) } ?? .nan, outcome: outcome,
                                  version: try await registry.versions(of: adapter).first))
         }
         let seconds = results.map(\.seconds)
@@ -93,7 +98,7 @@ enum FreshnessBench {
         emit(["bench": "freshness", "corrections": facts.count, "clients": clientCount, "trials": results.count,
               "median_s": percentile(seconds, 0.5), "max_s": seconds.max() ?? .nan, "seconds": seconds.map { ($0 * 10).rounded() / 10 },
               "outcomes": results.map(\.outcome).joined(separator: "; "), "steps": median.version?.metrics["steps"]?.intValue ?? 0,
-              "update_s": metric("seconds"), "examples_s": metric("seconds_examples"), "training_s": metric("seconds_training"),
+              "recorded_s": median.recorded, "update_s": metric("seconds"), "examples_s": metric("seconds_examples"), "training_s": metric("seconds_training"),
               "checks_s": metric("seconds_checks"), "gate_s": metric("seconds_gate"),
               "gate_checks_s": metric("seconds_gate_checks"), "gate_locality_s": metric("seconds_gate_locality"),
               "gate_drift_s": metric("seconds_gate_drift"),
