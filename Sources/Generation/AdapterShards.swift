@@ -8,8 +8,9 @@ public struct AdapterShard: Sendable, Equatable {
     /// every prompt that no subject shard covers.
     public let scope: AdapterScope?
 
+    /// `weights` are kept prepared for inference (`LoRAAdapter.preparedForInference()`).
     public init(weights: LoRAAdapter, scope: AdapterScope?) {
-        self.weights = weights
+        self.weights = weights.preparedForInference()
         self.scope = scope
     }
 }

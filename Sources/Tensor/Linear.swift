@@ -40,12 +40,16 @@ public struct LoRAFactors {
     public let rank: Int
     /// alpha / R.
     public let scale: Float
+    /// Bᵀ padded to a multiple of 16 rows (⌈R/16⌉·16, out), the rows past R zero, when the
+    /// adapter keeps one for inference (`hone_lora_add`); nil otherwise.
+    public let bt: UnsafePointer<Float>?
     /// Factors that the caller keeps alive for as long as this value is used.
-    public init(a: UnsafePointer<Float>, b: UnsafePointer<Float>, rank: Int, scale: Float) {
+    public init(a: UnsafePointer<Float>, b: UnsafePointer<Float>, rank: Int, scale: Float, bt: UnsafePointer<Float>? = nil) {
         self.a = a
         self.b = b
         self.rank = rank
         self.scale = scale
+        self.bt = bt
     }
 }
 

@@ -32,8 +32,8 @@ enum ProfileBench {
             step += 1
         }
         // Serving steps at 4 and 16 clients: sequences decoded together (the batched kernels);
-        // then 16 clients of one adapter (rank 16 on all seven targets, as the learner makes).
-        let adapter = LoRAAdapter.initialized(config: LoRAConfig(), model: model.config, seed: 1)
+        // then 16 clients of one adapter (rank 16 on all seven targets, as the learner makes; prepared for inference as served).
+        let adapter = LoRAAdapter.initialized(config: LoRAConfig(), model: model.config, seed: 1).preparedForInference()
         for (clients, lora) in [(4, false), (16, false), (16, true)] {
             let caches = (0..<clients).map { _ in model.makeCache(capacity: 16 + decodeSteps) }
             let used = lora ? adapter : nil

@@ -162,26 +162,36 @@ struct TrainingTests {
         }
     }
 
-    @Test("one batch carries sequences with different adapters (and none): each equals running alone")
+    @Test("one batch carries sequences with different adapters (and none) and several of one prepared adapter: each equals running alone")
     func mixedAdapterBatch() throws {
         try Self.withTinyModel { model in
             let x = Self.seeded(model, seed: 3), y = Self.seeded(model, seed: 4)
+            // Served adapters are prepared (Bᵀ kept); neighbours of one preparation take the
+            // LoRA kernel together, five rows here (past its four-row blocks).
+            let served = x.preparedForInference()
+            #expect(served == x && served.inferenceID != nil && x.inferenceID == nil)
             let prompt = [3, 1, 4, 1, 5, 9, 2, 6]
             func alone(_ adapter: LoRAAdapter?, _ tokens: [Int]) throws -> [Float] {
                 let cache = model.makeCache()
                 _ = try model.forward([SequenceInput(tokens: prompt, cache: cache, adapter: adapter)])
                 return try model.forward([SequenceInput(tokens: tokens, cache: cache, adapter: adapter)])[0].last!
             }
-            let caches = (0..<3).map { _ in model.makeCache() }
-            let adapters: [LoRAAdapter?] = [x, nil, y]
+            let adapters: [LoRAAdapter?] = [x, nil, y, served, served, served, served, served]
+            let caches = adapters.map { _ in model.makeCache() }
             for (cache, adapter) in zip(caches, adapters) {
                 _ = try model.forward([SequenceInput(tokens: prompt, cache: cache, adapter: adapter)])
             }
             let together = try model.forward(zip(caches, adapters).map { SequenceInput(tokens: [7], cache: $0.0, adapter: $0.1) })
-            #expect(together[0][0] == (try alone(x, [7])))
+            let xAlone = try alone(x, [7])
+            #expect(together[0][0] == xAlone)
             #expect(together[1][0] == (try alone(nil, [7])))
             #expect(together[2][0] == (try alone(y, [7])))
+            for i in 3..<8 { #expect(together[i][0] == xAlone, "sequence \(i)") }
             #expect(together[0][0] != together[1][0] && together[0][0] != together[2][0])
+            // A prompt of several rows with the prepared adapter: the same bits as without.
+            let cache = model.makeCache()
+            let chunk = try model.forward([SequenceInput(tokens: prompt + [7], cache: cache, allLogits: true, adapter: served)])[0].last!
+            #expect(chunk == (try model.forward([SequenceInput(tokens: prompt + [7], cache: model.makeCache(), allLogits: true, adapter: x)])[0].last!))
         }
     }
 

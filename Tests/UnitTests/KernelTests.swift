@@ -350,4 +350,53 @@ struct KernelTests {
             }
         }
     }
+
+    @Test("LoRA rows: within float rounding of a float64 product, and the same bits at every level, for any row count, with or without a transposed B",
+          arguments: [16, 8, 24])
+    func loraRowsMatchAcrossLevelsAndBatches(rank: Int) {
+        // Widths with tails past every vector width; 9 rows: two blocks of four and one alone.
+        let rows = 9, inWidth = 200, outWidth = 75, scale: Float = 1.5
+        let x = Self.values(rows * inWidth, seed: 31), a = Self.values(rank * inWidth, seed: 32, scale: 0.1)
+        let b = Self.values(outWidth * rank, seed: 33, scale: 0.1), y0 = Self.values(rows * outWidth, seed: 34)
+        let ranks = (rank + 15) / 16 * 16
+        var bt = [Float](repeating: 0, count: ranks * outWidth)
+        for o in 0..<outWidth { for r in 0..<rank { bt[r * outWidth + o] = b[o * rank + r] } }
+        /// All rows in one call, or each row alone; with Bᵀ given or not.
+        func run(together: Bool, transposed: Bool) -> [Float] {
+            var y = y0
+            x.withUnsafeBufferPointer { xp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    bt.withUnsafeBufferPointer { tp in
+                        let given = transposed ? tp.baseAddress : nil
+                        if together {
+                            hone_lora_add(xp.baseAddress!, rows, inWidth, a, Int32(rank), b, given, outWidth, scale, yp.baseAddress!)
+                        } else {
+                            for i in 0..<rows {
+                                hone_lora_add(xp.baseAddress! + i * inWidth, 1, inWidth, a, Int32(rank), b, given, outWidth, scale,
+                                              yp.baseAddress! + i * outWidth)
+                            }
+                        }
+                    }
+                }
+            }
+            return y
+        }
+        let reference = KernelLevel.reference.use { run(together: false, transposed: false) }
+        for i in 0..<rows {
+            let u = (0..<rank).map { r in (0..<inWidth).reduce(0.0) { $0 + Double(x[i * inWidth + $1]) * Double(a[r * inWidth + $1]) } }
+            for o in 0..<outWidth {
+                let exact = Double(y0[i * outWidth + o]) + Double(scale) * (0..<rank).reduce(0.0) { $0 + u[$1] * Double(b[o * rank + $1]) }
+                #expect(abs(Double(reference[i * outWidth + o]) - exact) <= 1e-5 * max(1, abs(exact)), "row \(i), output \(o)")
+            }
+        }
+        #expect(reference != y0)
+        for level in KernelLevel.allCases where level <= .active {
+            for together in [false, true] {
+                for transposed in [false, true] {
+                    #expect(level.use { run(together: together, transposed: transposed) } == reference,
+                            "\(level), together \(together), transposed \(transposed)")
+                }
+            }
+        }
+    }
 }

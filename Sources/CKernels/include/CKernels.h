@@ -227,6 +227,16 @@ float hone_log_sum_exp(const float *x, size_t n);
 void hone_attend_cached(const float *q, int group, int d, const float *keys, const float *values, size_t stride, int length,
                         float scale, float *scores, float *out);
 
+// ---- LoRA (lora.c).
+
+/// y_i += scale · B·(A·x_i) for each of `rows` rows: x (rows × in), A (rank × in), B (out ×
+/// rank), y (rows × out), all row-major. bt, when not NULL, is Bᵀ padded with zero rows to a
+/// multiple of 16 rows (⌈rank/16⌉·16 × out). Every dot product is sixteen lanes of fused
+/// multiply-adds summed pairwise, so a row's result has the same bits at every level, with
+/// or without bt, and in any call.
+void hone_lora_add(const float *x, size_t rows, size_t in, const float *a, int rank, const float *b, const float *bt, size_t out,
+                   float scale, float *y);
+
 // ---- Memory (memory.c).
 
 /// The process's heap policy (glibc; a no-op on other C libraries, and each setting left
