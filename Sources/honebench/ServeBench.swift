@@ -26,6 +26,9 @@ enum ServeBench {
     static let temperature = ProcessInfo.processInfo.environment["HONE_BENCH_TEMPERATURE"].flatMap(Double.init) ?? 0
     /// Seconds each client count of `serve` keeps its clients sending.
     static let servePhaseSeconds = 8.0
+    /// `serve` through an adapter version (`HONE_BENCH_ADAPTER=1`: rank 16 on all seven
+    /// targets, as the learner makes) instead of the base model.
+    static let throughAdapter = ProcessInfo.processInfo.environment["HONE_BENCH_ADAPTER"] == "1"
 
     static func run(_ which: String, logger: Logger) async throws {
         guard let path = ProcessInfo.processInfo.environment["HONE_MODEL"] else {
@@ -47,15 +50,17 @@ enum ServeBench {
             var iterator = ports.makeAsyncIterator()
             let port = await iterator.next()!
             if which == "serve" {
+                if throughAdapter { try holder.install(adapter(1, "bench@1", model: model)) }
                 // Each client sends request after request for `servePhaseSeconds` (the last
                 // ones finish after it). With a fixed count a client (2 until session 21, then
                 // 8) clients whose answers came out short ran out of requests early, and the
                 // window measured the batch draining: 8.3, then 10.8 of 16 requests open on
                 // average. `mean_in_flight` tells how many were.
                 for clients in [1, 4, 16] {
-                    let (samples, seconds) = try await load(port: port, clients: clients, duration: servePhaseSeconds, model: "smollm2")
+                    let (samples, seconds) = try await load(port: port, clients: clients, duration: servePhaseSeconds,
+                                                            model: throughAdapter ? "smollm2:bench" : "smollm2")
                     let ttft = samples.map { $0.firstToken - $0.start }
-                    emit(["bench": "serve", "clients": clients, "requests": samples.count, "max_tokens": 32, "temperature": temperature,
+                    emit(["bench": "serve", "clients": clients, "adapter": throughAdapter, "requests": samples.count, "max_tokens": 32, "temperature": temperature,
                           "tokens_per_s": Double(samples.reduce(0) { $0 + $1.tokens }) / seconds,
                           "mean_in_flight": samples.reduce(0) { $0 + $1.end - $1.start } / seconds,
                           "ttft_p50_ms": percentile(ttft, 0.5) * 1000, "ttft_p99_ms": percentile(ttft, 0.99) * 1000])
@@ -66,16 +71,18 @@ enum ServeBench {
         }
     }
 
-    static func swap(port: Int, holder: SnapshotHolder, model: LlamaModel) async throws {
-        func adapter(_ seed: UInt64, _ version: String) -> ServedAdapter {
-            var weights = LoRAAdapter.initialized(config: LoRAConfig(), model: model.config, seed: seed)
-            var random = SeededRandom(seed: seed &+ 99)
-            for key in weights.keys {
-                for i in weights.weights[key]!.b.indices { weights.weights[key]!.b[i] = (random.unit() * 2 - 1) * 0.01 }
-            }
-            return ServedAdapter(name: "bench", version: version, weights: weights, baseModelSHA256: model.file.sha256)
+    /// A version of adapter "bench": rank 16 on all seven targets, B small and non-zero.
+    static func adapter(_ seed: UInt64, _ version: String, model: LlamaModel) -> ServedAdapter {
+        var weights = LoRAAdapter.initialized(config: LoRAConfig(), model: model.config, seed: seed)
+        var random = SeededRandom(seed: seed &+ 99)
+        for key in weights.keys {
+            for i in weights.weights[key]!.b.indices { weights.weights[key]!.b[i] = (random.unit() * 2 - 1) * 0.01 }
         }
-        let versions = [adapter(1, "bench@1"), adapter(2, "bench@2")]
+        return ServedAdapter(name: "bench", version: version, weights: weights, baseModelSHA256: model.file.sha256)
+    }
+
+    static func swap(port: Int, holder: SnapshotHolder, model: LlamaModel) async throws {
+        let versions = [adapter(1, "bench@1", model: model), adapter(2, "bench@2", model: model)]
         try holder.install(versions[0])
         let clients = 4, seconds = 20.0
         let (quiet, _) = try await load(port: port, clients: clients, duration: seconds, model: "smollm2:bench")
@@ -94,7 +101,7 @@ enum ServeBench {
         stop.store(true, ordering: .relaxed)
         let swaps = await swapping
         // Time from a swap request to the first token of a response on the new version.
-        let fresh = adapter(3, "bench@3")
+        let fresh = adapter(3, "bench@3", model: model)
         let clock = ContinuousClock.now
         async let after = load(port: port, clients: clients, duration: 6, model: "smollm2:bench", origin: clock)
         try await Task.sleep(for: .seconds(2))
