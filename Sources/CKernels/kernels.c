@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -1185,17 +1186,58 @@ static rows4_fn rows4_avx2(int type) {
 }
 #endif
 
+// Whether one vector over a long span of rows (the output head's parts) goes row by row or
+// through the level's four-row kernels. Which is faster depends on the machine: on AMD EPYC
+// (Zen 4) the head streamed at ~33 GB/s row by row and ~20 four rows at a time; on Intel
+// Sapphire Rapids (this project's VMs) it is the other way round, 13.5 against 19.5–21.8 GB/s
+// (`honebench profile`, decode). So each thread times its first long spans both ways
+// (alternately, SPAN_TRIALS each, the best of each per byte) and keeps the faster. The two
+// give bit-identical results: the choice changes only the speed.
+#define SPAN_TRIALS 4
+typedef struct {
+    int calls;            // long spans timed so far (both ways together)
+    int row_by_row;       // the choice, once calls reaches 2·SPAN_TRIALS
+    double best[2];       // seconds per byte: [0] four rows at a time, [1] row by row
+} span_choice;
+static _Thread_local span_choice span = {0, 0, {1e30, 1e30}};
+
+void hone_long_spans_fix(int row_by_row) {
+    span.calls = 2 * SPAN_TRIALS;
+    span.row_by_row = row_by_row != 0;
+}
+
+static double span_clock(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void dot_rows_multi(int type, const uint8_t *p, size_t row_bytes, int rows, const int16_t *q, size_t q_stride,
+                           const hone_act_scale *scales, size_t scales_stride, int m, size_t n, float *out, size_t out_stride,
+                           int row_by_row);
+
 void hone_dot_q_rows_multi(int type, const void *w, size_t row_bytes, int rows, const int16_t *q, size_t q_stride,
                            const hone_act_scale *scales, size_t scales_stride, int m, size_t n, float *out, size_t out_stride) {
     const uint8_t *p = (const uint8_t *)w;
+    const int long_span = m == 1 && (size_t)rows * row_bytes >= ((size_t)256 << 10);
+    if (!long_span || span.calls >= 2 * SPAN_TRIALS) {
+        dot_rows_multi(type, p, row_bytes, rows, q, q_stride, scales, scales_stride, m, n, out, out_stride, long_span && span.row_by_row);
+        return;
+    }
+    const int way = span.calls % 2;
+    const double start = span_clock();
+    dot_rows_multi(type, p, row_bytes, rows, q, q_stride, scales, scales_stride, m, n, out, out_stride, way);
+    const double perByte = (span_clock() - start) / ((double)rows * (double)row_bytes);
+    if (perByte < span.best[way]) span.best[way] = perByte;
+    if (++span.calls == 2 * SPAN_TRIALS) span.row_by_row = span.best[1] < span.best[0];
+}
+
+static void dot_rows_multi(int type, const uint8_t *p, size_t row_bytes, int rows, const int16_t *q, size_t q_stride,
+                           const hone_act_scale *scales, size_t scales_stride, int m, size_t n, float *out, size_t out_stride,
+                           int row_by_row) {
     int r = 0;
 #ifdef HONE_X86
-    // One vector over a long span of rows (the output head's parts) streams fastest row by
-    // row: the four-row kernels read four rows at once, which the prefetchers follow less
-    // well (head on AMD EPYC: ~33 GB/s one row at a time, ~20 four at a time). The two give
-    // bit-identical results, so the choice changes only the speed.
-    const int streamed = m == 1 && (size_t)rows * row_bytes >= ((size_t)256 << 10);
-    const int level = streamed ? 0 : hone_kernels_level();
+    const int level = row_by_row ? 0 : hone_kernels_level();
     if (level == 2 && kernels_avx512(type).row) {
         rows_multi_avx512(type, p, row_bytes, rows, q, q_stride, scales, scales_stride, m, n, out, out_stride);
         return;

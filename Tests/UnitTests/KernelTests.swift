@@ -168,7 +168,7 @@ struct KernelTests {
         }
     }
 
-    @Test("every kernel of a level gives a row the same bits: one row at a time, four rows, streamed alone or beside another vector",
+    @Test("every kernel of a level gives a row the same bits: one row at a time, four rows, a long span either way, or beside another vector",
           arguments: quantizedTypes)
     func kernelsOfALevelAgreeBitwise(typeID: Int) {
         let type = Int32(typeID)
@@ -189,10 +189,15 @@ struct KernelTests {
             level.use {
                 w.withUnsafeBytes { wp in
                     let one = (0..<rows).map { hone_dot_q(type, wp.baseAddress! + $0 * rowBytes, q, scales, n) }
-                    var streamed = [Float](repeating: 0, count: rows), paired = [Float](repeating: 0, count: 2 * rows)
-                    hone_dot_q_rows(type, wp.baseAddress, rowBytes, Int32(rows), q, scales, n, &streamed)
+                    // The long span both ways (each thread picks the faster way by timing).
+                    for rowByRow: Int32 in [1, 0] {
+                        hone_long_spans_fix(rowByRow)
+                        var streamed = [Float](repeating: 0, count: rows)
+                        hone_dot_q_rows(type, wp.baseAddress, rowBytes, Int32(rows), q, scales, n, &streamed)
+                        #expect(streamed == one, "\(level) type \(type): long span, row by row \(rowByRow)")
+                    }
+                    var paired = [Float](repeating: 0, count: 2 * rows)
                     hone_dot_q_rows_multi(type, wp.baseAddress, rowBytes, Int32(rows), q, n, scales, n / 32, 2, n, &paired, rows)
-                    #expect(streamed == one, "\(level) type \(type): streamed rows")
                     #expect(Array(paired[0..<rows]) == one, "\(level) type \(type): four-row kernel")
                 }
             }

@@ -182,6 +182,12 @@ int hone_thread_set_nice(int nice);
 /// The nice value of kernel thread `tid`.
 int hone_thread_nice(int tid);
 
+/// Fixes, for the calling thread, how one vector over a long span of rows (≥ 256 KB, the
+/// output head's parts) is read: row by row (1) or by the level's four-row kernels (0).
+/// Otherwise each thread times its first long spans both ways and keeps the faster (the
+/// two give the same bits). For tests.
+void hone_long_spans_fix(int row_by_row);
+
 /// Dot products of `rows` consecutive quantized weight rows (each `row_bytes` apart) with
 /// one quantized activation vector; out[r] for each row.
 void hone_dot_q_rows(int type, const void *w, size_t row_bytes, int rows, const int16_t *q,
