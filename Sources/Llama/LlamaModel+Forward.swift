@@ -247,9 +247,19 @@ extension LlamaModel {
                 for run in runs {
                     run.adapter.withFactors(key) { factors in
                         guard let f = factors else { return }
-                        // Row by row in a fixed order: a sequence's bits do not depend on its batch.
-                        hone_lora_add(xp.baseAddress! + run.rows.lowerBound * inWidth, run.rows.count, inWidth, f.a, Int32(f.rank), f.b,
-                                      f.bt, outWidth, f.scale, op.baseAddress! + run.rows.lowerBound * outWidth)
+                        // Each row's result is one fixed sequence of operations, so a run's rows
+                        // may be split over the threads (in the kernel's blocks of four) and a
+                        // sequence's bits still do not depend on its batch.
+                        let blocks = (run.rows.count + 3) / 4, parts = run.rows.count >= 8 ? min(Parallel.threads, blocks) : 1
+                        func part(_ i: Int) {
+                            let blockRange = Parallel.range(i, of: parts, total: blocks)
+                            let first = run.rows.lowerBound + 4 * blockRange.lowerBound
+                            let count = min(run.rows.upperBound, run.rows.lowerBound + 4 * blockRange.upperBound) - first
+                            guard count > 0 else { return }
+                            hone_lora_add(xp.baseAddress! + first * inWidth, count, inWidth, f.a, Int32(f.rank), f.b, f.bt, outWidth, f.scale,
+                                          op.baseAddress! + first * outWidth)
+                        }
+                        if parts > 1 { Parallel.for(parts, part) } else { part(0) }
                     }
                 }
             }
