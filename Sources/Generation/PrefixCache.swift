@@ -8,9 +8,11 @@ import Synchronization
 ///
 /// Exactness does not depend on it: every prompt is prefilled in chunks that end at its turn
 /// starts (`LlamaModel.prefill`), cached or not, so a request's output never depends on what
-/// the cache held or which requests came before. Only base-model prefixes are kept (an
-/// adapter's k and v products change them). The least recently used prefixes go first once
-/// more than `maxTokens` tokens are held (46 KB per token on SmolLM2-135M).
+/// the cache held or which requests came before. A prefix is kept per adapter preparation
+/// (`LoRAAdapter.inferenceID`: an adapter's k and v products change it; an unprepared
+/// adapter's prefixes are not kept), so requests to a served version reuse its system turn
+/// as requests to the base model do. The least recently used prefixes go first once more
+/// than `maxTokens` tokens are held (46 KB per token on SmolLM2-135M).
 public final class PrefixCache: Sendable {
     struct Entry {
         let model: LlamaModel
@@ -18,8 +20,14 @@ public final class PrefixCache: Sendable {
         var used: UInt64
     }
 
+    /// A prefix's tokens and the adapter preparation it ran with (nil: the base model).
+    struct Key: Hashable {
+        let tokens: [Int]
+        let adapter: UInt64?
+    }
+
     struct State {
-        var entries: [[Int]: Entry] = [:]
+        var entries: [Key: Entry] = [:]
         var tokens = 0
         var clock: UInt64 = 0
     }
@@ -43,11 +51,12 @@ public final class PrefixCache: Sendable {
     /// Tokens held now.
     public var heldTokens: Int { state.withLock { $0.tokens } }
 
-    /// The longest cached prefix of `tokens` that ends at one of `ends` (ascending), for `model`.
-    func longest(model: LlamaModel, tokens: [Int], ends: [Int]) -> KVPrefix? {
+    /// The longest cached prefix of `tokens` that ends at one of `ends` (ascending), for
+    /// `model` with the adapter preparation `adapter` (nil: the base model).
+    func longest(model: LlamaModel, adapter: UInt64?, tokens: [Int], ends: [Int]) -> KVPrefix? {
         state.withLock { state in
             for end in ends.reversed() {
-                let key = Array(tokens[0..<end])
+                let key = Key(tokens: Array(tokens[0..<end]), adapter: adapter)
                 guard var entry = state.entries[key] else { continue }
                 guard entry.model === model else {
                     // A base model that was replaced: drop its prefix (and its hold on the model).
@@ -64,13 +73,15 @@ public final class PrefixCache: Sendable {
         }
     }
 
-    /// Keeps `prefix` (the keys and values of `tokens`), evicting the least recently used.
-    func store(model: LlamaModel, tokens: [Int], prefix: KVPrefix) {
+    /// Keeps `prefix` (the keys and values of `tokens` with `adapter`), evicting the least
+    /// recently used.
+    func store(model: LlamaModel, adapter: UInt64?, tokens: [Int], prefix: KVPrefix) {
         guard prefix.length <= maxTokens else { return }
+        let key = Key(tokens: tokens, adapter: adapter)
         state.withLock { state in
-            if let old = state.entries[tokens] { state.tokens -= old.prefix.length }
+            if let old = state.entries[key] { state.tokens -= old.prefix.length }
             state.clock += 1
-            state.entries[tokens] = Entry(model: model, prefix: prefix, used: state.clock)
+            state.entries[key] = Entry(model: model, prefix: prefix, used: state.clock)
             state.tokens += prefix.length
             while state.tokens > maxTokens, let oldest = state.entries.min(by: { $0.value.used < $1.value.used }) {
                 state.entries[oldest.key] = nil
@@ -89,8 +100,9 @@ extension LlamaModel {
     /// Runs a prompt into the empty `cache` and returns its last token's logits. The prompt
     /// goes in chunks ending at `turnStarts` (those leaving at least two tokens on each
     /// side, so every chunk takes the prompt kernels), the same chunks whether or not
-    /// `reuse` holds a prefix: with a base-model prefix cached, the chunks it covers are
-    /// loaded instead of run, and every prefix run is offered to it.
+    /// `reuse` holds a prefix: with a prefix cached for the base model or this adapter's
+    /// preparation, the chunks it covers are loaded instead of run, and every prefix run is
+    /// offered to it.
     public func prefill(_ tokens: [Int], turnStarts: [Int] = [], cache: KVCache, adapter: LoRAAdapter? = nil,
                         mode: MatmulMode = .fast, reuse: PrefixCache? = nil) throws -> [Float] {
         let last = try prefillAllButLast(tokens, turnStarts: turnStarts, cache: cache, adapter: adapter, mode: mode, reuse: reuse)
@@ -102,16 +114,17 @@ extension LlamaModel {
     public func prefillAllButLast(_ tokens: [Int], turnStarts: [Int] = [], cache: KVCache, adapter: LoRAAdapter? = nil,
                                   mode: MatmulMode = .fast, reuse: PrefixCache? = nil) throws -> [Int] {
         let ends = turnStarts.filter { $0 >= 2 && $0 <= tokens.count - 2 }.sorted()
-        let reuse = adapter == nil && mode == .fast ? reuse : nil
+        let adapterID = adapter?.inferenceID
+        let reuse = (adapter == nil || adapterID != nil) && mode == .fast ? reuse : nil
         var start = 0
-        if let prefix = reuse?.longest(model: self, tokens: tokens, ends: ends) {
+        if let prefix = reuse?.longest(model: self, adapter: adapterID, tokens: tokens, ends: ends) {
             cache.load(prefix)
             start = prefix.length
         }
         reuse?.count(reused: start, computed: tokens.count - start)
         for end in ends where end > start {
             _ = try forward([SequenceInput(tokens: Array(tokens[start..<end]), cache: cache, adapter: adapter)], mode: mode)
-            reuse?.store(model: self, tokens: Array(tokens[0..<end]), prefix: cache.prefix(end))
+            reuse?.store(model: self, adapter: adapterID, tokens: Array(tokens[0..<end]), prefix: cache.prefix(end))
             start = end
         }
         return Array(tokens[start...])

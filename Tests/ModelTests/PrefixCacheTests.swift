@@ -48,10 +48,13 @@ struct PrefixCacheTests {
         #expect(cache.counts.reused - before == starts[1])
     }
 
-    @Test("an adapter's requests neither reuse nor fill the cache; the cache keeps at most its token budget")
+    @Test("an unprepared adapter's requests neither reuse nor fill the cache; a prepared one's reuse only its own prefixes, bit for bit; the cache keeps at most its token budget")
     func adaptersAndBudget() throws {
         let model = RealModel.model
-        let adapter = LoRAAdapter.initialized(config: LoRAConfig(), model: model.config, seed: 3)
+        var adapter = LoRAAdapter.initialized(config: LoRAConfig(), model: model.config, seed: 3)
+        for key in adapter.keys {   // B non-zero: the adapter's keys and values differ from the base's
+            for i in 0..<16 { adapter.weights[key]!.b[i] = 0.05 * Float(i % 5 - 2) }
+        }
         let cache = PrefixCache()
         _ = try logits(Self.france, reuse: cache)
         let held = cache.heldTokens
@@ -60,6 +63,20 @@ struct PrefixCacheTests {
         _ = try logits(Self.fruit, reuse: cache, adapter: adapter)
         #expect(cache.counts == counts)
         #expect(cache.heldTokens == held)
+
+        // Served adapters are prepared: their system turn is cached apart from the base's.
+        let served = adapter.preparedForInference()
+        let (_, starts) = RealModel.tokenizer.chatTemplate.prompt(Self.fruit, with: RealModel.tokenizer)
+        let franceAlone = try logits(Self.france, reuse: nil, adapter: adapter), fruitAlone = try logits(Self.fruit, reuse: nil, adapter: adapter)
+        #expect(franceAlone != (try logits(Self.france, reuse: nil)))
+        #expect(try logits(Self.france, reuse: cache, adapter: served) == franceAlone)
+        #expect(cache.counts.reused == counts.reused)   // not the base's prefix
+        #expect(cache.heldTokens > held)
+        #expect(try logits(Self.fruit, reuse: cache, adapter: served) == fruitAlone)
+        #expect(cache.counts.reused == counts.reused + starts[0])
+        // Another preparation of the same weights is another entry.
+        #expect(try logits(Self.fruit, reuse: cache, adapter: adapter.preparedForInference()) == fruitAlone)
+        #expect(cache.counts.reused == counts.reused + starts[0])
 
         let small = PrefixCache(maxTokens: 40)
         _ = try logits(Self.france, reuse: small)
