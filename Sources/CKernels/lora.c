@@ -251,6 +251,12 @@ static void dots(int level, const float *x, const float *rows, size_t stride, si
     }
 }
 
+void hone_lora_transpose(const float *b, int rank, size_t out, float *bt) {
+    const int ranks = (rank + 15) / 16 * 16;
+    for (size_t o = 0; o < out; o++)
+        for (int r = 0; r < ranks; r++) bt[(size_t)r * out + o] = r < rank ? b[o * (size_t)rank + r] : 0;
+}
+
 // Without the caller's Bᵀ: rows from which B is transposed once for the call and the outputs
 // come from vertical vector operations; with fewer, each output's dot16 is summed
 // horizontally. 576 → 1536, Intel avx512: ~4.7 µs a row horizontally, ~2 µs vertically, ~20 µs
@@ -270,10 +276,9 @@ void hone_lora_add(const float *x, size_t rows, size_t in, const float *a, int r
     float *made = NULL;
 #ifdef HONE_X86
     if (!bt && level > 0 && rows >= HONE_LORA_TRANSPOSE_ROWS) {
-        made = calloc((size_t)ranks * out, sizeof(float));
+        made = malloc((size_t)ranks * out * sizeof(float));
         if (!made) abort();
-        for (size_t o = 0; o < out; o++)
-            for (int r = 0; r < rank; r++) made[(size_t)r * out + o] = b[o * (size_t)rank + r];
+        hone_lora_transpose(b, rank, out, made);
         bt = made;
     }
 #endif

@@ -1,3 +1,4 @@
+import CKernels
 import Synchronization
 import Tensor
 
@@ -127,11 +128,11 @@ public struct LoRAAdapter: Sendable, Equatable {
         let ranks = (config.rank + 15) / 16 * 16
         copy.transposedB = weights.mapValues { w in
             let out = w.b.count / config.rank
-            var bt = [Float](repeating: 0, count: ranks * out)
-            for o in 0..<out {
-                for r in 0..<config.rank { bt[r * out + o] = w.b[o * config.rank + r] }
+            guard out > 0 else { return [] }
+            return [Float](unsafeUninitializedCapacity: ranks * out) { bt, count in
+                hone_lora_transpose(w.b, Int32(config.rank), out, bt.baseAddress!)
+                count = ranks * out
             }
-            return bt
         }
         return copy
     }

@@ -243,6 +243,10 @@ void hone_attend_cached(const float *q, int group, int d, const float *keys, con
 void hone_lora_add(const float *x, size_t rows, size_t in, const float *a, int rank, const float *b, const float *bt, size_t out,
                    float scale, float *y);
 
+/// bt = Bᵀ as `hone_lora_add` takes it: B (out × rank) transposed into ⌈rank/16⌉·16 rows of
+/// `out`, the rows past the rank zero.
+void hone_lora_transpose(const float *b, int rank, size_t out, float *bt);
+
 // ---- Memory (memory.c).
 
 /// The process's heap policy (glibc; a no-op on other C libraries, and each setting left
