@@ -32,7 +32,7 @@ static void detect_levels(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) cpu_level = 1;
     if (cpu_level == 1 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) cpu_level = 2;
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("bmi2")) cpu_level = 2;
 #endif
     int level = cpu_level;
     const char *asked = getenv("HONE_KERNELS");
@@ -742,37 +742,189 @@ static inline __attribute__((always_inline)) void decode_rows4_avx512(int type, 
     }
 }
 
+// ---------------------------------------------------------------- AVX-512: one vector in lane order
+// Decode (one activation vector) is bound by the shuffle port on Intel: widening each
+// block's bytes to int16 (vinserti128, vpmovzxbw) and gathering four rows' fp16 scales into
+// a vector (vpinsrw, vpunpcklwd) took ~2/3 of the loop's port-5 work, so the per-layer
+// products read 9-12 GB/s against 29.8 measured. In *lane order* a block's values sit where
+// a broadcast load of its bytes puts them, so a per-word shift and mask decodes it with no
+// shuffle: 128-bit lane L holds as int16 word i the value
+//     L0: 2i    L1: 2i + 1    L2: 16 + 2i    L3: 17 + 2i
+// (word i of a lane covers bytes 2i, 2i+1 of the block's first or second 16 bytes). The
+// activation vector is put in the same order once per call, so each block's integer dot is
+// the same exact int32 as in natural order, and Q6_K's halves (values 0-15, 16-31) are
+// still the low and high 256 bits: every result keeps its bits.
+
+// Values of a block per lane order position (vpermw indices into the natural block).
+static const int16_t lane_order[32] = {0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                                       16, 18, 20, 22, 24, 26, 28, 30, 17, 19, 21, 23, 25, 27, 29, 31};
+
+// Per-word right shifts: {s, 8 + s} per lane pair, for a nibble or bit field at s (the low
+// byte of a word, then the high byte); the Q4_0/Q4_1 order {0, 8, 4, 12} reads one 16-byte
+// broadcast for all four lanes (low nibbles are values 0-15, high nibbles 16-31).
+#define HONE_SHIFTS(a, b, c, d) {a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b, c, c, c, c, c, c, c, c, d, d, d, d, d, d, d, d}
+static const int16_t shifts_nibbles16[32] = HONE_SHIFTS(0, 8, 4, 12);
+static const int16_t shifts_byte_pairs[8][32] = {HONE_SHIFTS(0, 8, 0, 8), HONE_SHIFTS(1, 9, 1, 9), HONE_SHIFTS(2, 10, 2, 10),
+                                                 HONE_SHIFTS(3, 11, 3, 11), HONE_SHIFTS(4, 12, 4, 12), HONE_SHIFTS(5, 13, 5, 13),
+                                                 HONE_SHIFTS(6, 14, 6, 14), HONE_SHIFTS(7, 15, 7, 15)};
+#undef HONE_SHIFTS
+
+// 32 bytes at p as lanes [p0-15, p0-15, p16-31, p16-31]: two broadcast loads and a blend.
+__attribute__((target("avx512f"), always_inline))
+static inline __m512i byte_pairs(const uint8_t *p) {
+    return _mm512_mask_blend_epi64(0xf0, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p)),
+                                   _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 16))));
+}
+
+// Field of `bits` bits at bit s of each byte of byte_pairs(p), as lane-order int16 words.
+__attribute__((target("avx512f,avx512bw"), always_inline))
+static inline __m512i byte_field(const uint8_t *p, int s, int bits) {
+    return _mm512_and_si512(_mm512_srlv_epi16(byte_pairs(p), _mm512_loadu_si512(shifts_byte_pairs[s])), _mm512_set1_epi16((short)((1 << bits) - 1)));
+}
+
+// The integers of block j of the block (or K-quant super-block) at p, in lane order: the
+// values of ints32_avx512's register, permuted by lane_order.
+__attribute__((target("avx512f,avx512bw,avx512vl,bmi2"), always_inline))
+static inline __m512i ints32_lanes(int type, const uint8_t *p, int j) {
+    switch (type) {
+    case HONE_TYPE_Q8_0: {
+        // Signed bytes: the low byte of a word moved up, then both arithmetic-shifted down.
+        const __m512i t = byte_pairs(p + offsetof(hone_block_q8_0, qs));
+        return _mm512_srai_epi16(_mm512_sllv_epi16(t, _mm512_sub_epi16(_mm512_set1_epi16(8), _mm512_loadu_si512(shifts_byte_pairs[0]))), 8);
+    }
+    case HONE_TYPE_Q4_0:
+    case HONE_TYPE_Q4_1: {
+        const size_t qs = type == HONE_TYPE_Q4_1 ? offsetof(hone_block_q4_1, qs) : offsetof(hone_block_q4_0, qs);
+        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + qs)));
+        return _mm512_and_si512(_mm512_srlv_epi16(t, _mm512_loadu_si512(shifts_nibbles16)), _mm512_set1_epi16(0x0f));
+    }
+    case HONE_TYPE_Q5_0:
+    case HONE_TYPE_Q5_1: {
+        // Bit l of qh is value l's fifth bit; lane order wants the even bits of each half,
+        // then the odd ones.
+        const int one = type == HONE_TYPE_Q5_1;
+        const uint32_t qh = rd32(p + (one ? offsetof(hone_block_q5_1, qh) : offsetof(hone_block_q5_0, qh)));
+        const uint32_t even = _pext_u32(qh, 0x55555555u), odd = _pext_u32(qh, 0xaaaaaaaau);
+        const __mmask32 high = (even & 0xff) | (odd & 0xff) << 8 | (even >> 8) << 16 | (odd >> 8) << 24;
+        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + (one ? offsetof(hone_block_q5_1, qs) : offsetof(hone_block_q5_0, qs)))));
+        const __m512i v = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi16(t, _mm512_loadu_si512(shifts_nibbles16)), _mm512_set1_epi16(0x0f)),
+                                          _mm512_maskz_mov_epi16(high, _mm512_set1_epi16(16)));
+        return one ? v : _mm512_sub_epi16(v, _mm512_set1_epi16(16));
+    }
+    case HONE_TYPE_Q4_K:
+    case HONE_TYPE_Q5_K: {
+        const int five = type == HONE_TYPE_Q5_K;
+        const uint8_t *q = p + (five ? offsetof(hone_block_q5_k, qs) : offsetof(hone_block_q4_k, qs)) + 32 * (j / 2);
+        __m512i v = byte_field(q, 4 * (j & 1), 4);
+        if (five) v = _mm512_or_si512(v, _mm512_slli_epi16(byte_field(p + offsetof(hone_block_q5_k, qh), j, 1), 4));
+        return v;
+    }
+    default: {
+        const hone_block_q6_k *k = (const hone_block_q6_k *)p;
+        const int half = j / 4, t = j % 4;
+        const __m512i low = byte_field(k->ql + 64 * half + 32 * (t & 1), (t & 2) ? 4 : 0, 4);
+        const __m512i high = byte_field(k->qh + 32 * half, 2 * t, 2);
+        return _mm512_sub_epi16(_mm512_or_si512(low, _mm512_slli_epi16(high, 4)), _mm512_set1_epi16(32));
+    }
+    }
+}
+
+// One activation vector prepared for the four-row kernel: its values in lane order, its
+// block scales, and each block's d·Σq (the tail's factor) computed once.
+typedef struct {
+    const int16_t *q;
+    const hone_act_scale *s;
+    const float *ds;
+    uint16_t *scale_room;  // 8 fp16 per block: the four rows' d, then their m (legacy types)
+} one_vector;
+
+// Per-thread room for the (up to two) vectors rows_multi_avx512 runs one at a time.
+static __thread void *one_vector_room[2];
+static __thread size_t one_vector_capacity[2];
+
+__attribute__((target("avx512f,avx512bw")))
+static one_vector prepare_one_vector(int slot, const int16_t *q, const hone_act_scale *s, size_t n) {
+    const size_t blocks = n / 32, bytes = n * sizeof(int16_t) + blocks * (sizeof(float) + 8 * sizeof(uint16_t));
+    if (one_vector_capacity[slot] < bytes) {
+        free(one_vector_room[slot]);
+        one_vector_room[slot] = malloc(bytes);
+        if (!one_vector_room[slot]) abort();
+        one_vector_capacity[slot] = bytes;
+    }
+    int16_t *lanes = (int16_t *)one_vector_room[slot];
+    float *ds = (float *)(lanes + n);
+    const __m512i order = _mm512_loadu_si512(lane_order);
+    for (size_t b = 0; b < blocks; b++) {
+        _mm512_storeu_si512(lanes + 32 * b, _mm512_permutexvar_epi16(order, _mm512_loadu_si512(q + 32 * b)));
+        ds[b] = s[b].d * (float)s[b].sum;
+    }
+    return (one_vector){lanes, s, ds, (uint16_t *)(ds + blocks)};
+}
+
 // Four rows against one vector: four independent chains, and the four rows' block sums
 // reduced together (two rounds of unpack-and-add leave each 128-bit lane k holding the four
-// rows' sums of values 8k…8k+7), so the float work is one 4-lane FMA per block.
-__attribute__((target(HONE_AVX512), always_inline))
-static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_bytes, const int16_t *q, const hone_act_scale *s,
-                                         size_t n, float *out) {
-    const int halves = type == HONE_TYPE_Q6_K;
-    const size_t step16 = ahead_step(row_bytes, n);
-    float kept[3][4][8];
+// rows' sums of its values), so the float work is one 4-lane FMA per block. The legacy
+// types' fp16 scales are copied row by row into blocks of four first (scalar loads and
+// stores, no shuffles), the K-quants' scale triples computed per super-block into the same
+// shape, so each block's four scales are one load.
+__attribute__((target(HONE_AVX512 ",bmi2"), always_inline))
+static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_bytes, const one_vector *v, size_t n, float *out) {
+    const int halves = type == HONE_TYPE_Q6_K, legacy = !is_block32_type(type);
+    const int super = type == HONE_TYPE_Q4_K || type == HONE_TYPE_Q5_K || type == HONE_TYPE_Q6_K;
+    const size_t blocks = n / 32, step16 = ahead_step(row_bytes, n);
+    uint16_t *scales = v->scale_room;
+    if (legacy) {
+        const size_t bytes = (size_t)block_bytes(type);
+        for (size_t b = 0; b < blocks; b++)
+            for (int r = 0; r < 4; r++) {
+                const uint8_t *p = w + (size_t)r * row_bytes + b * bytes;
+                scales[8 * b + r] = rd16(p);
+                if (type == HONE_TYPE_Q4_1) scales[8 * b + 4 + r] = rd16(p + offsetof(hone_block_q4_1, m));
+            }
+    }
+    float kept[3][8][4];
     __m128 acc = _mm_setzero_ps(), tail = _mm_setzero_ps();
-    for (size_t b = 0; b < n / 32; b++) {
-        __m512i w16[4];
-        float a_lo[4], a_hi[4], c[4];
-        decode_rows4_avx512(type, w, row_bytes, b, step16, kept, w16, a_lo, a_hi, c);
-        const __m512i x = _mm512_loadu_si512(q + b * 32);
+    for (size_t b = 0; b < blocks; b++) {
+        __m128 a_lo, a_hi, c;
+        if (legacy) {
+            a_lo = a_hi = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(scales + 8 * b)));
+            c = type == HONE_TYPE_Q4_1   ? _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(scales + 8 * b + 4)))
+                : type == HONE_TYPE_Q4_0 ? _mm_mul_ps(_mm_set1_ps(-8.0f), a_lo)
+                                         : _mm_setzero_ps();
+        } else if (super) {
+            if (b % 8 == 0)
+                for (int r = 0; r < 4; r++) {
+                    const uint8_t *p = block32_base(type, w + (size_t)r * row_bytes, b);
+                    for (int k = 0; k < 8; k++) block32_scales_with(half_f16c, type, p, (size_t)k, &kept[0][k][r], &kept[1][k][r], &kept[2][k][r]);
+                }
+            a_lo = _mm_loadu_ps(kept[0][b % 8]), a_hi = _mm_loadu_ps(kept[1][b % 8]), c = _mm_loadu_ps(kept[2][b % 8]);
+        } else {
+            float lo4[4], hi4[4], c4[4];
+            for (int r = 0; r < 4; r++) block32_scales_with(half_f16c, type, block32_base(type, w + (size_t)r * row_bytes, b), b, &lo4[r], &hi4[r], &c4[r]);
+            a_lo = _mm_loadu_ps(lo4), a_hi = _mm_loadu_ps(hi4), c = _mm_loadu_ps(c4);
+        }
         __m512i p[4];
-        for (int r = 0; r < 4; r++) p[r] = _mm512_madd_epi16(w16[r], x);
+        const __m512i x = _mm512_loadu_si512(v->q + b * 32);
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *row = w + (size_t)r * row_bytes;
+            _mm_prefetch(ahead(row, row_bytes, b, step16), _MM_HINT_T0);
+            const uint8_t *base = legacy ? row + b * (size_t)block_bytes(type) : block32_base(type, row, b);
+            p[r] = _mm512_madd_epi16(ints32_lanes(type, base, (int)(b % 8)), x);
+        }
         const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
         const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
         const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
         const __m256i u_lo = _mm512_castsi512_si256(u), u_hi = _mm512_extracti64x4_epi64(u, 1);
         const __m128i lo = _mm_add_epi32(_mm256_castsi256_si128(u_lo), _mm256_extracti128_si256(u_lo, 1));
         const __m128i hi = _mm_add_epi32(_mm256_castsi256_si128(u_hi), _mm256_extracti128_si256(u_hi, 1));
-        const __m128 dx = _mm_set1_ps(s[b].d);
+        const __m128 dx = _mm_broadcast_ss(&v->s[b].d);
         if (halves) {
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(_mm_loadu_ps(a_lo), dx), acc);
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hi), _mm_mul_ps(_mm_loadu_ps(a_hi), dx), acc);
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(a_lo, dx), acc);
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hi), _mm_mul_ps(a_hi, dx), acc);
         } else {
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_add_epi32(lo, hi)), _mm_mul_ps(_mm_loadu_ps(a_lo), dx), acc);
+            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_add_epi32(lo, hi)), _mm_mul_ps(a_lo, dx), acc);
         }
-        tail = _mm_fmadd_ps(_mm_loadu_ps(c), _mm_set1_ps(s[b].d * (float)s[b].sum), tail);
+        tail = _mm_fmadd_ps(c, _mm_broadcast_ss(v->ds + b), tail);
     }
     _mm_storeu_ps(out, _mm_add_ps(acc, tail));
 }
@@ -919,7 +1071,7 @@ HONE_ROWS4_MANY(rows4_many8_body, 8, __m256i, __m256, _mm256, load_i256, zero_i2
 
 // One copy of each kernel per type, compiled without the switches on `type`.
 typedef float (*row_fn)(const uint8_t *, const int16_t *, const hone_act_scale *, size_t);
-typedef void (*rows4_one_fn)(const uint8_t *, size_t, const int16_t *, const hone_act_scale *, size_t, float *);
+typedef void (*rows4_one_fn)(const uint8_t *, size_t, const one_vector *, size_t, float *);
 typedef void (*rows4_many_fn)(const uint8_t *, size_t, const vector_lanes *, int, size_t, float *, size_t);
 typedef struct {
     row_fn row;
@@ -932,9 +1084,9 @@ typedef struct {
                                                                  size_t n) {                                                  \
         return dot_row_avx512_body(TYPE, w, q, s, n);                                                                         \
     }                                                                                                                         \
-    __attribute__((target(HONE_AVX512))) static void NAME##_rows4_one(const uint8_t *w, size_t row_bytes, const int16_t *q,   \
-                                                                      const hone_act_scale *s, size_t n, float *out) {        \
-        rows4_one_avx512_body(TYPE, w, row_bytes, q, s, n, out);                                                              \
+    __attribute__((target(HONE_AVX512 ",bmi2"))) static void NAME##_rows4_one(const uint8_t *w, size_t row_bytes,            \
+                                                                             const one_vector *v, size_t n, float *out) {     \
+        rows4_one_avx512_body(TYPE, w, row_bytes, v, n, out);                                                                 \
     }                                                                                                                         \
     __attribute__((target(HONE_AVX512))) static void NAME##_rows4_many16(const uint8_t *w, size_t row_bytes,                 \
                                                                          const vector_lanes *v, int m, size_t n, float *out,      \
@@ -995,10 +1147,12 @@ static void rows_multi_avx512(int type, const uint8_t *p, size_t row_bytes, int 
             const vector_lanes v = lay_out_vectors(qj, q_stride, sj, scales_stride, group, lanes, n);
             for (int r = 0; r < whole; r += 4) many(p + (size_t)r * row_bytes, row_bytes, &v, group, n, oj + r, out_stride);
         } else {
+            one_vector v[2];
+            for (int i = 0; i < group && whole > 0; i++) v[i] = prepare_one_vector(i, qj + i * q_stride, sj + i * scales_stride, n);
             float four[4];
             for (int r = 0; r < whole; r += 4)
                 for (int i = 0; i < group; i++) {
-                    k.rows4_one(p + (size_t)r * row_bytes, row_bytes, qj + i * q_stride, sj + i * scales_stride, n, four);
+                    k.rows4_one(p + (size_t)r * row_bytes, row_bytes, &v[i], n, four);
                     for (int e = 0; e < 4; e++) oj[i * out_stride + r + e] = four[e];
                 }
         }
