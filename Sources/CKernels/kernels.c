@@ -743,43 +743,57 @@ static inline __attribute__((always_inline)) void decode_rows4_avx512(int type, 
 }
 
 // ---------------------------------------------------------------- AVX-512: one vector in lane order
-// Decode (one activation vector) is bound by the shuffle port on Intel: widening each
+// Decode (one activation vector) is bound by the vector ports on Intel: widening each
 // block's bytes to int16 (vinserti128, vpmovzxbw) and gathering four rows' fp16 scales into
-// a vector (vpinsrw, vpunpcklwd) took ~2/3 of the loop's port-5 work, so the per-layer
-// products read 9-12 GB/s against 29.8 measured. In *lane order* a block's values sit where
-// a broadcast load of its bytes puts them, so a per-word shift and mask decodes it with no
-// shuffle: 128-bit lane L holds as int16 word i the value
-//     L0: 2i    L1: 2i + 1    L2: 16 + 2i    L3: 17 + 2i
-// (word i of a lane covers bytes 2i, 2i+1 of the block's first or second 16 bytes). The
-// activation vector is put in the same order once per call, so each block's integer dot is
-// the same exact int32 as in natural order, and Q6_K's halves (values 0-15, 16-31) are
-// still the low and high 256 bits: every result keeps its bits.
+// a vector (vpinsrw, vpunpcklwd) took ~2/3 of the loop's shuffle-port work, so the
+// per-layer products read 9-12 GB/s against 29.8 measured. In *lane order* a block's values
+// sit where one broadcast load of its bytes puts them, so a per-word shift and mask decodes
+// it with no shuffle: 128-bit lane L holds as int16 word i the value
+//     L0: 2i    L1: 16 + 2i    L2: 2i + 1    L3: 17 + 2i
+// (bytes 2i, 2i+1 of the block's first 16 bytes and of its second: a 32-byte broadcast for
+// one byte per value, a 16-byte one for Q4's low and high nibbles). The activation vector
+// is put in the same order once per call, so each block's integer dot is the same exact
+// int32 as in natural order and every result keeps its bits. Q6_K's halves (values 0-15,
+// 16-31) are lanes 0 + 2 and 1 + 3.
 
-// Values of a block per lane order position (vpermw indices into the natural block).
-static const int16_t lane_order[32] = {0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
-                                       16, 18, 20, 22, 24, 26, 28, 30, 17, 19, 21, 23, 25, 27, 29, 31};
+// Natural positions of the lane order's 32 values (vpermw indices).
+static const int16_t lane_order[32] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
+                                       1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
 
-// Per-word right shifts: {s, 8 + s} per lane pair, for a nibble or bit field at s (the low
-// byte of a word, then the high byte); the Q4_0/Q4_1 order {0, 8, 4, 12} reads one 16-byte
-// broadcast for all four lanes (low nibbles are values 0-15, high nibbles 16-31).
+// Per-word right shifts per lane: the Q4 nibbles {0, 4, 8, 12}; a field at bit s of each
+// byte {s, s, 8 + s, 8 + s} (the words' low bytes, then their high bytes).
 #define HONE_SHIFTS(a, b, c, d) {a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b, c, c, c, c, c, c, c, c, d, d, d, d, d, d, d, d}
-static const int16_t shifts_nibbles16[32] = HONE_SHIFTS(0, 8, 4, 12);
-static const int16_t shifts_byte_pairs[8][32] = {HONE_SHIFTS(0, 8, 0, 8), HONE_SHIFTS(1, 9, 1, 9), HONE_SHIFTS(2, 10, 2, 10),
-                                                 HONE_SHIFTS(3, 11, 3, 11), HONE_SHIFTS(4, 12, 4, 12), HONE_SHIFTS(5, 13, 5, 13),
-                                                 HONE_SHIFTS(6, 14, 6, 14), HONE_SHIFTS(7, 15, 7, 15)};
+static const int16_t shifts_nibbles[32] = HONE_SHIFTS(0, 4, 8, 12);
+static const int16_t shifts_bytes[9][32] = {HONE_SHIFTS(0, 0, 8, 8), HONE_SHIFTS(1, 1, 9, 9), HONE_SHIFTS(2, 2, 10, 10),
+                                            HONE_SHIFTS(3, 3, 11, 11), HONE_SHIFTS(4, 4, 12, 12), HONE_SHIFTS(5, 5, 13, 13),
+                                            HONE_SHIFTS(6, 6, 14, 14), HONE_SHIFTS(7, 7, 15, 15), HONE_SHIFTS(8, 8, 0, 0)};
 #undef HONE_SHIFTS
 
-// 32 bytes at p as lanes [p0-15, p0-15, p16-31, p16-31]: two broadcast loads and a blend.
-__attribute__((target("avx512f"), always_inline))
-static inline __m512i byte_pairs(const uint8_t *p) {
-    return _mm512_mask_blend_epi64(0xf0, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p)),
-                                   _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + 16))));
-}
-
-// Field of `bits` bits at bit s of each byte of byte_pairs(p), as lane-order int16 words.
+// The field of `bits` bits at bit s of each of the 32 bytes at p, as lane-order words.
 __attribute__((target("avx512f,avx512bw"), always_inline))
 static inline __m512i byte_field(const uint8_t *p, int s, int bits) {
-    return _mm512_and_si512(_mm512_srlv_epi16(byte_pairs(p), _mm512_loadu_si512(shifts_byte_pairs[s])), _mm512_set1_epi16((short)((1 << bits) - 1)));
+    const __m512i t = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_and_si512(_mm512_srlv_epi16(t, _mm512_loadu_si512(shifts_bytes[s])), _mm512_set1_epi16((short)((1 << bits) - 1)));
+}
+
+// The 32 nibbles of the 16 bytes at p (low nibbles values 0-15), as lane-order words.
+__attribute__((target("avx512f,avx512bw"), always_inline))
+static inline __m512i nibbles(const uint8_t *p) {
+    const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p));
+    return _mm512_and_si512(_mm512_srlv_epi16(t, _mm512_loadu_si512(shifts_nibbles)), _mm512_set1_epi16(0x0f));
+}
+
+// The types whose 32-value blocks start with their fp16 scale (and Q4_1's, Q5_1's min):
+// their scales are read per block; the K-quants' from a super-block's packed scales.
+static inline int is_flat_type(int type) { return !is_block32_type(type) || type == HONE_TYPE_Q5_0 || type == HONE_TYPE_Q5_1; }
+static inline size_t flat_block_bytes(int type) {
+    switch (type) {
+    case HONE_TYPE_Q8_0: return sizeof(hone_block_q8_0);
+    case HONE_TYPE_Q4_0: return sizeof(hone_block_q4_0);
+    case HONE_TYPE_Q4_1: return sizeof(hone_block_q4_1);
+    case HONE_TYPE_Q5_0: return sizeof(hone_block_q5_0);
+    default: return sizeof(hone_block_q5_1);
+    }
 }
 
 // The integers of block j of the block (or K-quant super-block) at p, in lane order: the
@@ -788,26 +802,19 @@ __attribute__((target("avx512f,avx512bw,avx512vl,bmi2"), always_inline))
 static inline __m512i ints32_lanes(int type, const uint8_t *p, int j) {
     switch (type) {
     case HONE_TYPE_Q8_0: {
-        // Signed bytes: the low byte of a word moved up, then both arithmetic-shifted down.
-        const __m512i t = byte_pairs(p + offsetof(hone_block_q8_0, qs));
-        return _mm512_srai_epi16(_mm512_sllv_epi16(t, _mm512_sub_epi16(_mm512_set1_epi16(8), _mm512_loadu_si512(shifts_byte_pairs[0]))), 8);
+        // Signed bytes: a word's low byte moved up, then both arithmetic-shifted down.
+        const __m512i t = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p + offsetof(hone_block_q8_0, qs))));
+        return _mm512_srai_epi16(_mm512_sllv_epi16(t, _mm512_loadu_si512(shifts_bytes[8])), 8);
     }
-    case HONE_TYPE_Q4_0:
-    case HONE_TYPE_Q4_1: {
-        const size_t qs = type == HONE_TYPE_Q4_1 ? offsetof(hone_block_q4_1, qs) : offsetof(hone_block_q4_0, qs);
-        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + qs)));
-        return _mm512_and_si512(_mm512_srlv_epi16(t, _mm512_loadu_si512(shifts_nibbles16)), _mm512_set1_epi16(0x0f));
-    }
+    case HONE_TYPE_Q4_0: return nibbles(p + offsetof(hone_block_q4_0, qs));
+    case HONE_TYPE_Q4_1: return nibbles(p + offsetof(hone_block_q4_1, qs));
     case HONE_TYPE_Q5_0:
     case HONE_TYPE_Q5_1: {
-        // Bit l of qh is value l's fifth bit; lane order wants the even bits of each half,
-        // then the odd ones.
+        // Bit l of qh is value l's fifth bit: lane order wants its even bits, then its odd.
         const int one = type == HONE_TYPE_Q5_1;
         const uint32_t qh = rd32(p + (one ? offsetof(hone_block_q5_1, qh) : offsetof(hone_block_q5_0, qh)));
-        const uint32_t even = _pext_u32(qh, 0x55555555u), odd = _pext_u32(qh, 0xaaaaaaaau);
-        const __mmask32 high = (even & 0xff) | (odd & 0xff) << 8 | (even >> 8) << 16 | (odd >> 8) << 24;
-        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(p + (one ? offsetof(hone_block_q5_1, qs) : offsetof(hone_block_q5_0, qs)))));
-        const __m512i v = _mm512_or_si512(_mm512_and_si512(_mm512_srlv_epi16(t, _mm512_loadu_si512(shifts_nibbles16)), _mm512_set1_epi16(0x0f)),
+        const __mmask32 high = _pext_u32(qh, 0x55555555u) | _pext_u32(qh, 0xaaaaaaaau) << 16;
+        const __m512i v = _mm512_or_si512(nibbles(p + (one ? offsetof(hone_block_q5_1, qs) : offsetof(hone_block_q5_0, qs))),
                                           _mm512_maskz_mov_epi16(high, _mm512_set1_epi16(16)));
         return one ? v : _mm512_sub_epi16(v, _mm512_set1_epi16(16));
     }
@@ -835,7 +842,7 @@ typedef struct {
     const int16_t *q;
     const hone_act_scale *s;
     const float *ds;
-    uint16_t *scale_room;  // 8 fp16 per block: the four rows' d, then their m (legacy types)
+    uint16_t *scale_room;  // 8 fp16 per block: four rows' d, then their m (flat types)
 } one_vector;
 
 // Per-thread room for the (up to two) vectors rows_multi_avx512 runs one at a time.
@@ -863,60 +870,58 @@ static one_vector prepare_one_vector(int slot, const int16_t *q, const hone_act_
 
 // Four rows against one vector: four independent chains, and the four rows' block sums
 // reduced together (two rounds of unpack-and-add leave each 128-bit lane k holding the four
-// rows' sums of its values), so the float work is one 4-lane FMA per block. The legacy
-// types' fp16 scales are copied row by row into blocks of four first (scalar loads and
+// rows' sums of its values), so the float work is one 4-lane FMA per block. The flat
+// types' fp16 scales are copied row by row into groups of four first (scalar loads and
 // stores, no shuffles), the K-quants' scale triples computed per super-block into the same
 // shape, so each block's four scales are one load.
 __attribute__((target(HONE_AVX512 ",bmi2"), always_inline))
 static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_bytes, const one_vector *v, size_t n, float *out) {
-    const int halves = type == HONE_TYPE_Q6_K, legacy = !is_block32_type(type);
-    const int super = type == HONE_TYPE_Q4_K || type == HONE_TYPE_Q5_K || type == HONE_TYPE_Q6_K;
+    const int halves = type == HONE_TYPE_Q6_K, flat = is_flat_type(type);
     const size_t blocks = n / 32, step16 = ahead_step(row_bytes, n);
     uint16_t *scales = v->scale_room;
-    if (legacy) {
-        const size_t bytes = (size_t)block_bytes(type);
+    const int with_min = type == HONE_TYPE_Q4_1 || type == HONE_TYPE_Q5_1;
+    if (flat) {
+        _Static_assert(offsetof(hone_block_q4_1, m) == 2 && offsetof(hone_block_q5_1, m) == 2, "min after the scale");
+        const size_t bytes = flat_block_bytes(type);
         for (size_t b = 0; b < blocks; b++)
             for (int r = 0; r < 4; r++) {
                 const uint8_t *p = w + (size_t)r * row_bytes + b * bytes;
                 scales[8 * b + r] = rd16(p);
-                if (type == HONE_TYPE_Q4_1) scales[8 * b + 4 + r] = rd16(p + offsetof(hone_block_q4_1, m));
+                if (with_min) scales[8 * b + 4 + r] = rd16(p + 2);
             }
     }
     float kept[3][8][4];
     __m128 acc = _mm_setzero_ps(), tail = _mm_setzero_ps();
     for (size_t b = 0; b < blocks; b++) {
         __m128 a_lo, a_hi, c;
-        if (legacy) {
+        if (flat) {
             a_lo = a_hi = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(scales + 8 * b)));
-            c = type == HONE_TYPE_Q4_1   ? _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(scales + 8 * b + 4)))
+            c = with_min                 ? _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(scales + 8 * b + 4)))
                 : type == HONE_TYPE_Q4_0 ? _mm_mul_ps(_mm_set1_ps(-8.0f), a_lo)
                                          : _mm_setzero_ps();
-        } else if (super) {
+        } else {
             if (b % 8 == 0)
                 for (int r = 0; r < 4; r++) {
                     const uint8_t *p = block32_base(type, w + (size_t)r * row_bytes, b);
                     for (int k = 0; k < 8; k++) block32_scales_with(half_f16c, type, p, (size_t)k, &kept[0][k][r], &kept[1][k][r], &kept[2][k][r]);
                 }
             a_lo = _mm_loadu_ps(kept[0][b % 8]), a_hi = _mm_loadu_ps(kept[1][b % 8]), c = _mm_loadu_ps(kept[2][b % 8]);
-        } else {
-            float lo4[4], hi4[4], c4[4];
-            for (int r = 0; r < 4; r++) block32_scales_with(half_f16c, type, block32_base(type, w + (size_t)r * row_bytes, b), b, &lo4[r], &hi4[r], &c4[r]);
-            a_lo = _mm_loadu_ps(lo4), a_hi = _mm_loadu_ps(hi4), c = _mm_loadu_ps(c4);
         }
         __m512i p[4];
         const __m512i x = _mm512_loadu_si512(v->q + b * 32);
         for (int r = 0; r < 4; r++) {
             const uint8_t *row = w + (size_t)r * row_bytes;
             _mm_prefetch(ahead(row, row_bytes, b, step16), _MM_HINT_T0);
-            const uint8_t *base = legacy ? row + b * (size_t)block_bytes(type) : block32_base(type, row, b);
+            const uint8_t *base = flat ? row + b * flat_block_bytes(type) : block32_base(type, row, b);
             p[r] = _mm512_madd_epi16(ints32_lanes(type, base, (int)(b % 8)), x);
         }
         const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
         const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
         const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
-        const __m256i u_lo = _mm512_castsi512_si256(u), u_hi = _mm512_extracti64x4_epi64(u, 1);
-        const __m128i lo = _mm_add_epi32(_mm256_castsi256_si128(u_lo), _mm256_extracti128_si256(u_lo, 1));
-        const __m128i hi = _mm_add_epi32(_mm256_castsi256_si128(u_hi), _mm256_extracti128_si256(u_hi, 1));
+        // Lanes 0 and 2 hold values 0-15, lanes 1 and 3 values 16-31.
+        const __m256i u_01 = _mm512_castsi512_si256(u), u_23 = _mm512_extracti64x4_epi64(u, 1);
+        const __m128i lo = _mm_add_epi32(_mm256_castsi256_si128(u_01), _mm256_castsi256_si128(u_23));
+        const __m128i hi = _mm_add_epi32(_mm256_extracti128_si256(u_01, 1), _mm256_extracti128_si256(u_23, 1));
         const __m128 dx = _mm_broadcast_ss(&v->s[b].d);
         if (halves) {
             acc = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(a_lo, dx), acc);
