@@ -662,7 +662,7 @@ static inline const char *ahead(const uint8_t *row, size_t row_bytes, size_t b, 
     return (const char *)(row + 4 * row_bytes + ((b * step16) >> 16));
 }
 
-#define HONE_AVX512 "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#define HONE_AVX512 "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c,bmi2"
 
 // ---------------------------------------------------------------- AVX-512: exact block sums
 // At this level a (row, vector) product is, block by block in order,
@@ -717,29 +717,6 @@ static inline float dot_row_avx512_body(int type, const uint8_t *w, const int16_
         tail = fmaf(c, dx * (float)s[b].sum, tail);
     }
     return acc + tail;
-}
-
-// Decodes block b of the four rows at w (row_bytes apart), prefetching the next group's
-// share. K-quants: each super-block's eight scale triples once per row (at b % 8 == 0, into
-// `kept`), not per block: the same expressions, so the same floats as decode32_avx512's.
-__attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-static inline __attribute__((always_inline)) void decode_rows4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t b,
-                                                                      size_t step16, float kept[3][4][8], __m512i w16[4],
-                                                                      float a_lo[4], float a_hi[4], float c[4]) {
-    const int super = type == HONE_TYPE_Q4_K || type == HONE_TYPE_Q5_K || type == HONE_TYPE_Q6_K;
-    for (int r = 0; r < 4; r++) {
-        const uint8_t *row = w + (size_t)r * row_bytes;
-        _mm_prefetch(ahead(row, row_bytes, b, step16), _MM_HINT_T0);
-        if (super) {
-            const uint8_t *p = block32_base(type, row, b);
-            if (b % 8 == 0)
-                for (int k = 0; k < 8; k++) block32_scales_with(half_f16c, type, p, (size_t)k, &kept[0][r][k], &kept[1][r][k], &kept[2][r][k]);
-            a_lo[r] = kept[0][r][b % 8], a_hi[r] = kept[1][r][b % 8], c[r] = kept[2][r][b % 8];
-            w16[r] = ints32_avx512(type, p, (int)(b % 8));
-        } else {
-            w16[r] = decode_any_avx512(type, row, b, &a_lo[r], &a_hi[r], &c[r]);
-        }
-    }
 }
 
 // ---------------------------------------------------------------- AVX-512: one vector in lane order
@@ -798,7 +775,7 @@ static inline size_t flat_block_bytes(int type) {
 
 // The integers of block j of the block (or K-quant super-block) at p, in lane order: the
 // values of ints32_avx512's register, permuted by lane_order.
-__attribute__((target("avx512f,avx512bw,avx512vl,bmi2"), always_inline))
+__attribute__((target(HONE_AVX512), always_inline))
 static inline __m512i ints32_lanes(int type, const uint8_t *p, int j) {
     switch (type) {
     case HONE_TYPE_Q8_0: {
@@ -833,6 +810,32 @@ static inline __m512i ints32_lanes(int type, const uint8_t *p, int j) {
         const __m512i high = byte_field(k->qh + 32 * half, 2 * t, 2);
         return _mm512_sub_epi16(_mm512_or_si512(low, _mm512_slli_epi16(high, 4)), _mm512_set1_epi16(32));
     }
+    }
+}
+
+// Decodes block b of the four rows at w (row_bytes apart) in lane order, prefetching the
+// next group's share. K-quants: each super-block's eight scale triples once per row (at
+// b % 8 == 0, into `kept`), not per block: the same expressions, so the same floats as
+// decode32_avx512's.
+__attribute__((target(HONE_AVX512)))
+static inline __attribute__((always_inline)) void decode_rows4_avx512(int type, const uint8_t *w, size_t row_bytes, size_t b,
+                                                                      size_t step16, float kept[3][4][8], __m512i w16[4],
+                                                                      float a_lo[4], float a_hi[4], float c[4]) {
+    for (int r = 0; r < 4; r++) {
+        const uint8_t *row = w + (size_t)r * row_bytes;
+        _mm_prefetch(ahead(row, row_bytes, b, step16), _MM_HINT_T0);
+        if (!is_flat_type(type)) {
+            const uint8_t *p = block32_base(type, row, b);
+            if (b % 8 == 0)
+                for (int k = 0; k < 8; k++) block32_scales_with(half_f16c, type, p, (size_t)k, &kept[0][r][k], &kept[1][r][k], &kept[2][r][k]);
+            a_lo[r] = kept[0][r][b % 8], a_hi[r] = kept[1][r][b % 8], c[r] = kept[2][r][b % 8];
+            w16[r] = ints32_lanes(type, p, (int)(b % 8));
+        } else {
+            const uint8_t *p = row + b * flat_block_bytes(type);
+            a_lo[r] = a_hi[r] = _cvtsh_ss(rd16(p));
+            c[r] = type == HONE_TYPE_Q4_1 || type == HONE_TYPE_Q5_1 ? _cvtsh_ss(rd16(p + 2)) : type == HONE_TYPE_Q4_0 ? -8.0f * a_lo[r] : 0;
+            w16[r] = ints32_lanes(type, p, 0);
+        }
     }
 }
 
@@ -874,7 +877,7 @@ static one_vector prepare_one_vector(int slot, const int16_t *q, const hone_act_
 // types' fp16 scales are copied row by row into groups of four first (scalar loads and
 // stores, no shuffles), the K-quants' scale triples computed per super-block into the same
 // shape, so each block's four scales are one load.
-__attribute__((target(HONE_AVX512 ",bmi2"), always_inline))
+__attribute__((target(HONE_AVX512), always_inline))
 static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_bytes, const one_vector *v, size_t n, float *out) {
     const int halves = type == HONE_TYPE_Q6_K, flat = is_flat_type(type);
     const size_t blocks = n / 32, step16 = ahead_step(row_bytes, n);
@@ -935,7 +938,7 @@ static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_
 }
 
 // Up to `lanes` (8 or 16) activation vectors laid out for the rows4_many kernels: block b's
-// pair p (values 2p, 2p+1 as two int16 in one int32) of vector j at
+// pair p in lane order (its int16 words 2p, 2p+1 as one int32) of vector j at
 // pairs[(16b + p)·lanes + j], the block's scale d and d·Σq at d[lanes·b + j] and
 // ds[lanes·b + j]; lanes past the group's vectors hold zeros.
 typedef struct {
@@ -973,7 +976,7 @@ static inline __attribute__((always_inline)) void transpose16_epi32(__m512i r[16
     }
 }
 
-__attribute__((target("avx512f")))
+__attribute__((target("avx512f,avx512bw")))
 static vector_lanes lay_out_vectors(const int16_t *q, size_t q_stride, const hone_act_scale *s, size_t s_stride, int m, int lanes, size_t n) {
     const size_t blocks = n / 32, bytes = blocks * (size_t)lanes * (16 * sizeof(int32_t) + 2 * sizeof(float));
     if (vector_lanes_capacity < bytes) {
@@ -985,9 +988,10 @@ static vector_lanes lay_out_vectors(const int16_t *q, size_t q_stride, const hon
     vector_lanes v = {(int32_t *)vector_lanes_room, NULL, NULL};
     v.d = (float *)(v.pairs + blocks * 16 * (size_t)lanes);
     v.ds = v.d + blocks * (size_t)lanes;
+    const __m512i order = _mm512_loadu_si512(lane_order);
     for (size_t b = 0; b < blocks; b++) {
         __m512i r[16];
-        for (int j = 0; j < 16; j++) r[j] = j < m ? _mm512_loadu_si512(q + j * q_stride + b * 32) : _mm512_setzero_si512();
+        for (int j = 0; j < 16; j++) r[j] = j < m ? _mm512_permutexvar_epi16(order, _mm512_loadu_si512(q + j * q_stride + b * 32)) : _mm512_setzero_si512();
         transpose16_epi32(r);
         int32_t *out = v.pairs + 16 * b * (size_t)lanes;
         for (int p = 0; p < 16; p++) {
@@ -1042,11 +1046,12 @@ static inline __attribute__((always_inline)) __m256i dpwssd_broadcast8(__m256i a
             VI sums[4][2];                                                                                                   \
             for (int r = 0; r < 4; r++) sums[r][0] = sums[r][1] = ZERO_I();                                                  \
             const int32_t *x = v->pairs + b * 16 * LANES;                                                                    \
-            _Pragma("clang loop unroll(full)") for (int p = 0; p < 8; p++) {                                                 \
-                const VI lo = LOAD_I((const void *)(x + LANES * p)), hi = LOAD_I((const void *)(x + LANES * (p + 8)));       \
+            _Pragma("clang loop unroll(full)") for (int i = 0; i < 8; i++) {                                                 \
+                const int p = i < 4 ? i : i + 4; /* pair p of values 0-15 in lane order; p + 4 of values 16-31 */           \
+                const VI lo = LOAD_I((const void *)(x + LANES * p)), hi = LOAD_I((const void *)(x + LANES * (p + 4)));       \
                 for (int r = 0; r < 4; r++) {                                                                                \
                     sums[r][0] = DPW(sums[r][0], lo, &pairs[r][p]);                                                          \
-                    sums[r][1] = DPW(sums[r][1], hi, &pairs[r][p + 8]);                                                      \
+                    sums[r][1] = DPW(sums[r][1], hi, &pairs[r][p + 4]);                                                      \
                 }                                                                                                            \
             }                                                                                                                \
             const VF d = P##_loadu_ps(v->d + LANES * b), ds = P##_loadu_ps(v->ds + LANES * b);                               \
@@ -1089,7 +1094,7 @@ typedef struct {
                                                                  size_t n) {                                                  \
         return dot_row_avx512_body(TYPE, w, q, s, n);                                                                         \
     }                                                                                                                         \
-    __attribute__((target(HONE_AVX512 ",bmi2"))) static void NAME##_rows4_one(const uint8_t *w, size_t row_bytes,            \
+    __attribute__((target(HONE_AVX512))) static void NAME##_rows4_one(const uint8_t *w, size_t row_bytes,            \
                                                                              const one_vector *v, size_t n, float *out) {     \
         rows4_one_avx512_body(TYPE, w, row_bytes, v, n, out);                                                                 \
     }                                                                                                                         \
