@@ -839,49 +839,60 @@ static inline __attribute__((always_inline)) void decode_rows4_avx512(int type, 
     }
 }
 
-// One activation vector prepared for the four-row kernel: its values in lane order, its
-// block scales, and each block's d·Σq (the tail's factor) computed once.
+// Up to four activation vectors prepared for the few-vector kernel: their values in lane
+// order, their block scales, and each block's d·Σq (the tail's factor) computed once; and
+// room for a group of rows' fp16 scales (8 per block: four rows' d, then their m).
+#define FEW_VECTORS 4
 typedef struct {
-    const int16_t *q;
-    const hone_act_scale *s;
-    const float *ds;
-    uint16_t *scale_room;  // 8 fp16 per block: four rows' d, then their m (flat types)
-} one_vector;
+    int m;
+    const int16_t *q[FEW_VECTORS];
+    const hone_act_scale *s[FEW_VECTORS];
+    const float *ds[FEW_VECTORS];
+    uint16_t *scales;
+} few_vectors;
 
-// Per-thread room for the (up to two) vectors rows_multi_avx512 runs one at a time.
-static __thread void *one_vector_room[2];
-static __thread size_t one_vector_capacity[2];
+static __thread void *few_vectors_room;
+static __thread size_t few_vectors_capacity;
 
 __attribute__((target("avx512f,avx512bw")))
-static one_vector prepare_one_vector(int slot, const int16_t *q, const hone_act_scale *s, size_t n) {
-    const size_t blocks = n / 32, bytes = n * sizeof(int16_t) + blocks * (sizeof(float) + 8 * sizeof(uint16_t));
-    if (one_vector_capacity[slot] < bytes) {
-        free(one_vector_room[slot]);
-        one_vector_room[slot] = malloc(bytes);
-        if (!one_vector_room[slot]) abort();
-        one_vector_capacity[slot] = bytes;
+static few_vectors prepare_few_vectors(const int16_t *q, size_t q_stride, const hone_act_scale *s, size_t s_stride, int m, size_t n) {
+    const size_t blocks = n / 32, per_vector = n * sizeof(int16_t) + blocks * sizeof(float);
+    const size_t bytes = FEW_VECTORS * per_vector + blocks * 8 * sizeof(uint16_t);
+    if (few_vectors_capacity < bytes) {
+        free(few_vectors_room);
+        few_vectors_room = malloc(bytes);
+        if (!few_vectors_room) abort();
+        few_vectors_capacity = bytes;
     }
-    int16_t *lanes = (int16_t *)one_vector_room[slot];
-    float *ds = (float *)(lanes + n);
+    few_vectors v = {m, {0}, {0}, {0}, (uint16_t *)((char *)few_vectors_room + FEW_VECTORS * per_vector)};
     const __m512i order = _mm512_loadu_si512(lane_order);
-    for (size_t b = 0; b < blocks; b++) {
-        _mm512_storeu_si512(lanes + 32 * b, _mm512_permutexvar_epi16(order, _mm512_loadu_si512(q + 32 * b)));
-        ds[b] = s[b].d * (float)s[b].sum;
+    for (int j = 0; j < m; j++) {
+        int16_t *lanes = (int16_t *)((char *)few_vectors_room + (size_t)j * per_vector);
+        float *ds = (float *)(lanes + n);
+        const int16_t *qj = q + (size_t)j * q_stride;
+        const hone_act_scale *sj = s + (size_t)j * s_stride;
+        for (size_t b = 0; b < blocks; b++) {
+            _mm512_storeu_si512(lanes + 32 * b, _mm512_permutexvar_epi16(order, _mm512_loadu_si512(qj + 32 * b)));
+            ds[b] = sj[b].d * (float)sj[b].sum;
+        }
+        v.q[j] = lanes, v.s[j] = sj, v.ds[j] = ds;
     }
-    return (one_vector){lanes, s, ds, (uint16_t *)(ds + blocks)};
+    return v;
 }
 
-// Four rows against one vector: four independent chains, and the four rows' block sums
-// reduced together (two rounds of unpack-and-add leave each 128-bit lane k holding the four
-// rows' sums of its values), so the float work is one 4-lane FMA per block. The flat
-// types' fp16 scales are copied row by row into groups of four first (scalar loads and
-// stores, no shuffles), the K-quants' scale triples computed per super-block into the same
-// shape, so each block's four scales are one load.
+// Four rows against M (1-4) vectors: each block of the four rows decoded once, then per
+// vector four independent chains, the four rows' block sums reduced together (two rounds of
+// unpack-and-add leave each 128-bit lane k holding the four rows' sums of its values), so
+// the float work is one 4-lane FMA per block. The flat types' fp16 scales are copied row by
+// row into groups of four first (scalar loads and stores, no shuffles), the K-quants' scale
+// triples computed per super-block into the same shape, so each block's four scales are
+// one load.
 __attribute__((target(HONE_AVX512), always_inline))
-static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_bytes, const one_vector *v, size_t n, float *out) {
+static inline void rows4_few_avx512_body(int type, const uint8_t *w, size_t row_bytes, const few_vectors *v, const int M, size_t n,
+                                         float *out, size_t out_stride) {
     const int halves = type == HONE_TYPE_Q6_K, flat = is_flat_type(type);
     const size_t blocks = n / 32, step16 = ahead_step(row_bytes, n);
-    uint16_t *scales = v->scale_room;
+    uint16_t *scales = v->scales;
     const int with_min = type == HONE_TYPE_Q4_1 || type == HONE_TYPE_Q5_1;
     if (flat) {
         _Static_assert(offsetof(hone_block_q4_1, m) == 2 && offsetof(hone_block_q5_1, m) == 2, "min after the scale");
@@ -894,7 +905,8 @@ static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_
             }
     }
     float kept[3][8][4];
-    __m128 acc = _mm_setzero_ps(), tail = _mm_setzero_ps();
+    __m128 acc[FEW_VECTORS], tail[FEW_VECTORS];
+    for (int j = 0; j < M; j++) acc[j] = tail[j] = _mm_setzero_ps();
     for (size_t b = 0; b < blocks; b++) {
         __m128 a_lo, a_hi, c;
         if (flat) {
@@ -910,31 +922,38 @@ static inline void rows4_one_avx512_body(int type, const uint8_t *w, size_t row_
                 }
             a_lo = _mm_loadu_ps(kept[0][b % 8]), a_hi = _mm_loadu_ps(kept[1][b % 8]), c = _mm_loadu_ps(kept[2][b % 8]);
         }
-        __m512i p[4];
-        const __m512i x = _mm512_loadu_si512(v->q + b * 32);
+        __m512i w16[4];
         for (int r = 0; r < 4; r++) {
             const uint8_t *row = w + (size_t)r * row_bytes;
             _mm_prefetch(ahead(row, row_bytes, b, step16), _MM_HINT_T0);
-            const uint8_t *base = flat ? row + b * flat_block_bytes(type) : block32_base(type, row, b);
-            p[r] = _mm512_madd_epi16(ints32_lanes(type, base, (int)(b % 8)), x);
+            w16[r] = ints32_lanes(type, flat ? row + b * flat_block_bytes(type) : block32_base(type, row, b), (int)(b % 8));
         }
-        const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
-        const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
-        const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
-        // Lanes 0 and 2 hold values 0-15, lanes 1 and 3 values 16-31.
-        const __m256i u_01 = _mm512_castsi512_si256(u), u_23 = _mm512_extracti64x4_epi64(u, 1);
-        const __m128i lo = _mm_add_epi32(_mm256_castsi256_si128(u_01), _mm256_castsi256_si128(u_23));
-        const __m128i hi = _mm_add_epi32(_mm256_extracti128_si256(u_01, 1), _mm256_extracti128_si256(u_23, 1));
-        const __m128 dx = _mm_broadcast_ss(&v->s[b].d);
-        if (halves) {
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(a_lo, dx), acc);
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hi), _mm_mul_ps(a_hi, dx), acc);
-        } else {
-            acc = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_add_epi32(lo, hi)), _mm_mul_ps(a_lo, dx), acc);
+        for (int j = 0; j < M; j++) {
+            const __m512i x = _mm512_loadu_si512(v->q[j] + b * 32);
+            __m512i p[4];
+            for (int r = 0; r < 4; r++) p[r] = _mm512_madd_epi16(w16[r], x);
+            const __m512i t01 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[0], p[1]), _mm512_unpackhi_epi32(p[0], p[1]));
+            const __m512i t23 = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2], p[3]), _mm512_unpackhi_epi32(p[2], p[3]));
+            const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
+            // Lanes 0 and 2 hold values 0-15, lanes 1 and 3 values 16-31.
+            const __m256i u_01 = _mm512_castsi512_si256(u), u_23 = _mm512_extracti64x4_epi64(u, 1);
+            const __m128i lo = _mm_add_epi32(_mm256_castsi256_si128(u_01), _mm256_castsi256_si128(u_23));
+            const __m128i hi = _mm_add_epi32(_mm256_extracti128_si256(u_01, 1), _mm256_extracti128_si256(u_23, 1));
+            const __m128 dx = _mm_broadcast_ss(&v->s[j][b].d);
+            if (halves) {
+                acc[j] = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(a_lo, dx), acc[j]);
+                acc[j] = _mm_fmadd_ps(_mm_cvtepi32_ps(hi), _mm_mul_ps(a_hi, dx), acc[j]);
+            } else {
+                acc[j] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm_add_epi32(lo, hi)), _mm_mul_ps(a_lo, dx), acc[j]);
+            }
+            tail[j] = _mm_fmadd_ps(c, _mm_broadcast_ss(v->ds[j] + b), tail[j]);
         }
-        tail = _mm_fmadd_ps(c, _mm_broadcast_ss(v->ds + b), tail);
     }
-    _mm_storeu_ps(out, _mm_add_ps(acc, tail));
+    for (int j = 0; j < M; j++) {
+        float four[4];
+        _mm_storeu_ps(four, _mm_add_ps(acc[j], tail[j]));
+        for (int r = 0; r < 4; r++) out[(size_t)j * out_stride + r] = four[r];
+    }
 }
 
 // Up to `lanes` (8 or 16) activation vectors laid out for the rows4_many kernels: block b's
@@ -1081,11 +1100,11 @@ HONE_ROWS4_MANY(rows4_many8_body, 8, __m256i, __m256, _mm256, load_i256, zero_i2
 
 // One copy of each kernel per type, compiled without the switches on `type`.
 typedef float (*row_fn)(const uint8_t *, const int16_t *, const hone_act_scale *, size_t);
-typedef void (*rows4_one_fn)(const uint8_t *, size_t, const one_vector *, size_t, float *);
+typedef void (*rows4_few_fn)(const uint8_t *, size_t, const few_vectors *, size_t, float *, size_t);
 typedef void (*rows4_many_fn)(const uint8_t *, size_t, const vector_lanes *, int, size_t, float *, size_t);
 typedef struct {
     row_fn row;
-    rows4_one_fn rows4_one;
+    rows4_few_fn rows4_few;
     rows4_many_fn rows4_many16, rows4_many8;
 } avx512_kernels;
 
@@ -1094,9 +1113,15 @@ typedef struct {
                                                                  size_t n) {                                                  \
         return dot_row_avx512_body(TYPE, w, q, s, n);                                                                         \
     }                                                                                                                         \
-    __attribute__((target(HONE_AVX512))) static void NAME##_rows4_one(const uint8_t *w, size_t row_bytes,            \
-                                                                             const one_vector *v, size_t n, float *out) {     \
-        rows4_one_avx512_body(TYPE, w, row_bytes, v, n, out);                                                                 \
+    __attribute__((target(HONE_AVX512))) static void NAME##_rows4_few(const uint8_t *w, size_t row_bytes,                    \
+                                                                      const few_vectors *v, size_t n, float *out,             \
+                                                                      size_t out_stride) {                                    \
+        switch (v->m) { /* one copy per count, so the vectors' chains stay in registers */                               \
+        case 1: rows4_few_avx512_body(TYPE, w, row_bytes, v, 1, n, out, out_stride); return;                                  \
+        case 2: rows4_few_avx512_body(TYPE, w, row_bytes, v, 2, n, out, out_stride); return;                                  \
+        case 3: rows4_few_avx512_body(TYPE, w, row_bytes, v, 3, n, out, out_stride); return;                                  \
+        default: rows4_few_avx512_body(TYPE, w, row_bytes, v, 4, n, out, out_stride); return;                                 \
+        }                                                                                                                     \
     }                                                                                                                         \
     __attribute__((target(HONE_AVX512))) static void NAME##_rows4_many16(const uint8_t *w, size_t row_bytes,                 \
                                                                          const vector_lanes *v, int m, size_t n, float *out,      \
@@ -1119,7 +1144,7 @@ HONE_AVX512_FOR(HONE_TYPE_Q6_K, q6_k_avx512)
 
 // The AVX-512 kernels of a type; all NULL for a type without them.
 static avx512_kernels kernels_avx512(int type) {
-#define HONE_KERNELS_OF(NAME) return (avx512_kernels){NAME##_row, NAME##_rows4_one, NAME##_rows4_many16, NAME##_rows4_many8}
+#define HONE_KERNELS_OF(NAME) return (avx512_kernels){NAME##_row, NAME##_rows4_few, NAME##_rows4_many16, NAME##_rows4_many8}
     switch (type) {
     case HONE_TYPE_Q8_0: HONE_KERNELS_OF(q8_0_avx512);
     case HONE_TYPE_Q4_0: HONE_KERNELS_OF(q4_0_avx512);
@@ -1140,31 +1165,26 @@ static float dot_q_avx512(int type, const void *w, const int16_t *q, const hone_
 }
 
 // The rows of hone_dot_q_rows_multi at this level. Vectors go in groups of up to sixteen:
-// nine or more through rows4_many16, three to eight through rows4_many8 (each costs the
-// same per row whatever its group's count), one or two through rows4_one each.
+// nine or more through rows4_many16, five to eight through rows4_many8 (each costs the
+// same per row whatever its group's count), up to four through rows4_few, whose cost grows
+// with the count.
 static void rows_multi_avx512(int type, const uint8_t *p, size_t row_bytes, int rows, const int16_t *q, size_t q_stride,
                               const hone_act_scale *scales, size_t scales_stride, int m, size_t n, float *out, size_t out_stride) {
     avx512_kernels k = kernels_avx512(type);
-    const int whole = k.rows4_one ? rows / 4 * 4 : 0;
+    const int whole = k.rows4_few ? rows / 4 * 4 : 0;
     for (int j = 0; j < m; j += 16) {
         const int group = m - j < 16 ? m - j : 16;
         const int16_t *qj = q + j * q_stride;
         const hone_act_scale *sj = scales + j * scales_stride;
         float *oj = out + j * out_stride;
-        if (group >= 3) {
+        if (group > FEW_VECTORS) {
             const int lanes = group > 8 ? 16 : 8;
             const rows4_many_fn many = lanes == 16 ? k.rows4_many16 : k.rows4_many8;
             const vector_lanes v = lay_out_vectors(qj, q_stride, sj, scales_stride, group, lanes, n);
             for (int r = 0; r < whole; r += 4) many(p + (size_t)r * row_bytes, row_bytes, &v, group, n, oj + r, out_stride);
-        } else {
-            one_vector v[2];
-            for (int i = 0; i < group && whole > 0; i++) v[i] = prepare_one_vector(i, qj + i * q_stride, sj + i * scales_stride, n);
-            float four[4];
-            for (int r = 0; r < whole; r += 4)
-                for (int i = 0; i < group; i++) {
-                    k.rows4_one(p + (size_t)r * row_bytes, row_bytes, &v[i], n, four);
-                    for (int e = 0; e < 4; e++) oj[i * out_stride + r + e] = four[e];
-                }
+        } else if (whole > 0) {
+            const few_vectors v = prepare_few_vectors(qj, q_stride, sj, scales_stride, group, n);
+            for (int r = 0; r < whole; r += 4) k.rows4_few(p + (size_t)r * row_bytes, row_bytes, &v, n, oj + r, out_stride);
         }
     }
     for (int r = whole; r < rows; r++)

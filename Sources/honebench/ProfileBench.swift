@@ -5,7 +5,7 @@ import Tokenizer
 import Training
 
 /// `honebench profile`: where a prompt chunk (128 tokens), a decode step (one sequence, and
-/// 4 and 16 decoded together as at 4 and 16 clients, and 16 with an adapter) and a LoRA training
+/// 4, 8 and 16 decoded together as at 4, 8 and 16 clients, and 16 with an adapter) and a LoRA training
 /// step (the train benchmark's 8 × 256 tokens, rank 16, all seven targets) spend their time,
 /// per op kind and per layer, with GFLOP/s and (decode) GB/s of weights read. One line per
 /// phase and op, largest first, then one line per phase with the seconds of each layer;
@@ -31,10 +31,10 @@ enum ProfileBench {
             _ = try model.forward([SequenceInput(tokens: [ids[16 + step % 100]], cache: cache)])
             step += 1
         }
-        // Serving steps at 4 and 16 clients: sequences decoded together (the batched kernels);
+        // Serving steps at 4, 8 and 16 clients: sequences decoded together (the batched kernels);
         // then 16 clients of one adapter (rank 16 on all seven targets, as the learner makes; prepared for inference as served).
         let adapter = LoRAAdapter.initialized(config: LoRAConfig(), model: model.config, seed: 1).preparedForInference()
-        for (clients, lora) in [(4, false), (16, false), (16, true)] {
+        for (clients, lora) in [(4, false), (8, false), (16, false), (16, true)] {
             let caches = (0..<clients).map { _ in model.makeCache(capacity: 16 + decodeSteps) }
             let used = lora ? adapter : nil
             for (i, c) in caches.enumerated() { _ = try model.forward([SequenceInput(tokens: Array(ids[i..<(i + 16)]), cache: c, adapter: used)]) }
