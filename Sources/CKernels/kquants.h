@@ -1,4 +1,4 @@
-// Helpers shared by the K-quant converters (quants.c) and dot kernels (kernels.c).
+// Helpers shared by the K-quant converters (quants.c) and the block readers (blocks.h).
 #pragma once
 #include "CKernels.h"
 
