@@ -113,10 +113,12 @@ int hone_dequantize_reference(int type, const void *src, float *dst, size_t n);
 /// Returns 0, or -1 for an unsupported type.
 int hone_quantize(int type, const float *src, void *dst, size_t n);
 
-// ---- Dot products (kernels.c). Each has a portable reference and SIMD variants chosen at
-// run time; `hone_kernels_force_reference(1)` pins the reference (tests compare both).
+// ---- Dot products (kernels.c; each level's kernels in dot_avx2.c, dot_avx512.c). Each
+// has a portable reference and SIMD variants chosen at run time; `hone_kernels_use` runs a
+// lower level (the tests compare every level the CPU runs).
 
-/// Kernel levels: 0 reference (portable C), 1 AVX2 + FMA + F16C, 2 AVX-512 (F, BW, VL, VNNI).
+/// Kernel levels (levels.c): 0 reference (portable C), 1 AVX2 + FMA + F16C, 2 AVX-512 (F, BW,
+/// VL, VNNI) with BMI2.
 /// The highest level this CPU can run.
 int hone_cpu_level(void);
 /// The level in use: `HONE_KERNELS` (reference, avx2 or avx512) when set, read at the first
