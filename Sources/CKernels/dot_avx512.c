@@ -79,7 +79,8 @@ static const int16_t lane_order[32] = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22
                                        1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
 
 // Per-word right shifts per lane: the Q4 nibbles {0, 4, 8, 12}; a field at bit s of each
-// byte {s, s, 8 + s, 8 + s} (the words' low bytes, then their high bytes).
+// byte {s, s, 8 + s, 8 + s} (the words' low bytes, then their high bytes). The last row,
+// {8, 8, 0, 0}, is Q8_0's left shift that puts each low byte's sign at the word's top.
 #define HONE_SHIFTS(a, b, c, d) {a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b, c, c, c, c, c, c, c, c, d, d, d, d, d, d, d, d}
 static const int16_t shifts_nibbles[32] = HONE_SHIFTS(0, 4, 8, 12);
 static const int16_t shifts_bytes[9][32] = {HONE_SHIFTS(0, 0, 8, 8), HONE_SHIFTS(1, 1, 9, 9), HONE_SHIFTS(2, 2, 10, 10),
