@@ -142,11 +142,13 @@ static inline int block_bytes(int type) {
     return type == HONE_TYPE_Q8_0 ? sizeof(hone_block_q8_0) : type == HONE_TYPE_Q4_1 ? sizeof(hone_block_q4_1) : sizeof(hone_block_q4_0);
 }
 
-// The block's constant term before scaling by the activations (Q4_0's -8·d, Q4_1's m).
+// A flat block's constant term before scaling by the activations (Q4_0's -8·d, Q4_1's and
+// Q5_1's m; 0 for Q8_0 and Q5_0).
 // F16C's conversion, exact like the portable one (which cost the AVX2 Q4_1 path ~20%).
 __attribute__((target("f16c")))
 static inline float block_constant(int type, const uint8_t *p, float d) {
     if (type == HONE_TYPE_Q4_1) return _cvtsh_ss(rd16(p + offsetof(hone_block_q4_1, m)));
+    if (type == HONE_TYPE_Q5_1) return _cvtsh_ss(rd16(p + offsetof(hone_block_q5_1, m)));
     if (type == HONE_TYPE_Q4_0) return -8.0f * d;
     return 0;
 }

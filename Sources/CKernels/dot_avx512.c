@@ -175,7 +175,7 @@ static inline __attribute__((always_inline)) void decode_rows4_avx512(int type, 
         } else {
             const uint8_t *p = row + b * flat_block_bytes(type);
             a_lo[r] = a_hi[r] = _cvtsh_ss(rd16(p));
-            c[r] = type == HONE_TYPE_Q4_1 || type == HONE_TYPE_Q5_1 ? _cvtsh_ss(rd16(p + 2)) : type == HONE_TYPE_Q4_0 ? -8.0f * a_lo[r] : 0;
+            c[r] = block_constant(type, p, a_lo[r]);
             w16[r] = ints32_lanes(type, p, 0);
         }
     }
